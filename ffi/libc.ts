@@ -1,0 +1,115 @@
+/**
+ * The one place that opens libc through Deno FFI.
+ *
+ * Every synchronous call runs on the calling thread, so `errno` is read right after it through
+ * `__errno_location()` of that same thread. Calls marked `nonblocking` run on another thread: their
+ * errno is not readable here, so only `poll_wait` is nonblocking and its callers treat a negative
+ * result as "wake up and look again".
+ */
+
+const symbols = {
+  /** int open(const char *pathname, int flags, mode_t mode); */
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int close(int fd); */
+  close: { parameters: ["i32"], result: "i32" },
+  /** ssize_t read(int fd, void *buf, size_t count); */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t write(int fd, const void *buf, size_t count); */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int ioctl(int fd, unsigned long request, void *argp); */
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); synchronous, timeout 0 to test readiness */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on a helper thread, to sleep until ready */
+  poll_wait: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** int eventfd(unsigned int initval, int flags); */
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** int socket(int domain, int type, int protocol); */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen); */
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  /** int *__errno_location(void); the calling thread's errno */
+  __errno_location: { parameters: [], result: "pointer" },
+  /** char *strerror(int errnum); */
+  strerror: { parameters: ["i32"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let library: Deno.DynamicLibrary<typeof symbols> | undefined;
+
+/** The libc symbols, opened on first use so that code which never touches a device needs no FFI. */
+export function libc(): Libc {
+  library ??= Deno.dlopen("libc.so.6", symbols);
+  return library.symbols;
+}
+
+/** The calling thread's errno. Read it before any other FFI call. */
+export function errno(): number {
+  const location = libc().__errno_location();
+  if (location === null) return 0;
+  return new Deno.UnsafePointerView(location).getInt32();
+}
+
+/** The C library's text for an errno value, such as "No such device". */
+export function describeErrno(code: number): string {
+  const text = libc().strerror(code);
+  return text === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(text);
+}
+
+/** A failed system call: which call, its errno and the C library's words for it. */
+export class SyscallError extends Error {
+  readonly syscall: string;
+  readonly errno: number;
+  readonly code: string;
+  constructor(syscall: string, errnoValue: number) {
+    const code = ERRNO_NAMES[errnoValue] ?? `E${errnoValue}`;
+    super(`${syscall} failed: ${describeErrno(errnoValue)} (${code})`);
+    this.name = "SyscallError";
+    this.syscall = syscall;
+    this.errno = errnoValue;
+    this.code = code;
+  }
+}
+
+/**
+ * Passes a non-negative return code through; for a negative one reads errno at once and throws a
+ * SyscallError naming the call, e.g. `check(ret, "ioctl(TUNSETIFF)")`.
+ */
+export function check(ret: number | bigint, syscall: string): number {
+  const value = Number(ret);
+  if (value < 0) throw new SyscallError(syscall, errno());
+  return value;
+}
+
+/** The errno values the code acts on. Linux generic values, the same on x86_64 and aarch64. */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EINTR: 4,
+  EIO: 5,
+  EBADF: 9,
+  EAGAIN: 11,
+  EACCES: 13,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  EADDRINUSE: 98,
+  ENETUNREACH: 101,
+  EHOSTUNREACH: 113,
+} as const;
+
+const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(Errno).map(([name, value]) => [value, name]),
+);
+
+/** A NUL-terminated C string in a fresh buffer. */
+export function cString(text: string): Uint8Array<ArrayBuffer> {
+  const encoded = new TextEncoder().encode(text);
+  const bytes = new Uint8Array(encoded.length + 1);
+  bytes.set(encoded);
+  return bytes;
+}

@@ -1,0 +1,162 @@
+/**
+ * Kernel structs as bytes: each is a Uint8Array with a DataView at named offsets (Linux, x86_64 and
+ * aarch64 share these layouts). Pure code, unit-tested without root.
+ */
+
+/** Linux constants used with the structs and calls in ffi/. */
+export const Linux = {
+  O_RDWR: 0o2,
+  O_NONBLOCK: 0o4000,
+  O_CLOEXEC: 0o2000000,
+  AF_INET: 2,
+  AF_INET6: 10,
+  SOCK_DGRAM: 2,
+  SOCK_CLOEXEC: 0o2000000,
+  SOL_IP: 0,
+  IP_MTU: 14,
+  SOL_IPV6: 41,
+  IPV6_MTU: 24,
+  POLLIN: 0x1,
+  EFD_NONBLOCK: 0o4000,
+  EFD_CLOEXEC: 0o2000000,
+  IFF_TUN: 0x0001,
+  IFF_TAP: 0x0002,
+  IFF_NO_PI: 0x1000,
+  IFF_UP: 0x1,
+  IFNAMSIZ: 16,
+  /** _IOW('T', 202, int) */
+  TUNSETIFF: 0x400454ca,
+  SIOCGIFFLAGS: 0x8913,
+  SIOCSIFFLAGS: 0x8914,
+  SIOCSIFADDR: 0x8916,
+  SIOCSIFNETMASK: 0x891c,
+  SIOCGIFMTU: 0x8921,
+  SIOCSIFMTU: 0x8922,
+  SIOCGIFHWADDR: 0x8927,
+  SIOCGIFINDEX: 0x8933,
+  SIOCSIFTXQLEN: 0x8943,
+} as const;
+
+/**
+ * struct ifreq (40 bytes): char ifr_name[16] at 0, then a union at 16 of short ifr_flags,
+ * int ifr_mtu / ifr_ifindex / ifr_qlen, or struct sockaddr ifr_addr (16 bytes).
+ */
+export const IfReq = {
+  SIZE: 40,
+  NAME: 0,
+  UNION: 16,
+} as const;
+
+/** A valid Linux interface name: 1 to 15 bytes, no slash, colon or white space, not "." or "..". */
+export function validInterfaceName(name: string): boolean {
+  const bytes = new TextEncoder().encode(name).length;
+  return bytes >= 1 && bytes < Linux.IFNAMSIZ && !/[\s/:]/.test(name) && name !== "." && name !== "..";
+}
+
+/** A zeroed ifreq with `ifr_name` set. Throws on a name the kernel would refuse. */
+export function ifreq(name: string): { bytes: Uint8Array<ArrayBuffer>; view: DataView } {
+  if (!validInterfaceName(name)) throw new RangeError(`Invalid interface name "${name}"`);
+  const bytes = new Uint8Array(IfReq.SIZE);
+  bytes.set(new TextEncoder().encode(name), IfReq.NAME);
+  return { bytes, view: new DataView(bytes.buffer) };
+}
+
+/** The NUL-terminated `ifr_name` of an ifreq (the kernel fills it in when it picks the name). */
+export function ifreqName(bytes: Uint8Array): string {
+  const field = bytes.subarray(IfReq.NAME, IfReq.NAME + Linux.IFNAMSIZ);
+  const end = field.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? field : field.subarray(0, end));
+}
+
+/** ifreq with `ifr_flags` (short at 16), as TUNSETIFF and SIOCSIFFLAGS take it. */
+export function ifreqWithFlags(name: string, flags: number): Uint8Array<ArrayBuffer> {
+  const { bytes, view } = ifreq(name);
+  view.setInt16(IfReq.UNION, flags, true);
+  return bytes;
+}
+
+/** ifreq with an int in the union (ifr_mtu, ifr_qlen). */
+export function ifreqWithInt(name: string, value: number): Uint8Array<ArrayBuffer> {
+  const { bytes, view } = ifreq(name);
+  view.setInt32(IfReq.UNION, value, true);
+  return bytes;
+}
+
+/** ifreq with a struct sockaddr_in in `ifr_addr`, as SIOCSIFADDR and SIOCSIFNETMASK take it (IPv4). */
+export function ifreqWithInet4(name: string, address: Uint8Array): Uint8Array<ArrayBuffer> {
+  const { bytes } = ifreq(name);
+  bytes.set(sockaddrIn(address, 0), IfReq.UNION);
+  return bytes;
+}
+
+export function ifreqInt(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset).getInt32(IfReq.UNION, true);
+}
+
+export function ifreqFlags(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset).getInt16(IfReq.UNION, true);
+}
+
+/** struct sockaddr_in (16 bytes): sa_family u16 host order at 0, port u16 network order at 2, address at 4. */
+export const SockaddrIn = { SIZE: 16, FAMILY: 0, PORT: 2, ADDR: 4 } as const;
+
+/**
+ * struct sockaddr_in6 (28 bytes): sa_family at 0, port (network order) at 2, flowinfo u32 at 4,
+ * address at 8, scope id u32 at 24.
+ */
+export const SockaddrIn6 = { SIZE: 28, FAMILY: 0, PORT: 2, FLOWINFO: 4, ADDR: 8, SCOPE_ID: 24 } as const;
+
+export function sockaddrIn(address: Uint8Array, port: number): Uint8Array<ArrayBuffer> {
+  if (address.length !== 4) throw new RangeError("An IPv4 address has 4 bytes");
+  const bytes = new Uint8Array(SockaddrIn.SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(SockaddrIn.FAMILY, Linux.AF_INET, true);
+  view.setUint16(SockaddrIn.PORT, port, false);
+  bytes.set(address, SockaddrIn.ADDR);
+  return bytes;
+}
+
+export function sockaddrIn6(address: Uint8Array, port: number, scopeId = 0): Uint8Array<ArrayBuffer> {
+  if (address.length !== 16) throw new RangeError("An IPv6 address has 16 bytes");
+  const bytes = new Uint8Array(SockaddrIn6.SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint16(SockaddrIn6.FAMILY, Linux.AF_INET6, true);
+  view.setUint16(SockaddrIn6.PORT, port, false);
+  bytes.set(address, SockaddrIn6.ADDR);
+  view.setUint32(SockaddrIn6.SCOPE_ID, scopeId, true);
+  return bytes;
+}
+
+/** struct in6_ifreq (24 bytes): address at 0, prefix length u32 at 16, interface index i32 at 20. */
+export const In6IfReq = { SIZE: 24, ADDR: 0, PREFIXLEN: 16, IFINDEX: 20 } as const;
+
+export function in6Ifreq(
+  address: Uint8Array,
+  prefixLength: number,
+  ifindex: number,
+): Uint8Array<ArrayBuffer> {
+  if (address.length !== 16) throw new RangeError("An IPv6 address has 16 bytes");
+  const bytes = new Uint8Array(In6IfReq.SIZE);
+  const view = new DataView(bytes.buffer);
+  bytes.set(address, In6IfReq.ADDR);
+  view.setUint32(In6IfReq.PREFIXLEN, prefixLength, true);
+  view.setInt32(In6IfReq.IFINDEX, ifindex, true);
+  return bytes;
+}
+
+/** struct pollfd (8 bytes each): fd i32 at 0, events i16 at 4, revents i16 at 6. */
+export const PollFd = { SIZE: 8, FD: 0, EVENTS: 4, REVENTS: 6 } as const;
+
+export function pollFds(fds: readonly number[], events: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(PollFd.SIZE * fds.length);
+  const view = new DataView(bytes.buffer);
+  fds.forEach((fd, i) => {
+    view.setInt32(i * PollFd.SIZE + PollFd.FD, fd, true);
+    view.setInt16(i * PollFd.SIZE + PollFd.EVENTS, events, true);
+  });
+  return bytes;
+}
+
+export function pollRevents(bytes: Uint8Array, index: number): number {
+  return new DataView(bytes.buffer, bytes.byteOffset).getInt16(index * PollFd.SIZE + PollFd.REVENTS, true);
+}

@@ -1,0 +1,97 @@
+/** Tap and tun devices through /dev/net/tun: open, TUNSETIFF, nonblocking read and write, poll. */
+
+import type { LinkDevice, LinkMode } from "../src/link_device.ts";
+import { check, cString, Errno, errno, libc, SyscallError } from "./libc.ts";
+import { ifreqName, ifreqWithFlags, Linux, pollFds, pollRevents } from "./structs.ts";
+
+const TUN_PATH = "/dev/net/tun";
+
+/** The TUNSETIFF flags for a mode: no packet-information header either way. */
+export function tunFlags(mode: LinkMode): number {
+  return (mode === "tap" ? Linux.IFF_TAP : Linux.IFF_TUN) | Linux.IFF_NO_PI;
+}
+
+/**
+ * A kernel tap or tun device owned by this process. It is not persistent: the kernel removes the
+ * interface when the descriptor is closed, so a crashed daemon leaks no interface either.
+ */
+export class TunDevice implements LinkDevice {
+  readonly name: string;
+  readonly mode: LinkMode;
+  readonly #fd: number;
+  /** An eventfd that close() signals to wake a pending waitReadable(). */
+  readonly #wakeFd: number;
+  readonly #pollSet: Uint8Array<ArrayBuffer>;
+  #waiting: Promise<boolean> | undefined;
+  #closed = false;
+
+  private constructor(fd: number, wakeFd: number, name: string, mode: LinkMode) {
+    this.#fd = fd;
+    this.#wakeFd = wakeFd;
+    this.name = name;
+    this.mode = mode;
+    this.#pollSet = pollFds([fd, wakeFd], Linux.POLLIN);
+  }
+
+  /** Creates the interface (`name` may hold "%d" for the kernel to number it). */
+  static open(name: string, mode: LinkMode): TunDevice {
+    const c = libc();
+    const request = ifreqWithFlags(name, tunFlags(mode));
+    const fd = c.open(cString(TUN_PATH), Linux.O_RDWR | Linux.O_NONBLOCK | Linux.O_CLOEXEC, 0);
+    if (fd < 0) throw new SyscallError(`open(${TUN_PATH})`, errno());
+    try {
+      check(c.ioctl(fd, BigInt(Linux.TUNSETIFF), request), "ioctl(TUNSETIFF)");
+      const wakeFd = check(c.eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd");
+      return new TunDevice(fd, wakeFd, ifreqName(request), mode);
+    } catch (error) {
+      c.close(fd);
+      throw error;
+    }
+  }
+
+  waitReadable(): Promise<boolean> {
+    this.#waiting ??= this.#poll().finally(() => this.#waiting = undefined);
+    return this.#waiting;
+  }
+
+  async #poll(): Promise<boolean> {
+    while (!this.#closed) {
+      // Sleeps on a helper thread without a timeout; close() wakes it through the eventfd.
+      const ready = await libc().poll_wait(this.#pollSet, 2n, -1);
+      if (this.#closed) return false;
+      if (ready > 0 && pollRevents(this.#pollSet, 0) !== 0) return true;
+    }
+    return false;
+  }
+
+  tryRead(buffer: Uint8Array<ArrayBuffer>): number {
+    const n = Number(libc().read(this.#fd, buffer, BigInt(buffer.length)));
+    if (n >= 0) return n;
+    const code = errno();
+    if (code === Errno.EAGAIN || code === Errno.EINTR) return 0;
+    throw new SyscallError(`read(${this.name})`, code);
+  }
+
+  write(frame: Uint8Array<ArrayBuffer>): number {
+    const n = Number(libc().write(this.#fd, frame, BigInt(frame.length)));
+    return n >= 0 ? 0 : errno();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const c = libc();
+    c.write(this.#wakeFd, new Uint8Array(new BigUint64Array([1n]).buffer), 8n);
+    const release = () => {
+      c.close(this.#fd);
+      c.close(this.#wakeFd);
+    };
+    // Closing a descriptor that a helper thread still polls is a race: wait for the poll to return.
+    if (this.#waiting) this.#waiting.then(release, release);
+    else release();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

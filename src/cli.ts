@@ -1,0 +1,210 @@
+/** The command line: parsing and validation (node:util parseArgs), the help text. Pure: no I/O. */
+
+import { parseArgs } from "node:util";
+import { type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
+import type { LinkMode } from "./link_device.ts";
+import type { Verbosity } from "./log.ts";
+import { validInterfaceName } from "../ffi/structs.ts";
+import { MIN_LINK_MTU } from "./session.ts";
+
+export const DEFAULT_PORT = 4455;
+export const MAX_LINK_MTU = 65_535;
+
+/** A usage error: main.ts prints it on one line to stderr and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** The daemon's settings as given, before the peer name is resolved. */
+export interface DaemonArgs {
+  verbosity: Verbosity;
+  listen: boolean;
+  allow: IpPrefix[];
+  insecureAcceptAny: boolean;
+  /** UDP port of the peer, and the port to listen on with --listen. */
+  port: number;
+  /** Local UDP port of an initiator that does not listen; 0 = any free port. */
+  localPort: number;
+  peer?: {
+    host: string;
+    family?: 4 | 6;
+    vid: number;
+    mode: LinkMode;
+    addresses: IpPrefix[];
+    mtu?: number;
+    ifname?: string;
+  };
+}
+
+export type Command =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "daemon"; args: DaemonArgs };
+
+export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet link between two hosts over UDP.
+
+Usage:
+  vela --peer HOST --vid N [options]     start a circuit to HOST; HOST's side is configured by the handshake
+  vela --listen --allow CIDR [options]   accept circuits from initiators in CIDR (repeatable)
+  vela --help | --version
+
+Circuit options (with --peer):
+  --peer HOST         peer name or IPv4/IPv6 address (its A/AAAA record is resolved once at start)
+  --vid N             circuit id, 1 to 255; the interface is vela<N>
+  --mode tap|tun      tap carries Ethernet frames (default), tun carries IP packets
+  --address CIDR      this side's address, e.g. 198.18.207.1/30 or fd00:1::1/126 (repeatable, one per
+                      family); the peer takes the other host of the pair (/31 and /127 also work)
+  --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
+  --ifname NAME       interface name instead of vela<N>
+  --local-port P      local UDP port (default: any free port; with --listen, the --port)
+  -4, -6              use only the peer's IPv4 or IPv6 address
+
+Listener options:
+  --listen            accept IREQs and create the interfaces they ask for
+  --allow CIDR        underlay prefix whose IREQs are accepted (repeatable)
+  --insecure-accept-any   accept IREQs from any address (for closed test networks only)
+
+Common options:
+  --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
+  -v, --verbose       log debug messages too
+  -q, --quiet         log errors only
+  -h, --help          show this help
+  -V, --version       show the version
+
+The daemon runs until SIGINT or SIGTERM, then tells its peers (CREQ) and removes its interfaces.
+Exit codes: 0 on a clean stop, 1 on a runtime failure, 2 on a usage error.
+`;
+
+function integer(text: string, option: string, min: number, max: number): number {
+  if (!/^[0-9]+$/.test(text)) {
+    throw new UsageError(`${option} takes a whole number from ${min} to ${max}, not "${text}"`);
+  }
+  const value = Number(text);
+  if (value < min || value > max) {
+    throw new UsageError(`${option} takes a whole number from ${min} to ${max}, not ${text}`);
+  }
+  return value;
+}
+
+function prefix(text: string, option: string): IpPrefix {
+  const parsed = parseCidr(text);
+  if (!parsed) {
+    throw new UsageError(
+      `${option} takes an address with a prefix length, such as 198.18.207.1/30, not "${text}"`,
+    );
+  }
+  return parsed;
+}
+
+/** Parses the arguments; throws UsageError with one line that says what is wrong. */
+export function parseCommandLine(argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        peer: { type: "string" },
+        vid: { type: "string" },
+        mode: { type: "string" },
+        address: { type: "string", multiple: true },
+        mtu: { type: "string" },
+        ifname: { type: "string" },
+        port: { type: "string" },
+        "local-port": { type: "string" },
+        listen: { type: "boolean" },
+        allow: { type: "string", multiple: true },
+        "insecure-accept-any": { type: "boolean" },
+        ipv4: { type: "boolean", short: "4" },
+        ipv6: { type: "boolean", short: "6" },
+        verbose: { type: "boolean", short: "v" },
+        quiet: { type: "boolean", short: "q" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message.split("\n")[0].replace(/\.$/, ""));
+  }
+  const v = parsed.values;
+  if (v.help) return { kind: "help" };
+  if (v.version) return { kind: "version" };
+  if (v.verbose && v.quiet) throw new UsageError("--verbose and --quiet exclude each other");
+  if (v.ipv4 && v.ipv6) throw new UsageError("-4 and -6 exclude each other");
+  const port = v.port === undefined ? DEFAULT_PORT : integer(v.port, "--port", 1, 65535);
+  const listen = v.listen ?? false;
+  const allow = (v.allow ?? []).map((text) => prefix(text, "--allow"));
+  const insecureAcceptAny = v["insecure-accept-any"] ?? false;
+  if (!listen && (allow.length > 0 || insecureAcceptAny)) {
+    throw new UsageError("--allow and --insecure-accept-any go with --listen");
+  }
+  if (listen && allow.length === 0 && !insecureAcceptAny) {
+    throw new UsageError(
+      "--listen needs --allow CIDR (the initiators' underlay prefix) or --insecure-accept-any",
+    );
+  }
+  if (listen && v["local-port"] !== undefined) {
+    throw new UsageError("--local-port does not go with --listen; use --port");
+  }
+  const localPort = listen
+    ? port
+    : v["local-port"] === undefined
+    ? 0
+    : integer(v["local-port"], "--local-port", 1, 65535);
+  const circuitOptions = ["vid", "mode", "address", "mtu", "ifname", "local-port", "ipv4", "ipv6"] as const;
+  if (v.peer === undefined) {
+    const stray = circuitOptions.find((name) => v[name] !== undefined);
+    if (stray) throw new UsageError(`--${stray} goes with --peer`);
+    if (!listen) {
+      throw new UsageError("Give --peer HOST --vid N to start a circuit, or --listen to accept them");
+    }
+  }
+  const args: DaemonArgs = {
+    verbosity: v.verbose ? "verbose" : v.quiet ? "quiet" : "normal",
+    listen,
+    allow,
+    insecureAcceptAny,
+    port,
+    localPort,
+  };
+  if (v.peer !== undefined) {
+    if (v.peer === "") throw new UsageError("--peer needs a host name or address");
+    if (v.vid === undefined) throw new UsageError("--peer needs --vid N (1 to 255)");
+    const vid = integer(v.vid, "--vid", 1, 255);
+    const mode = v.mode ?? "tap";
+    if (mode !== "tap" && mode !== "tun") throw new UsageError(`--mode is tap or tun, not "${mode}"`);
+    const addresses = (v.address ?? []).map((text) => prefix(text, "--address"));
+    for (const family of [4, 6]) {
+      if (addresses.filter((a) => a.family === family).length > 1) {
+        throw new UsageError(`--address takes one IPv${family} address per circuit`);
+      }
+    }
+    for (const address of addresses) {
+      try {
+        peerAddress(address);
+      } catch (error) {
+        throw new UsageError(`--address ${(error as Error).message}`);
+      }
+    }
+    const mtu = v.mtu === undefined ? undefined : integer(v.mtu, "--mtu", MIN_LINK_MTU, MAX_LINK_MTU);
+    if (v.ifname !== undefined && !validInterfaceName(v.ifname)) {
+      throw new UsageError(
+        `--ifname "${v.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
+      );
+    }
+    args.peer = {
+      host: v.peer,
+      family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
+      vid,
+      mode,
+      addresses,
+      mtu,
+      ifname: v.ifname,
+    };
+  }
+  return { kind: "daemon", args };
+}

@@ -1,0 +1,27 @@
+/**
+ * What the daemon needs of the host's network stack: devices, their configuration and route MTUs.
+ * src/kernel_network.ts is the real one (ffi/), tests/fakes/ has an in-memory one.
+ */
+
+import type { IpAddress, IpPrefix } from "./ip.ts";
+import type { LinkDevice, LinkMode } from "./link_device.ts";
+
+export interface HostNetwork {
+  /** Creates a device; `name` may hold "%d" for the kernel to number it. */
+  openDevice(name: string, mode: LinkMode): LinkDevice;
+  setMtu(name: string, mtu: number): void;
+  addAddress(name: string, prefix: IpPrefix): void;
+  setUp(name: string): void;
+  /** The MTU of the route towards `address` (the underlay MTU). */
+  routeMtu(address: IpAddress): number;
+}
+
+/** Bytes VELA adds to a frame on the underlay: IP header, UDP header, vid byte, and for tap the Ethernet header. */
+export function encapsulationOverhead(family: 4 | 6, mode: LinkMode): number {
+  return (family === 4 ? 20 : 40) + 8 + 1 + (mode === "tap" ? 14 : 0);
+}
+
+/** The link MTU that fits the underlay MTU without fragmentation. */
+export function linkMtuFor(underlayMtu: number, family: 4 | 6, mode: LinkMode): number {
+  return underlayMtu - encapsulationOverhead(family, mode);
+}

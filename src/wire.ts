@@ -1,0 +1,382 @@
+/**
+ * Wire protocol v1 (docs/PROTOCOL.md is the byte-by-byte specification).
+ *
+ * Every datagram starts with one byte: 1..255 is data on circuit `vid` = that byte, followed by one
+ * Ethernet frame (tap) or IP packet (tun), unchanged. 0 is a control message:
+ *
+ *   offset 0  u8   0 (control marker)
+ *   offset 1  u8   VC code (NOP 0, IREQ 1, IACK 2, ICON 3, CREQ 4, KEEPALIVE 5, IRDY 6, NAK 7)
+ *   offset 2  u8   protocol version, 1
+ *   offset 3  u8   vid (0 only in NOP)
+ *   offset 4  u16  body length, big endian
+ *   offset 6  u8   flags: bit 0 = a 16-byte MAC follows the body; other bits 0
+ *   offset 7  u8   reserved, 0
+ *   offset 8  ...  body, then the MAC when flagged
+ *
+ * decode() never throws: a datagram it cannot accept comes back with a drop reason.
+ */
+
+import type { LinkMode } from "./link_device.ts";
+import type { Family, IpPrefix } from "./ip.ts";
+
+export const PROTOCOL_VERSION = 1;
+export const CONTROL_MARKER = 0;
+export const HEADER_LENGTH = 8;
+export const MAC_LENGTH = 16;
+export const FLAG_MAC = 0x01;
+/** No valid control message is longer; a longer one is dropped as oversize. */
+export const MAX_CONTROL_LENGTH = 512;
+/** At most this many addresses travel in one IREQ's plan. */
+export const MAX_PLAN_ADDRESSES = 4;
+/** At most this many bytes of NAK text. */
+export const MAX_NAK_TEXT = 200;
+/** The vid byte of a data datagram is followed by at least this much payload. */
+export const MIN_DATA_PAYLOAD = 1;
+
+export const VcCode = {
+  NOP: 0,
+  IREQ: 1,
+  IACK: 2,
+  ICON: 3,
+  CREQ: 4,
+  KEEPALIVE: 5,
+  IRDY: 6,
+  NAK: 7,
+} as const;
+export type VcName = keyof typeof VcCode;
+const VC_NAMES = Object.fromEntries(Object.entries(VcCode).map(([k, v]) => [v, k])) as Record<number, VcName>;
+
+/** Mode byte in IREQ, IACK and IRDY. */
+export const ModeCode = { tap: 1, tun: 2 } as const satisfies Record<LinkMode, number>;
+
+/** Reason byte of a NAK. */
+export const NakReason = {
+  UNSPECIFIED: 0,
+  NOT_ALLOWED: 1,
+  VID_IN_USE: 2,
+  MODE_MISMATCH: 3,
+  BAD_PLAN: 4,
+  DEVICE_FAILED: 5,
+  BAD_KEY: 6,
+  MTU_TOO_SMALL: 7,
+} as const;
+
+export type Nonce = bigint;
+
+export interface Nop {
+  type: "NOP";
+  vid: number;
+}
+export interface Ireq {
+  type: "IREQ";
+  vid: number;
+  initiatorNonce: Nonce;
+  /** Milliseconds since the Unix epoch at sending. */
+  timestamp: bigint;
+  mode: LinkMode;
+  mtu: number;
+  options: number;
+  /** The addresses the responder's interface takes. */
+  plan: IpPrefix[];
+}
+export interface Iack {
+  type: "IACK" | "IRDY";
+  vid: number;
+  responderNonce: Nonce;
+  initiatorNonce: Nonce;
+  mtu: number;
+  mode: LinkMode;
+  options: number;
+}
+export interface Icon {
+  type: "ICON";
+  vid: number;
+  initiatorNonce: Nonce;
+  responderNonce: Nonce;
+}
+export interface Creq {
+  type: "CREQ";
+  vid: number;
+  senderNonce: Nonce;
+  receiverNonce: Nonce;
+}
+export interface Keepalive {
+  type: "KEEPALIVE";
+  vid: number;
+  senderNonce: Nonce;
+  receiverNonce: Nonce;
+  sentAt: bigint;
+  echo: bigint;
+}
+export interface Nak {
+  type: "NAK";
+  vid: number;
+  initiatorNonce: Nonce;
+  reason: number;
+  text: string;
+}
+export type ControlMessage = Nop | Ireq | Iack | Icon | Creq | Keepalive | Nak;
+
+export type DropReason =
+  | "empty"
+  | "truncated"
+  | "oversize"
+  | "bad-version"
+  | "unknown-code"
+  | "bad-length"
+  | "bad-field";
+
+export type Decoded =
+  | { ok: true; message: ControlMessage; mac?: Uint8Array }
+  | { ok: false; reason: DropReason; detail: string };
+
+/** Body lengths of the fixed-size messages; IREQ adds its plan, NAK its text, NOP may carry padding. */
+const FIXED_BODY: Record<Exclude<VcName, "NOP">, number> = {
+  IREQ: 24,
+  IACK: 24,
+  IRDY: 24,
+  ICON: 16,
+  CREQ: 16,
+  KEEPALIVE: 32,
+  NAK: 10,
+};
+
+/** What the first byte says a datagram is. */
+export function datagramKind(datagram: Uint8Array): "control" | "data" | "empty" {
+  if (datagram.length === 0) return "empty";
+  return datagram[0] === CONTROL_MARKER ? "control" : "data";
+}
+
+function modeFrom(byte: number): LinkMode | undefined {
+  return byte === ModeCode.tap ? "tap" : byte === ModeCode.tun ? "tun" : undefined;
+}
+
+function fail(reason: DropReason, detail: string): Decoded {
+  return { ok: false, reason, detail };
+}
+
+/** Decodes a control datagram (first byte 0). Never throws. */
+export function decode(datagram: Uint8Array): Decoded {
+  if (datagram.length === 0) return fail("empty", "empty datagram");
+  if (datagram[0] !== CONTROL_MARKER) return fail("bad-field", "not a control datagram");
+  if (datagram.length > MAX_CONTROL_LENGTH) {
+    return fail("oversize", `${datagram.length} bytes is over ${MAX_CONTROL_LENGTH}`);
+  }
+  if (datagram.length < HEADER_LENGTH) return fail("truncated", `${datagram.length}-byte header`);
+  const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
+  const code = datagram[1];
+  const name = VC_NAMES[code];
+  if (datagram[2] !== PROTOCOL_VERSION) return fail("bad-version", `version ${datagram[2]}`);
+  if (name === undefined) return fail("unknown-code", `VC code ${code}`);
+  const vid = datagram[3];
+  const bodyLength = view.getUint16(4);
+  const flags = datagram[6];
+  if ((flags & ~FLAG_MAC) !== 0 || datagram[7] !== 0) return fail("bad-field", "reserved header bits set");
+  const macLength = flags & FLAG_MAC ? MAC_LENGTH : 0;
+  const expected = HEADER_LENGTH + bodyLength + macLength;
+  if (datagram.length < expected) return fail("truncated", `${datagram.length} of ${expected} bytes`);
+  if (datagram.length > expected) {
+    return fail("bad-length", `${datagram.length - expected} bytes past the end`);
+  }
+  if (name !== "NOP" && vid === 0) return fail("bad-field", `${name} for vid 0`);
+  const body = new DataView(datagram.buffer, datagram.byteOffset + HEADER_LENGTH, bodyLength);
+  const mac = macLength ? datagram.slice(HEADER_LENGTH + bodyLength) : undefined;
+  if (name !== "NOP" && bodyLength < FIXED_BODY[name]) {
+    return fail("truncated", `${name} body of ${bodyLength} bytes, needs ${FIXED_BODY[name]}`);
+  }
+  const result = decodeBody(name, vid, body);
+  if (typeof result === "string") {
+    return fail(result.startsWith("truncated") ? "truncated" : "bad-field", result);
+  }
+  return mac ? { ok: true, message: result, mac } : { ok: true, message: result };
+}
+
+/** The message, or a string saying what is wrong with the body. */
+function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage | string {
+  const exact = (n: number) =>
+    body.byteLength === n ? undefined : `${name} body of ${body.byteLength} bytes, not ${n}`;
+  switch (name) {
+    case "NOP":
+      return { type: "NOP", vid };
+    case "IREQ": {
+      const mode = modeFrom(body.getUint8(16));
+      if (!mode) return `IREQ mode ${body.getUint8(16)}`;
+      const count = body.getUint8(17);
+      if (count > MAX_PLAN_ADDRESSES) return `IREQ plan of ${count} addresses`;
+      if (body.getUint16(22) !== 0) return "IREQ reserved bytes set";
+      const plan: IpPrefix[] = [];
+      let at = FIXED_BODY.IREQ;
+      for (let i = 0; i < count; i++) {
+        if (at + 2 > body.byteLength) return "truncated IREQ plan";
+        const family = body.getUint8(at);
+        if (family !== 4 && family !== 6) return `IREQ plan address family ${family}`;
+        const size = family === 4 ? 4 : 16;
+        const prefixLength = body.getUint8(at + 1);
+        if (prefixLength > size * 8) return `IREQ plan prefix length ${prefixLength}`;
+        if (at + 2 + size > body.byteLength) return "truncated IREQ plan";
+        const bytes = new Uint8Array(body.buffer, body.byteOffset + at + 2, size).slice();
+        plan.push({ family: family as Family, bytes, prefixLength });
+        at += 2 + size;
+      }
+      if (at !== body.byteLength) return `IREQ body has ${body.byteLength - at} bytes past its plan`;
+      return {
+        type: "IREQ",
+        vid,
+        initiatorNonce: body.getBigUint64(0),
+        timestamp: body.getBigUint64(8),
+        mode,
+        mtu: body.getUint16(18),
+        options: body.getUint16(20),
+        plan,
+      };
+    }
+    case "IACK":
+    case "IRDY": {
+      const wrong = exact(FIXED_BODY[name]);
+      if (wrong) return wrong;
+      const mode = modeFrom(body.getUint8(18));
+      if (!mode) return `${name} mode ${body.getUint8(18)}`;
+      if (body.getUint8(19) !== 0 || body.getUint16(22) !== 0) return `${name} reserved bytes set`;
+      return {
+        type: name,
+        vid,
+        responderNonce: body.getBigUint64(0),
+        initiatorNonce: body.getBigUint64(8),
+        mtu: body.getUint16(16),
+        mode,
+        options: body.getUint16(20),
+      };
+    }
+    case "ICON":
+      return exact(16) ??
+        { type: "ICON", vid, initiatorNonce: body.getBigUint64(0), responderNonce: body.getBigUint64(8) };
+    case "CREQ":
+      return exact(16) ??
+        { type: "CREQ", vid, senderNonce: body.getBigUint64(0), receiverNonce: body.getBigUint64(8) };
+    case "KEEPALIVE":
+      return exact(32) ?? {
+        type: "KEEPALIVE",
+        vid,
+        senderNonce: body.getBigUint64(0),
+        receiverNonce: body.getBigUint64(8),
+        sentAt: body.getBigUint64(16),
+        echo: body.getBigUint64(24),
+      };
+    case "NAK": {
+      const textLength = body.getUint8(9);
+      if (textLength > MAX_NAK_TEXT) return `NAK text of ${textLength} bytes`;
+      const wrong = exact(FIXED_BODY.NAK + textLength);
+      if (wrong) return wrong;
+      const raw = new Uint8Array(body.buffer, body.byteOffset + 10, textLength);
+      let text: string;
+      try {
+        text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+      } catch {
+        return "NAK text is not UTF-8";
+      }
+      return { type: "NAK", vid, initiatorNonce: body.getBigUint64(0), reason: body.getUint8(8), text };
+    }
+  }
+}
+
+function bodyLength(message: ControlMessage): number {
+  switch (message.type) {
+    case "NOP":
+      return 0;
+    case "IREQ":
+      return FIXED_BODY.IREQ + message.plan.reduce((sum, p) => sum + 2 + p.bytes.length, 0);
+    case "NAK":
+      return FIXED_BODY.NAK + nakText(message.text).length;
+    default:
+      return FIXED_BODY[message.type];
+  }
+}
+
+/** NAK text as UTF-8, cut to MAX_NAK_TEXT bytes on a character boundary. */
+function nakText(text: string): Uint8Array {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > MAX_NAK_TEXT) {
+    text = text.slice(0, -1);
+    bytes = new TextEncoder().encode(text);
+  }
+  return bytes;
+}
+
+/**
+ * Encodes a control message. With `macLength` the MAC flag is set and that many zero bytes are left at
+ * the end for the caller to fill. Throws a RangeError on a field out of range (a bug, not input).
+ */
+export function encode(message: ControlMessage, macLength = 0): Uint8Array<ArrayBuffer> {
+  if (message.vid < 0 || message.vid > 255 || (message.type !== "NOP" && message.vid === 0)) {
+    throw new RangeError(`vid ${message.vid} out of range for ${message.type}`);
+  }
+  const length = bodyLength(message);
+  const out = new Uint8Array(HEADER_LENGTH + length + macLength);
+  const view = new DataView(out.buffer);
+  out[0] = CONTROL_MARKER;
+  out[1] = VcCode[message.type];
+  out[2] = PROTOCOL_VERSION;
+  out[3] = message.vid;
+  view.setUint16(4, length);
+  out[6] = macLength ? FLAG_MAC : 0;
+  const at = HEADER_LENGTH;
+  switch (message.type) {
+    case "NOP":
+      break;
+    case "IREQ": {
+      if (message.plan.length > MAX_PLAN_ADDRESSES) throw new RangeError("Too many plan addresses");
+      view.setBigUint64(at, message.initiatorNonce);
+      view.setBigUint64(at + 8, message.timestamp);
+      out[at + 16] = ModeCode[message.mode];
+      out[at + 17] = message.plan.length;
+      view.setUint16(at + 18, message.mtu);
+      view.setUint16(at + 20, message.options);
+      let p = at + FIXED_BODY.IREQ;
+      for (const prefix of message.plan) {
+        out[p] = prefix.family;
+        out[p + 1] = prefix.prefixLength;
+        out.set(prefix.bytes, p + 2);
+        p += 2 + prefix.bytes.length;
+      }
+      break;
+    }
+    case "IACK":
+    case "IRDY":
+      view.setBigUint64(at, message.responderNonce);
+      view.setBigUint64(at + 8, message.initiatorNonce);
+      view.setUint16(at + 16, message.mtu);
+      out[at + 18] = ModeCode[message.mode];
+      view.setUint16(at + 20, message.options);
+      break;
+    case "ICON":
+      view.setBigUint64(at, message.initiatorNonce);
+      view.setBigUint64(at + 8, message.responderNonce);
+      break;
+    case "CREQ":
+      view.setBigUint64(at, message.senderNonce);
+      view.setBigUint64(at + 8, message.receiverNonce);
+      break;
+    case "KEEPALIVE":
+      view.setBigUint64(at, message.senderNonce);
+      view.setBigUint64(at + 8, message.receiverNonce);
+      view.setBigUint64(at + 16, message.sentAt);
+      view.setBigUint64(at + 24, message.echo);
+      break;
+    case "NAK": {
+      const text = nakText(message.text);
+      view.setBigUint64(at, message.initiatorNonce);
+      out[at + 8] = message.reason;
+      out[at + 9] = text.length;
+      out.set(text, at + 10);
+      break;
+    }
+  }
+  return out;
+}
+
+/** A fresh random 64-bit session nonce, never 0 (0 means "not known yet" in CREQ). */
+export function newNonce(): Nonce {
+  const bytes = new BigUint64Array(1);
+  do crypto.getRandomValues(bytes); while (bytes[0] === 0n);
+  return bytes[0];
+}
