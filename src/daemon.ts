@@ -209,6 +209,7 @@ export class Daemon {
   }
 
   #onControl(datagram: Uint8Array, from: Endpoint): void {
+    if (this.#stopped) return;
     const decoded = decode(datagram);
     if (!decoded.ok) {
       this.#drop(decoded.reason, `Dropped a control datagram from ${from.address}: ${decoded.detail}`);

@@ -1,0 +1,258 @@
+/**
+ * A test bed of two network namespaces joined by a veth pair, with VELA and other programs started in
+ * them as real processes. Used by tests/netns/, the demo and the benchmarks.
+ *
+ * Network rules: the underlay is 198.18.N.1 and 198.18.N.2 (/24) and fd00:198:18:N::1 and ::2 (/64);
+ * namespace and interface names carry the process id; destroy() kills every process the bed started,
+ * by PID, and deletes the namespaces, also after a failure.
+ */
+
+const decoder = new TextDecoder();
+const PROJECT_ROOT = new URL("..", import.meta.url).pathname;
+const MAIN = `${PROJECT_ROOT}main.ts`;
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion and returns its exit code and output. */
+export async function run(args: string[], options: { check?: boolean } = {}): Promise<RunResult> {
+  const output = await new Deno.Command(args[0], { args: args.slice(1), stdout: "piped", stderr: "piped" })
+    .output();
+  const result = {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+  if (options.check && result.code !== 0) {
+    throw new Error(
+      `${args.join(" ")} exited ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`,
+    );
+  }
+  return result;
+}
+
+/** Whether this process can make namespaces; if not, why (for a loud skip). */
+export async function namespaceSupport(): Promise<{ ok: true } | { ok: false; reason: string }> {
+  if (Deno.build.os !== "linux") return { ok: false, reason: "network namespaces need Linux" };
+  if (Deno.uid() !== 0) {
+    return { ok: false, reason: "network namespace tests need root (run as root or in CI)" };
+  }
+  const probe = `vela-probe-${Deno.pid}`;
+  try {
+    const added = await run(["ip", "netns", "add", probe]);
+    if (added.code !== 0) return { ok: false, reason: `ip netns add failed: ${added.stderr.trim()}` };
+    await run(["ip", "netns", "del", probe]);
+    return { ok: true };
+  } catch (error) {
+    return { ok: false, reason: `cannot run ip (iproute2): ${(error as Error).message}` };
+  }
+}
+
+/** Whether a program is on PATH. */
+export async function hasProgram(name: string): Promise<boolean> {
+  try {
+    return (await run(["sh", "-c", `command -v ${name}`])).code === 0;
+  } catch {
+    return false;
+  }
+}
+
+let beds = 0;
+
+export interface BedOptions {
+  /** MTU of the veth pair (the underlay). */
+  mtu?: number;
+}
+
+/** A started process in a namespace; its output is collected. */
+export interface BedProcess {
+  readonly pid: number;
+  readonly child: Deno.ChildProcess;
+  readonly status: Promise<Deno.CommandStatus>;
+  /** stdout and stderr so far. */
+  output(): string;
+}
+
+export class Bed implements AsyncDisposable {
+  readonly a: string;
+  readonly b: string;
+  readonly vethA: string;
+  readonly vethB: string;
+  readonly index: number;
+  readonly a4: string;
+  readonly b4: string;
+  readonly a6: string;
+  readonly b6: string;
+  readonly #processes: BedProcess[] = [];
+  #destroyed = false;
+
+  private constructor() {
+    const n = ++beds;
+    this.index = 100 + (n % 100);
+    this.a = `vela-${Deno.pid}-${n}-a`;
+    this.b = `vela-${Deno.pid}-${n}-b`;
+    this.vethA = `v${Deno.pid}.${n}a`.slice(-15);
+    this.vethB = `v${Deno.pid}.${n}b`.slice(-15);
+    this.a4 = `198.18.${this.index}.1`;
+    this.b4 = `198.18.${this.index}.2`;
+    this.a6 = `fd00:198:18:${this.index}::1`;
+    this.b6 = `fd00:198:18:${this.index}::2`;
+  }
+
+  /** Creates the namespaces and the veth pair with both address families. */
+  static async create(options: BedOptions = {}): Promise<Bed> {
+    const bed = new Bed();
+    try {
+      await bed.#setUp(options.mtu ?? 1500);
+    } catch (error) {
+      await bed.destroy();
+      throw error;
+    }
+    return bed;
+  }
+
+  async #setUp(mtu: number): Promise<void> {
+    const sh = (command: string) => run(["sh", "-ec", command], { check: true });
+    await sh(`ip netns add ${this.a}; ip netns add ${this.b}`);
+    await sh(
+      `ip link add ${this.vethA} mtu ${mtu} netns ${this.a} type veth peer name ${this.vethB} mtu ${mtu} netns ${this.b}`,
+    );
+    for (
+      const [ns, dev, v4, v6] of [[this.a, this.vethA, this.a4, this.a6], [
+        this.b,
+        this.vethB,
+        this.b4,
+        this.b6,
+      ]]
+    ) {
+      await sh(
+        [
+          `ip -n ${ns} link set lo up`,
+          `ip -n ${ns} addr add ${v4}/24 dev ${dev}`,
+          `ip -n ${ns} addr add ${v6}/64 dev ${dev} nodad`,
+          `ip -n ${ns} link set ${dev} up`,
+        ].join("; "),
+      );
+    }
+  }
+
+  /** Runs a command in namespace `ns` to completion. */
+  exec(ns: string, args: string[], options: { check?: boolean } = {}): Promise<RunResult> {
+    return run(["ip", "netns", "exec", ns, ...args], options);
+  }
+
+  /** Starts a long-running command in namespace `ns`; destroy() kills it by PID. */
+  spawn(ns: string, args: string[]): BedProcess {
+    const child = new Deno.Command("ip", {
+      args: ["netns", "exec", ns, ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let text = "";
+    const collect = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+    };
+    const collected = Promise.all([collect(child.stdout), collect(child.stderr)]);
+    const status = child.status.then(async (s) => {
+      await collected;
+      return s;
+    });
+    const process: BedProcess = { pid: child.pid, child, status, output: () => text };
+    this.#processes.push(process);
+    return process;
+  }
+
+  /** Starts `vela` (this checkout's main.ts) in namespace `ns`. */
+  vela(ns: string, args: string[]): BedProcess {
+    return this.spawn(ns, [Deno.execPath(), "run", "--allow-all", "--quiet", MAIN, ...args]);
+  }
+
+  /** Sends `signal` to a process and waits for it to exit (SIGKILL after `ms`). */
+  async stop(process: BedProcess, signal: Deno.Signal = "SIGTERM", ms = 5000): Promise<Deno.CommandStatus> {
+    try {
+      process.child.kill(signal);
+    } catch {
+      // Already gone.
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const killed = new Promise<void>((resolve) =>
+      timer = setTimeout(() => {
+        try {
+          process.child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        resolve();
+      }, ms)
+    );
+    await Promise.race([process.status, killed]);
+    clearTimeout(timer);
+    return await process.status;
+  }
+
+  /** Whether an interface exists in namespace `ns`. */
+  async hasLink(ns: string, name: string): Promise<boolean> {
+    return (await run(["ip", "-n", ns, "link", "show", name])).code === 0;
+  }
+
+  /** `ip -j addr show` of an interface, parsed. */
+  async link(ns: string, name: string): Promise<{ mtu: number; address: string; addrs: string[] }> {
+    const shown = await run(["ip", "-n", ns, "-j", "addr", "show", "dev", name], { check: true });
+    const [entry] = JSON.parse(shown.stdout);
+    return {
+      mtu: entry.mtu,
+      address: entry.address,
+      addrs: (entry.addr_info ?? []).map((a: { local: string; prefixlen: number }) =>
+        `${a.local}/${a.prefixlen}`
+      ),
+    };
+  }
+
+  /** Polls `condition` until it holds; throws with `what` after `ms`. */
+  async until(condition: () => Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await condition())) {
+      if (Date.now() > deadline) {
+        const logs = this.#processes.map((p) => `--- pid ${p.pid}:\n${p.output()}`).join("\n");
+        throw new Error(`Timed out waiting for ${what}\n${logs}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** Pings `address` from `ns` until one answer comes back (or throws after `ms`). */
+  async waitPing(ns: string, address: string, ms = 15_000): Promise<void> {
+    await this.until(
+      async () => (await this.exec(ns, ["ping", "-c", "1", "-W", "1", address])).code === 0,
+      `ping ${address} from ${ns}`,
+      ms,
+    );
+  }
+
+  /** Kills every process the bed started (by PID) and deletes the namespaces. Safe to call twice. */
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    await Promise.all(this.#processes.map((p) => this.stop(p, "SIGTERM", 3000).catch(() => undefined)));
+    for (const ns of [this.a, this.b]) {
+      // Anything still running in the bed's namespaces was started there by this bed.
+      const pids = await run(["ip", "netns", "pids", ns]).catch(() => undefined);
+      for (const pid of pids?.stdout.split(/\s+/).filter(Boolean) ?? []) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+      await run(["ip", "netns", "del", ns]).catch(() => undefined);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.destroy();
+  }
+}

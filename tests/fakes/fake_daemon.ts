@@ -1,0 +1,33 @@
+/** Daemons on fakes: a FakeHostNetwork each, all on one FakeWire. */
+
+import { Daemon, type DaemonConfig } from "../../src/daemon.ts";
+import { FakeHostNetwork } from "./fake_host_network.ts";
+import { FakeUnderlay, type FakeWire } from "./fake_underlay.ts";
+
+let nonce = 0x1000n;
+
+export function startFakeDaemon(
+  wire: FakeWire,
+  address: string,
+  config: DaemonConfig,
+): { daemon: Daemon; network: FakeHostNetwork } {
+  const network = new FakeHostNetwork();
+  const daemon = new Daemon(config, {
+    network,
+    bindUnderlay: (port) => new FakeUnderlay(wire, address, port),
+    now: () => performance.now(),
+    wallClock: () => Date.now(),
+    newNonce: () => nonce++,
+  });
+  daemon.start();
+  return { daemon, network };
+}
+
+/** Polls `condition` every few milliseconds until it holds; throws with `what` after `ms`. */
+export async function until(condition: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}

@@ -1,0 +1,55 @@
+/** An in-memory HostNetwork: fake devices by name, with the MTU, addresses and link state set on them. */
+
+import type { HostNetwork } from "../../src/host_network.ts";
+import { formatCidr, type IpAddress, type IpPrefix } from "../../src/ip.ts";
+import type { LinkMode } from "../../src/link_device.ts";
+import { FakeDevice } from "./fake_device.ts";
+
+export interface FakeInterface {
+  device: FakeDevice;
+  mtu: number;
+  addresses: string[];
+  up: boolean;
+}
+
+export class FakeHostNetwork implements HostNetwork {
+  readonly interfaces = new Map<string, FakeInterface>();
+  /** What routeMtu() answers. */
+  underlayMtu = 1500;
+
+  openDevice(name: string, mode: LinkMode): FakeDevice {
+    const existing = this.interfaces.get(name);
+    if (existing && !existing.device.closed) throw new Error(`ioctl(TUNSETIFF) failed: ${name} is busy`);
+    const device = new FakeDevice(name, mode);
+    this.interfaces.set(name, { device, mtu: 1500, addresses: [], up: false });
+    return device;
+  }
+
+  #get(name: string): FakeInterface {
+    const entry = this.interfaces.get(name);
+    if (!entry || entry.device.closed) throw new Error(`no interface ${name}`);
+    return entry;
+  }
+
+  setMtu(name: string, mtu: number): void {
+    this.#get(name).mtu = mtu;
+  }
+
+  addAddress(name: string, prefix: IpPrefix): void {
+    this.#get(name).addresses.push(formatCidr(prefix));
+  }
+
+  setUp(name: string): void {
+    this.#get(name).up = true;
+  }
+
+  routeMtu(_address: IpAddress): number {
+    return this.underlayMtu;
+  }
+
+  /** The live (not closed) interface of that name, if any. */
+  live(name: string): FakeInterface | undefined {
+    const entry = this.interfaces.get(name);
+    return entry && !entry.device.closed ? entry : undefined;
+  }
+}
