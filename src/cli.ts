@@ -60,7 +60,8 @@ Circuit options (with --peer):
   --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
   --ifname NAME       interface name instead of vela<N>
   --local-port P      local UDP port (default: any free port; with --listen, the --port)
-  -4, -6              use only the peer's IPv4 or IPv6 address
+  -4, --ipv4          use only the peer's IPv4 address
+  -6, --ipv6          use only the peer's IPv6 address
 
 Listener options:
   --listen            accept IREQs and create the interfaces they ask for

@@ -372,6 +372,11 @@ export class Daemon {
           break;
       }
     }
+    // A responder session that closed without a device (it refused the IREQ) leaves no entry behind,
+    // so that the next IREQ from that address and vid is heard afresh.
+    if (circuit.session.state === "closed" && circuit.session.role === "responder") {
+      if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
+    }
   }
 
   #send(to: Endpoint, message: ControlMessage): void {

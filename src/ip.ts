@@ -29,13 +29,13 @@ function parseIPv6(text: string): Uint8Array | undefined {
   if (!/^[0-9a-fA-F:.]+$/.test(text)) return undefined;
   const halves = text.split("::");
   if (halves.length > 2) return undefined;
-  const groups = (half: string): number[] | undefined => {
+  const groups = (half: string, last: boolean): number[] | undefined => {
     if (half === "") return [];
     const out: number[] = [];
     const pieces = half.split(":");
     for (let i = 0; i < pieces.length; i++) {
       const piece = pieces[i];
-      if (i === pieces.length - 1 && piece.includes(".")) {
+      if (last && i === pieces.length - 1 && piece.includes(".")) {
         const v4 = parseIPv4(piece);
         if (!v4) return undefined;
         out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
@@ -46,8 +46,8 @@ function parseIPv6(text: string): Uint8Array | undefined {
     }
     return out;
   };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
+  const head = groups(halves[0], halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1], true) : [];
   if (!head || !tail) return undefined;
   const missing = 8 - head.length - tail.length;
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
@@ -144,7 +144,7 @@ export function peerAddress(local: IpPrefix): IpPrefix {
   const width = local.bytes.length * 8;
   if (local.prefixLength > width - 1) {
     throw new RangeError(
-      `${formatCidr(local)} leaves no address for the far end: use a /${width - 2} or wider`,
+      `${formatCidr(local)} leaves no address for the far end: use a /${width - 1} or wider`,
     );
   }
   const bytes = local.bytes.slice();

@@ -14,7 +14,8 @@
  *   refused      timer                                  send IREQ, timer +first retry                requesting
  *   established  IACK or IRDY (our nonce, same peer)    send ICON (our ICON was lost)                established
  *   established  CREQ (our nonces)                      forward off, send IREQ, timer +first retry   requesting
- *   any          close                                  send CREQ, forward off, timer off            closed
+ *   any          close                                  send CREQ (once the peer's nonce is known),  closed
+ *                                                       forward off, timer off
  *
  * Responder (the listener's side, made by the daemon for an IREQ it accepts):
  *
@@ -25,10 +26,12 @@
  *   acknowledged IREQ (same initiator nonce)            send IACK (our IACK was lost)                acknowledged
  *   acknowledged ICON (both nonces)                     established                                  established
  *   established  IREQ (same initiator nonce)            send IRDY                                    established
- *   ack./estab.  IREQ (new initiator nonce, same mode)  the peer restarted: set-mtu, send IACK        acknowledged
+ *   ack./estab.  IREQ (new initiator nonce, same mode)  the peer restarted: set-mtu (if it changed),  acknowledged
+ *                                                       send IACK
  *   ack./estab.  IREQ (new initiator nonce, other mode) send NAK MODE_MISMATCH                       unchanged
  *   ack./estab.  CREQ (both nonces)                     forward off, remove-device                   closed
- *   any          close                                  send CREQ, forward off, remove-device        closed
+ *   any          close                                  send CREQ, forward off, timer off,           closed
+ *                                                       remove-device
  *
  * Any other (state, event) pair is ignored and reported as a `drop` action with the reason.
  */

@@ -294,10 +294,11 @@ function bodyLength(message: ControlMessage): number {
 
 /** NAK text as UTF-8, cut to MAX_NAK_TEXT bytes on a character boundary. */
 function nakText(text: string): Uint8Array {
+  const characters = Array.from(text);
   let bytes = new TextEncoder().encode(text);
   while (bytes.length > MAX_NAK_TEXT) {
-    text = text.slice(0, -1);
-    bytes = new TextEncoder().encode(text);
+    characters.pop();
+    bytes = new TextEncoder().encode(characters.join(""));
   }
   return bytes;
 }

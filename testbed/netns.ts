@@ -10,6 +10,15 @@
 const decoder = new TextDecoder();
 const PROJECT_ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${PROJECT_ROOT}main.ts`;
+/** The permissions compile.sh gives the vela executable; tests run vela with exactly these. */
+export const VELA_PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-net",
+  "--allow-read",
+  "--allow-write=/proc/sys/net",
+  "--allow-env",
+  "--allow-sys",
+];
 
 export interface RunResult {
   code: number;
@@ -168,7 +177,7 @@ export class Bed implements AsyncDisposable {
 
   /** Starts `vela` (this checkout's main.ts) in namespace `ns`. */
   vela(ns: string, args: string[]): BedProcess {
-    return this.spawn(ns, [Deno.execPath(), "run", "--allow-all", "--quiet", MAIN, ...args]);
+    return this.spawn(ns, [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args]);
   }
 
   /** Sends `signal` to a process and waits for it to exit (SIGKILL after `ms`). */

@@ -222,3 +222,23 @@ Deno.test("a device that fails under the datapath closes its circuit, and the ci
     await b.daemon.stop();
   }
 });
+
+Deno.test("a listener that refused an IREQ for a too small MTU hears the next IREQ afresh", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator({ mtu: 500 }));
+  try {
+    await until(() => a.daemon.circuits()[0].state === "refused", "the small MTU refused");
+    assert.equal(b.daemon.circuits().length, 0, "no closed session left behind");
+    await a.daemon.stop();
+    const a2 = startFakeDaemon(wire, A, initiator());
+    try {
+      await until(() => established(a2.daemon) && established(b.daemon), "a circuit with a good MTU");
+    } finally {
+      await a2.daemon.stop();
+    }
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});

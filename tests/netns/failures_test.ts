@@ -32,7 +32,9 @@ netnsTest("a UDP port already in use exits 1 and says to choose --port", async (
 
 netnsTest("an interface name held by something else exits 1 and leaves nothing behind", async () => {
   await using bed = await Bed.create();
-  await bed.exec(bed.a, ["ip", "link", "add", "vela7", "type", "veth", "peer", "name", "vela7p"], { check: true });
+  await bed.exec(bed.a, ["ip", "link", "add", "vela7", "type", "veth", "peer", "name", "vela7p"], {
+    check: true,
+  });
   const process = bed.vela(bed.a, ["--peer", bed.b4, "--vid", "7"]);
   const status = await process.status;
   assert.equal(status.code, 1, process.output());

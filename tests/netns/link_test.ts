@@ -105,7 +105,10 @@ netnsTest("every data datagram on the wire is one vid byte followed by the Ether
   const capture = `/tmp/vela-${Deno.pid}-wire.pcap`;
   try {
     const tshark = bed.spawn(bed.a, ["tshark", "-i", bed.vethA, "-f", "udp port 4455", "-w", capture, "-q"]);
-    await bed.until(async () => tshark.output().includes("Capturing on"), "tshark to start capturing");
+    await bed.until(
+      () => Promise.resolve(tshark.output().includes("Capturing on")),
+      "tshark to start capturing",
+    );
     await new Promise((resolve) => setTimeout(resolve, 500));
     const ping = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.2", "198.18.207.6"]);
     assert.equal(ping.code, 0, ping.stdout);

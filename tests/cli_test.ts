@@ -1,0 +1,340 @@
+import assert from "node:assert/strict";
+import {
+  type Command,
+  type DaemonArgs,
+  DEFAULT_PORT,
+  HELP,
+  parseCommandLine,
+  UsageError,
+} from "../src/cli.ts";
+import { formatCidr } from "../src/ip.ts";
+
+function daemon(argv: string[]): DaemonArgs {
+  const command: Command = parseCommandLine(argv);
+  assert.equal(command.kind, "daemon");
+  return (command as Extract<Command, { kind: "daemon" }>).args;
+}
+
+/** Asserts that `argv` is refused with a UsageError whose message matches every pattern. */
+function refused(argv: string[], ...patterns: (string | RegExp)[]): void {
+  let caught: unknown;
+  try {
+    parseCommandLine(argv);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof UsageError, `${JSON.stringify(argv)} should throw a UsageError, got ${caught}`);
+  assert.equal(caught.name, "UsageError");
+  assert.ok(!caught.message.includes("\n"), "a usage error is one line");
+  for (const pattern of patterns) {
+    if (typeof pattern === "string") {
+      assert.ok(caught.message.includes(pattern), `"${caught.message}" should mention ${pattern}`);
+    } else {
+      assert.match(caught.message, pattern);
+    }
+  }
+}
+
+const CIRCUIT = ["--peer", "router2.example.net", "--vid", "3"];
+
+// --- help and version ------------------------------------------------------------------------------
+
+Deno.test("--help and -h ask for the help text", () => {
+  assert.deepEqual(parseCommandLine(["--help"]), { kind: "help" });
+  assert.deepEqual(parseCommandLine(["-h"]), { kind: "help" });
+  assert.deepEqual(parseCommandLine([...CIRCUIT, "--help"]), { kind: "help" });
+});
+
+Deno.test("--version and -V ask for the version", () => {
+  assert.deepEqual(parseCommandLine(["--version"]), { kind: "version" });
+  assert.deepEqual(parseCommandLine(["-V"]), { kind: "version" });
+});
+
+Deno.test("--help wins over --version and over invalid values", () => {
+  assert.deepEqual(parseCommandLine(["--help", "--version"]), { kind: "help" });
+  assert.deepEqual(parseCommandLine(["--help", "--vid", "0"]), { kind: "help" });
+});
+
+// --- initiator -------------------------------------------------------------------------------------
+
+Deno.test("a minimal initiator command takes the defaults", () => {
+  const args = daemon(CIRCUIT);
+  assert.deepEqual(args, {
+    verbosity: "normal",
+    listen: false,
+    allow: [],
+    insecureAcceptAny: false,
+    port: DEFAULT_PORT,
+    localPort: 0,
+    peer: {
+      host: "router2.example.net",
+      family: undefined,
+      vid: 3,
+      mode: "tap",
+      addresses: [],
+      mtu: undefined,
+      ifname: undefined,
+    },
+  });
+  assert.equal(DEFAULT_PORT, 4455);
+});
+
+Deno.test("a full initiator command parses every option", () => {
+  const args = daemon([
+    "--peer",
+    "2001:db8::2",
+    "--vid",
+    "255",
+    "--mode",
+    "tun",
+    "--address",
+    "198.18.207.1/30",
+    "--address",
+    "fd00:1::1/126",
+    "--mtu",
+    "1400",
+    "--ifname",
+    "velatest",
+    "-6",
+    "--port",
+    "5000",
+    "--local-port",
+    "6000",
+    "-v",
+  ]);
+  assert.equal(args.verbosity, "verbose");
+  assert.equal(args.listen, false);
+  assert.equal(args.port, 5000);
+  assert.equal(args.localPort, 6000);
+  assert.ok(args.peer);
+  assert.equal(args.peer.host, "2001:db8::2");
+  assert.equal(args.peer.vid, 255);
+  assert.equal(args.peer.mode, "tun");
+  assert.equal(args.peer.family, 6);
+  assert.equal(args.peer.mtu, 1400);
+  assert.equal(args.peer.ifname, "velatest");
+  assert.deepEqual(args.peer.addresses.map(formatCidr), ["198.18.207.1/30", "fd00:1::1/126"]);
+});
+
+Deno.test("-4 asks for the peer's IPv4 address and --mode tap is accepted", () => {
+  const args = daemon([...CIRCUIT, "-4", "--mode", "tap"]);
+  assert.equal(args.peer?.family, 4);
+  assert.equal(args.peer?.mode, "tap");
+});
+
+Deno.test("--port defaults to 4455 and --local-port to any free port", () => {
+  const args = daemon(CIRCUIT);
+  assert.equal(args.port, 4455);
+  assert.equal(args.localPort, 0);
+});
+
+Deno.test("-q makes the daemon quiet", () => {
+  assert.equal(daemon([...CIRCUIT, "-q"]).verbosity, "quiet");
+  assert.equal(daemon([...CIRCUIT, "--quiet"]).verbosity, "quiet");
+});
+
+Deno.test("--mtu takes 576 to 65535", () => {
+  assert.equal(daemon([...CIRCUIT, "--mtu", "576"]).peer?.mtu, 576);
+  assert.equal(daemon([...CIRCUIT, "--mtu", "65535"]).peer?.mtu, 65535);
+  refused([...CIRCUIT, "--mtu", "575"], "--mtu");
+  refused([...CIRCUIT, "--mtu", "65536"], "--mtu");
+});
+
+Deno.test("--address takes /31 and /127 and a wider prefix", () => {
+  const args = daemon([...CIRCUIT, "--address", "198.18.207.0/31", "--address", "fd00::1/127"]);
+  assert.deepEqual(args.peer?.addresses.map(formatCidr), ["198.18.207.0/31", "fd00::1/127"]);
+  assert.deepEqual(daemon([...CIRCUIT, "--address", "198.18.5.6/24"]).peer?.addresses.map(formatCidr), [
+    "198.18.5.6/24",
+  ]);
+});
+
+// --- listener --------------------------------------------------------------------------------------
+
+Deno.test("a listener takes repeated --allow prefixes and listens on --port", () => {
+  const args = daemon(["--listen", "--allow", "198.18.0.0/24", "--allow", "2001:db8::/32", "--port", "4456"]);
+  assert.equal(args.listen, true);
+  assert.equal(args.insecureAcceptAny, false);
+  assert.deepEqual(args.allow.map(formatCidr), ["198.18.0.0/24", "2001:db8::/32"]);
+  assert.equal(args.port, 4456);
+  assert.equal(args.localPort, 4456);
+  assert.equal(args.peer, undefined);
+});
+
+Deno.test("a listener takes --insecure-accept-any instead of --allow", () => {
+  const args = daemon(["--listen", "--insecure-accept-any"]);
+  assert.equal(args.listen, true);
+  assert.equal(args.insecureAcceptAny, true);
+  assert.deepEqual(args.allow, []);
+  assert.equal(args.port, DEFAULT_PORT);
+  assert.equal(args.localPort, DEFAULT_PORT);
+});
+
+Deno.test("a listener may start a circuit too", () => {
+  const args = daemon(["--listen", "--allow", "198.18.0.0/24", ...CIRCUIT]);
+  assert.equal(args.listen, true);
+  assert.equal(args.peer?.vid, 3);
+});
+
+// --- usage errors ----------------------------------------------------------------------------------
+
+Deno.test("no arguments at all is a usage error that points to --peer and --listen", () => {
+  refused([], "--peer", "--listen");
+});
+
+Deno.test("--vid 0, 256 and abc are usage errors", () => {
+  refused(["--peer", "h", "--vid", "0"], "--vid", "1 to 255");
+  refused(["--peer", "h", "--vid", "256"], "--vid", "1 to 255");
+  refused(["--peer", "h", "--vid", "abc"], "--vid", "abc");
+  refused(["--peer", "h", "--vid", "-1"], "--vid");
+  refused(["--peer", "h", "--vid", "3.5"], "--vid");
+});
+
+Deno.test("--peer without --vid is a usage error", () => {
+  refused(["--peer", "h"], "--vid");
+});
+
+Deno.test("an empty --peer is a usage error", () => {
+  refused(["--peer", "", "--vid", "3"], "--peer");
+});
+
+Deno.test("--vid without --peer is a usage error", () => {
+  refused(["--vid", "3"], "--vid", "--peer");
+});
+
+Deno.test("other circuit options without --peer are usage errors", () => {
+  refused(["--mode", "tun"], "--mode", "--peer");
+  refused(["--address", "198.18.0.1/30"], "--address", "--peer");
+  refused(["--mtu", "1400"], "--mtu", "--peer");
+  refused(["--ifname", "x"], "--ifname", "--peer");
+  refused(["--local-port", "5000"], "--local-port", "--peer");
+  refused(["--listen", "--insecure-accept-any", "-4"], "--peer");
+});
+
+Deno.test("--mode foo is a usage error", () => {
+  refused([...CIRCUIT, "--mode", "foo"], "--mode", "foo");
+});
+
+Deno.test("--address bad is a usage error", () => {
+  refused([...CIRCUIT, "--address", "bad"], "--address", "bad");
+  refused([...CIRCUIT, "--address", "198.18.0.1"], "--address");
+  refused([...CIRCUIT, "--address", "198.18.0.1/33"], "--address");
+});
+
+Deno.test("--address with a /32 leaves no address for the peer and is a usage error", () => {
+  refused([...CIRCUIT, "--address", "198.18.0.1/32"], "--address", "198.18.0.1/32");
+  refused([...CIRCUIT, "--address", "fd00::1/128"], "--address");
+  refused([...CIRCUIT, "--address", "198.18.207.3/30"], "--address", "host 1 or 2");
+});
+
+Deno.test("two IPv4 --address options are a usage error", () => {
+  refused([...CIRCUIT, "--address", "198.18.0.1/30", "--address", "198.18.0.5/30"], "--address", "IPv4");
+  refused([...CIRCUIT, "--address", "fd00::1/126", "--address", "fd00::5/126"], "--address", "IPv6");
+});
+
+Deno.test("--mtu 100 is a usage error", () => {
+  refused([...CIRCUIT, "--mtu", "100"], "--mtu", "576");
+});
+
+Deno.test("--ifname with 16 characters is a usage error", () => {
+  refused([...CIRCUIT, "--ifname", "abcdefghijklmnop"], "--ifname", "abcdefghijklmnop");
+  refused([...CIRCUIT, "--ifname", "a/b"], "--ifname");
+  refused([...CIRCUIT, "--ifname", "a b"], "--ifname");
+});
+
+Deno.test("--listen without --allow is a usage error", () => {
+  refused(["--listen"], "--listen", "--allow");
+});
+
+Deno.test("--allow without --listen is a usage error", () => {
+  refused(["--allow", "198.18.0.0/24"], "--allow", "--listen");
+  refused([...CIRCUIT, "--allow", "198.18.0.0/24"], "--allow", "--listen");
+  refused(["--insecure-accept-any"], "--insecure-accept-any", "--listen");
+});
+
+Deno.test("a bad --allow prefix is a usage error", () => {
+  refused(["--listen", "--allow", "198.18.0.0"], "--allow");
+});
+
+Deno.test("--local-port with --listen is a usage error", () => {
+  refused(["--listen", "--insecure-accept-any", "--local-port", "5000"], "--local-port", "--listen");
+});
+
+Deno.test("a --port outside 1 to 65535 is a usage error", () => {
+  refused([...CIRCUIT, "--port", "0"], "--port");
+  refused([...CIRCUIT, "--port", "65536"], "--port");
+  refused([...CIRCUIT, "--local-port", "http"], "--local-port");
+});
+
+Deno.test("an unknown option --frobnicate is a usage error that names it", () => {
+  refused([...CIRCUIT, "--frobnicate"], "--frobnicate");
+  refused(["-x"], "-x");
+});
+
+Deno.test("a positional argument is a usage error that names it", () => {
+  refused([...CIRCUIT, "router3"], "router3");
+});
+
+Deno.test("an option that needs a value and has none is a usage error", () => {
+  refused(["--peer"], "--peer");
+});
+
+Deno.test("-v with -q is a usage error", () => {
+  refused([...CIRCUIT, "-v", "-q"], "--verbose", "--quiet");
+});
+
+Deno.test("-4 with -6 is a usage error", () => {
+  refused([...CIRCUIT, "-4", "-6"], "-4", "-6");
+});
+
+// --- help text -------------------------------------------------------------------------------------
+
+/** The names in parseCommandLine's parseArgs options object, as written in src/cli.ts. */
+const LONG_OPTIONS = [
+  "peer",
+  "vid",
+  "mode",
+  "address",
+  "mtu",
+  "ifname",
+  "port",
+  "local-port",
+  "listen",
+  "allow",
+  "insecure-accept-any",
+  "ipv4",
+  "ipv6",
+  "verbose",
+  "quiet",
+  "help",
+  "version",
+];
+/** Long options that are, for now, only documented by their short forms -4 and -6. */
+const UNDOCUMENTED = new Set<string>();
+
+Deno.test("every long option parseCommandLine accepts is accepted, so the list below is complete", () => {
+  // Each name really is an option: giving it never fails as "Unknown option".
+  for (const name of LONG_OPTIONS) {
+    try {
+      parseCommandLine([`--${name}`, "x"]);
+    } catch (error) {
+      assert.ok(!/Unknown option/.test((error as Error).message), `--${name}: ${(error as Error).message}`);
+    }
+  }
+});
+
+Deno.test("every long option parseCommandLine accepts is mentioned in HELP", () => {
+  for (const name of LONG_OPTIONS.filter((n) => !UNDOCUMENTED.has(n))) {
+    assert.match(HELP, new RegExp(`--${name}\\b`), `HELP mentions --${name}`);
+  }
+  assert.ok(HELP.includes("-4, --ipv4") && HELP.includes("-6, --ipv6"), "HELP mentions -4 and -6");
+});
+
+Deno.test("HELP mentions every short option", () => {
+  for (const short of ["-4", "-6", "-v", "-q", "-h", "-V"]) {
+    assert.match(HELP, new RegExp(`(^|[\\s,])${short}\\b`, "m"), `HELP mentions ${short}`);
+  }
+});
+
+Deno.test("HELP states the default port", () => {
+  assert.ok(HELP.includes(`default ${DEFAULT_PORT}`));
+});
