@@ -2,10 +2,11 @@
 
 import denoJson from "./deno.json" with { type: "json" };
 import { type Command, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
-import { type Daemon, type DaemonConfig } from "./src/daemon.ts";
+import type { Daemon } from "./src/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
-import { setupLogging } from "./src/log.ts";
-import { resolvePeer } from "./src/resolve.ts";
+import { generateKey } from "./src/keys.ts";
+import { logger, setupLogging } from "./src/log.ts";
+import { buildDaemonConfig } from "./src/startup.ts";
 import { startKernelDaemon } from "./src/kernel_daemon.ts";
 
 export const VERSION: string = denoJson.version;
@@ -32,31 +33,16 @@ async function main(argv: string[]): Promise<void> {
     console.log(`vela ${VERSION}`);
     return;
   }
+  if (command.kind === "genkey") {
+    console.log(generateKey());
+    return;
+  }
   const args = command.args;
   setupLogging(args.verbosity);
+  const log = logger("main");
   let daemon: Daemon;
   try {
-    const config: DaemonConfig = {
-      port: args.localPort,
-      listen: args.listen,
-      allow: args.allow,
-      insecureAcceptAny: args.insecureAcceptAny,
-      circuits: [],
-    };
-    if (args.peer) {
-      const peer = args.peer;
-      config.circuits.push({
-        peerName: peer.host,
-        peer: await resolvePeer(peer.host, peer.family),
-        port: args.port,
-        vid: peer.vid,
-        mode: peer.mode,
-        addresses: peer.addresses,
-        mtu: peer.mtu,
-        ifname: peer.ifname,
-      });
-    }
-    daemon = startKernelDaemon(config);
+    daemon = startKernelDaemon(await buildDaemonConfig(args, (text) => log.warn(text)));
   } catch (error) {
     if (error instanceof RuntimeFailure) fail(1, error.message);
     throw error;

@@ -28,6 +28,10 @@ export interface DaemonArgs {
   port: number;
   /** Local UDP port of an initiator that does not listen; 0 = any free port. */
   localPort: number;
+  /** The pre-shared key file (--key-file). */
+  keyFile?: string;
+  /** A JSON file with the listener settings and any number of circuits (--config), instead of the flags. */
+  configFile?: string;
   peer?: {
     host: string;
     family?: 4 | 6;
@@ -42,6 +46,7 @@ export interface DaemonArgs {
 export type Command =
   | { kind: "help" }
   | { kind: "version" }
+  | { kind: "genkey" }
   | { kind: "daemon"; args: DaemonArgs };
 
 export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet link between two hosts over UDP.
@@ -49,6 +54,9 @@ export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet li
 Usage:
   vela --peer HOST --vid N [options]     start a circuit to HOST; HOST's side is configured by the handshake
   vela --listen --allow CIDR [options]   accept circuits from initiators in CIDR (repeatable)
+  vela --listen --key-file FILE          accept circuits from initiators that hold the same key
+  vela --config FILE                     run the listener and circuits a JSON file describes
+  vela genkey                            print a new random key (one line) for --key-file
   vela --help | --version
 
 Circuit options (with --peer):
@@ -69,6 +77,8 @@ Listener options:
   --insecure-accept-any   accept IREQs from any address (for closed test networks only)
 
 Common options:
+  --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
+                      carries a MAC, and messages without the right one are dropped
   --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
@@ -102,6 +112,10 @@ function prefix(text: string, option: string): IpPrefix {
 
 /** Parses the arguments; throws UsageError with one line that says what is wrong. */
 export function parseCommandLine(argv: string[]): Command {
+  if (argv[0] === "genkey") {
+    if (argv.length > 1) throw new UsageError(`genkey takes no arguments, not "${argv[1]}"`);
+    return { kind: "genkey" };
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -120,6 +134,8 @@ export function parseCommandLine(argv: string[]): Command {
         listen: { type: "boolean" },
         allow: { type: "string", multiple: true },
         "insecure-accept-any": { type: "boolean" },
+        "key-file": { type: "string" },
+        config: { type: "string" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -143,9 +159,18 @@ export function parseCommandLine(argv: string[]): Command {
   if (!listen && (allow.length > 0 || insecureAcceptAny)) {
     throw new UsageError("--allow and --insecure-accept-any go with --listen");
   }
-  if (listen && allow.length === 0 && !insecureAcceptAny) {
+  const keyFile = v["key-file"];
+  if (keyFile === "") throw new UsageError("--key-file needs a file name");
+  if (v.config !== undefined) {
+    const others = Object.keys(v).filter((name) => !["config", "verbose", "quiet"].includes(name));
+    if (others.length > 0) {
+      throw new UsageError(`--config goes alone (with -v or -q), not with --${others[0]}`);
+    }
+    if (v.config === "") throw new UsageError("--config needs a file name");
+  }
+  if (listen && allow.length === 0 && !insecureAcceptAny && keyFile === undefined) {
     throw new UsageError(
-      "--listen needs --allow CIDR (the initiators' underlay prefix) or --insecure-accept-any",
+      "--listen needs --allow CIDR (the initiators' underlay prefix), --key-file FILE or --insecure-accept-any",
     );
   }
   if (listen && v["local-port"] !== undefined) {
@@ -160,8 +185,10 @@ export function parseCommandLine(argv: string[]): Command {
   if (v.peer === undefined) {
     const stray = circuitOptions.find((name) => v[name] !== undefined);
     if (stray) throw new UsageError(`--${stray} goes with --peer`);
-    if (!listen) {
-      throw new UsageError("Give --peer HOST --vid N to start a circuit, or --listen to accept them");
+    if (!listen && v.config === undefined) {
+      throw new UsageError(
+        "Give --peer HOST --vid N to start a circuit, --listen to accept them, or --config FILE",
+      );
     }
   }
   const args: DaemonArgs = {
@@ -171,6 +198,8 @@ export function parseCommandLine(argv: string[]): Command {
     insecureAcceptAny,
     port,
     localPort,
+    keyFile,
+    configFile: v.config,
   };
   if (v.peer !== undefined) {
     if (v.peer === "") throw new UsageError("--peer needs a host name or address");

@@ -4,6 +4,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
+import { createHash } from "node:crypto";
 import { Datapath } from "./datapath.ts";
 import { explainDeviceError, RuntimeFailure } from "./errors.ts";
 import { type HostNetwork, linkMtuFor } from "./host_network.ts";
@@ -19,9 +20,18 @@ import {
 import type { LinkDevice, LinkMode } from "./link_device.ts";
 import { logger } from "./log.ts";
 import { Session, type SessionAction } from "./session.ts";
-import { DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "./timing.ts";
+import {
+  DEAD_PEER_MS,
+  DNS_REFRESH_MS,
+  DROP_LOG_INTERVAL_MS,
+  IREQ_BURST,
+  IREQ_RATE_PER_SECOND,
+  REPLAY_WINDOW_MS,
+  SHUTDOWN_GRACE_MS,
+} from "./timing.ts";
 import { type Endpoint, sendOne, type Underlay } from "./underlay.ts";
-import { type ControlMessage, decode, encode, type Ireq, NakReason, type Nonce } from "./wire.ts";
+import { type ControlMessage, decode, encode, type Ireq, MAC_LENGTH, NakReason, type Nonce } from "./wire.ts";
+import { RateLimiter, ReplayGuard, signControl, verifyControl } from "./keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
 export interface CircuitSpec {
@@ -39,6 +49,8 @@ export interface CircuitSpec {
   mtu?: number;
   /** Interface name instead of vela<vid>. */
   ifname?: string;
+  /** Resolve the peer's name to this family only (-4, -6). */
+  family?: 4 | 6;
 }
 
 export interface DaemonConfig {
@@ -50,6 +62,8 @@ export interface DaemonConfig {
   allow: IpPrefix[];
   /** Accept IREQs from anyone. */
   insecureAcceptAny: boolean;
+  /** The pre-shared key: every control message carries a MAC made with it, and must. */
+  key?: Uint8Array;
   circuits: CircuitSpec[];
 }
 
@@ -62,18 +76,24 @@ export interface DaemonEnvironment {
   /** Milliseconds since the Unix epoch. */
   wallClock(): number;
   newNonce(): Nonce;
+  /** Resolves a peer name (or literal) to one address of the wanted family. */
+  resolve(name: string, family?: 4 | 6): Promise<IpAddress>;
 }
 
 /** Counted drops of control traffic, by reason. */
 export type ControlDrops = Record<string, number>;
 
 interface Circuit {
-  readonly key: string;
+  key: string;
   readonly session: Session;
+  /** What the operator asked for, on circuits this daemon initiates. */
+  readonly spec?: CircuitSpec;
   remote: Endpoint;
   device?: LinkDevice;
   forwarding: boolean;
   timer?: ReturnType<typeof setTimeout>;
+  /** When an initiated circuit's peer name was last looked up (monotonic ms). */
+  resolvedAt?: number;
 }
 
 export function circuitKey(address: string, vid: number): string {
@@ -88,9 +108,12 @@ export class Daemon {
   readonly #pendingSends = new Set<Promise<number>>();
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
+  readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
+  readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
   #underlay?: Underlay;
   #datapath?: Datapath;
   #running?: Promise<void>;
+  #dnsRefresh?: ReturnType<typeof setInterval>;
   #stopped = false;
 
   constructor(config: DaemonConfig, env: DaemonEnvironment) {
@@ -118,6 +141,21 @@ export class Daemon {
     }));
   }
 
+  /** Every drop counter by reason, as "reason N, ..." ("none" when nothing was dropped). */
+  dropSummary(): string {
+    const counts: Record<string, number> = { ...this.controlDrops };
+    const datapath = this.#datapath?.counters;
+    if (datapath) {
+      counts["unknown-circuit"] = datapath.unknownCircuit;
+      counts["runt"] = datapath.runt;
+      counts["empty"] = (counts["empty"] ?? 0) + datapath.empty;
+    }
+    const text = Object.entries(counts).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`).join(
+      ", ",
+    );
+    return text || "none";
+  }
+
   /** Binds the underlay, starts the datapath and every configured circuit. Throws RuntimeFailure. */
   start(): void {
     const { port } = this.#config;
@@ -143,6 +181,9 @@ export class Daemon {
       this.#closeEverything();
       throw error;
     }
+    this.#dnsRefresh = setInterval(() => {
+      for (const circuit of this.#circuits.values()) if (circuit.spec) this.#refreshPeer(circuit);
+    }, DNS_REFRESH_MS);
     const where = this.#config.listen ? `listening on UDP port ${this.port}` : `on UDP port ${this.port}`;
     this.#log.info(`VELA started, ${where}`);
   }
@@ -168,17 +209,20 @@ export class Daemon {
       mtu = linkMtuFor(underlayMtu, spec.peer.family, spec.mode);
     }
     const name = spec.ifname ?? `vela${spec.vid}`;
-    const device = this.#openConfigured(name, spec.mode, mtu, spec.addresses);
+    const addresses = spec.addresses.some((a) => a.family === 6)
+      ? spec.addresses
+      : [...spec.addresses, derivedIPv6(remote.address, spec.vid)];
+    const device = this.#openConfigured(name, spec.mode, mtu, addresses);
     const session = new Session({
       role: "initiator",
       vid: spec.vid,
       mode: spec.mode,
       mtu,
-      plan: spec.addresses.map(peerAddress),
+      plan: addresses.map(peerAddress),
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
     });
-    const circuit: Circuit = { key, session, remote, device, forwarding: false };
+    const circuit: Circuit = { key, session, spec, remote, device, forwarding: false };
     this.#circuits.set(key, circuit);
     this.#log.info(
       `Interface ${device.name} (${spec.mode}, MTU ${mtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
@@ -216,7 +260,36 @@ export class Daemon {
       return;
     }
     const message = decoded.message;
+    const key = this.#config.key;
+    if (key && !verifyControl(key, datagram)) {
+      this.#drop(
+        "bad-mac",
+        `Dropped ${message.type} from ${from.address}: no valid MAC (a different key, or none)`,
+        "warning",
+      );
+      return;
+    }
     if (message.type === "NOP") return;
+    if (message.type === "IREQ") {
+      if (!this.#ireqLimiter.allow(from.address, this.#env.now())) {
+        this.#drop(
+          "rate-limited",
+          `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
+        );
+        return;
+      }
+      if (key) {
+        const verdict = this.#replays.check(message.initiatorNonce, message.timestamp, this.#env.wallClock());
+        if (verdict !== "fresh") {
+          this.#drop(
+            verdict,
+            `Dropped a ${verdict} IREQ from ${from.address} (clocks more than 30 s apart?)`,
+            "warning",
+          );
+          return;
+        }
+      }
+    }
     const circuit = this.#circuits.get(circuitKey(from.address, message.vid));
     if (!circuit) {
       if (message.type === "IREQ") this.#accept(message, from);
@@ -224,6 +297,20 @@ export class Daemon {
           "no-session",
           `Dropped ${message.type} for unknown circuit ${message.vid} from ${from.address}`,
         );}
+      return;
+    }
+    if (message.type === "IREQ" && circuit.session.role === "initiator") {
+      this.#drop(
+        "vid-in-use",
+        `Refused IREQ for circuit ${message.vid} from ${from.address}: this side initiates it`,
+      );
+      this.#send(from, {
+        type: "NAK",
+        vid: message.vid,
+        initiatorNonce: message.initiatorNonce,
+        reason: NakReason.VID_IN_USE,
+        text: "vid in use",
+      });
       return;
     }
     if (
@@ -244,8 +331,10 @@ export class Daemon {
       return;
     }
     const source = parseIp(from.address);
-    const allowed = this.#config.insecureAcceptAny ||
-      (source !== undefined && this.#config.allow.some((prefix) => prefixContains(prefix, source)));
+    // The key (checked already) or an --allow prefix admits the source; with both, it needs both.
+    const { allow, key, insecureAcceptAny } = this.#config;
+    const allowed = insecureAcceptAny || (allow.length === 0 && key !== undefined) ||
+      (source !== undefined && allow.some((prefix) => prefixContains(prefix, source)));
     if (!allowed || !source) {
       this.#drop(
         "not-allowed",
@@ -291,11 +380,24 @@ export class Daemon {
       switch (action.type) {
         case "send":
           this.#send(circuit.remote, action.message);
+          // An initiator still asking after the dead time looks its peer's name up again.
+          if (action.message.type === "IREQ" && circuit.spec) {
+            const now = this.#env.now();
+            if (circuit.resolvedAt === undefined) circuit.resolvedAt = now;
+            else if (now - circuit.resolvedAt >= DEAD_PEER_MS) {
+              circuit.resolvedAt = now;
+              this.#refreshPeer(circuit);
+            }
+          }
           break;
         case "create-device": {
-          const name = `vela${vid}`;
           try {
-            circuit.device = this.#openConfigured(name, action.mode, action.mtu, action.plan);
+            try {
+              circuit.device = this.#openConfigured(`vela${vid}`, action.mode, action.mtu, action.plan);
+            } catch {
+              // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
+              circuit.device = this.#openConfigured(`vela${vid}-%d`, action.mode, action.mtu, action.plan);
+            }
           } catch (error) {
             this.#log.error(
               `Refusing circuit ${vid} from ${circuit.remote.address}: ${(error as Error).message}`,
@@ -367,6 +469,17 @@ export class Daemon {
             }, Math.max(0, action.at - this.#env.now()));
           }
           break;
+        case "dead-peer":
+          this.#log.warn(
+            `Circuit ${vid}: nothing heard from ${circuit.remote.address} for ${
+              Math.round(action.silentMs / 1000)
+            } s; ${circuit.spec ? "asking again" : "keeping the interface for a while"}`,
+          );
+          if (circuit.spec) {
+            circuit.resolvedAt = this.#env.now();
+            this.#refreshPeer(circuit);
+          }
+          break;
         case "drop":
           this.#drop("session", `Circuit ${vid} with ${circuit.remote.address}: ignored ${action.reason}`);
           break;
@@ -381,7 +494,10 @@ export class Daemon {
 
   #send(to: Endpoint, message: ControlMessage): void {
     if (!this.#underlay) return;
-    const sending = sendOne(this.#underlay, encode(message), to);
+    const key = this.#config.key;
+    const datagram = encode(message, key ? MAC_LENGTH : 0);
+    if (key) signControl(key, datagram);
+    const sending = sendOne(this.#underlay, datagram, to);
     this.#pendingSends.add(sending);
     sending.then((failed) => {
       this.#pendingSends.delete(sending);
@@ -392,13 +508,57 @@ export class Daemon {
   }
 
   /** Counts a drop and logs it at most once per interval per reason. */
-  #drop(reason: string, text: string): void {
+  #drop(reason: string, text: string, level: "debug" | "warning" = "debug"): void {
     this.controlDrops[reason] = (this.controlDrops[reason] ?? 0) + 1;
     const now = this.#env.now();
     const last = this.#lastDropLog.get(reason);
     if (last !== undefined && now - last < DROP_LOG_INTERVAL_MS) return;
     this.#lastDropLog.set(reason, now);
-    this.#log.debug(`${text} (${this.controlDrops[reason]} ${reason} so far)`);
+    const line = `${text} (${this.controlDrops[reason]} ${reason} so far)`;
+    if (level === "warning") this.#log.warn(line);
+    else this.#log.debug(line);
+  }
+
+  /**
+   * Resolves an initiated circuit's peer name again; when it now points elsewhere, the circuit moves
+   * there (a new handshake to the new address) and keeps its interface.
+   */
+  async #refreshPeer(circuit: Circuit): Promise<void> {
+    const spec = circuit.spec;
+    if (!spec || parseIp(spec.peerName) || this.#stopped) return;
+    let address: IpAddress;
+    try {
+      address = await this.#env.resolve(spec.peerName, spec.family);
+    } catch (error) {
+      this.#log.warn(
+        `Cannot resolve ${spec.peerName} again: ${
+          (error as Error).message
+        }; keeping ${circuit.remote.address}`,
+      );
+      return;
+    }
+    const text = formatIp(address);
+    if (this.#stopped || this.#circuits.get(circuit.key) !== circuit || text === circuit.remote.address) {
+      return;
+    }
+    const key = circuitKey(text, spec.vid);
+    if (this.#circuits.has(key)) {
+      this.#log.error(
+        `${spec.peerName} now points to ${text}, which already has a circuit ${spec.vid}; staying`,
+      );
+      return;
+    }
+    this.#log.info(
+      `${spec.peerName} now points to ${text} (was ${circuit.remote.address}); moving circuit ${spec.vid}`,
+    );
+    const wasForwarding = circuit.forwarding;
+    if (wasForwarding) this.#datapath!.removeCircuit(circuit.remote.address, spec.vid);
+    circuit.forwarding = false;
+    this.#circuits.delete(circuit.key);
+    circuit.key = key;
+    circuit.remote = { address: text, port: circuit.remote.port };
+    this.#circuits.set(key, circuit);
+    this.#apply(circuit, circuit.session.handle({ type: "moved" }, this.#env.now()));
   }
 
   #onDeviceFailure(vid: number, remote: Endpoint, error: unknown): void {
@@ -430,11 +590,13 @@ export class Daemon {
     this.#closeEverything();
     await this.#running;
     await this.#datapath?.drained();
+    this.#log.info(`Dropped on the way in: ${this.dropSummary()}`);
     this.#log.info("VELA stopped; its interfaces are removed");
   }
 
   #closeEverything(): void {
     this.#stopped = true;
+    clearInterval(this.#dnsRefresh);
     for (const circuit of this.#circuits.values()) {
       clearTimeout(circuit.timer);
       if (circuit.forwarding) this.#datapath?.removeCircuit(circuit.remote.address, circuit.session.vid);
@@ -443,4 +605,19 @@ export class Daemon {
     this.#circuits.clear();
     this.#underlay?.close();
   }
+}
+
+/**
+ * The IPv6 pair of a circuit given no IPv6 address: a ULA /64 derived from the peer's underlay address
+ * and the vid (fd, then 40 bits of SHA-256, then the vid as subnet id); the initiator is ::1, the
+ * responder ::2. The same initiator and peer always derive the same pair.
+ */
+export function derivedIPv6(peerAddress: string, vid: number): IpPrefix {
+  const digest = createHash("sha256").update(`vela ${peerAddress} ${vid}`).digest();
+  const bytes = new Uint8Array(16);
+  bytes[0] = 0xfd;
+  bytes.set(digest.subarray(0, 5), 1);
+  bytes[7] = vid;
+  bytes[15] = 1;
+  return { family: 6, bytes, prefixLength: 64 };
 }

@@ -4,6 +4,7 @@ import { Daemon, type DaemonConfig } from "./daemon.ts";
 import { DenoUnderlay } from "./deno_underlay.ts";
 import { kernelNetwork } from "./kernel_network.ts";
 import { newNonce } from "./wire.ts";
+import { resolvePeer } from "./resolve.ts";
 
 /** Starts a daemon on the kernel; throws RuntimeFailure with an operator's sentence. */
 export function startKernelDaemon(config: DaemonConfig): Daemon {
@@ -13,6 +14,7 @@ export function startKernelDaemon(config: DaemonConfig): Daemon {
     now: () => performance.now(),
     wallClock: () => Date.now(),
     newNonce,
+    resolve: resolvePeer,
   });
   daemon.start();
   return daemon;

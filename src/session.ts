@@ -8,12 +8,18 @@
  *   idle         start                                  send IREQ, timer +first retry                requesting
  *   requesting   timer                                  send IREQ, timer +backoff (doubling, capped) requesting
  *   requesting   IACK or IRDY (our nonce, our mode)     set-mtu agreed, send ICON, forward on,       established
- *                                                       established, timer off
+ *                                                       established, timer +keepalive
  *   requesting   IACK or IRDY with another mode         refused, timer +NAK retry                    refused
  *   requesting   NAK (our nonce)                        refused, timer +NAK retry                    refused
  *   refused      timer                                  send IREQ, timer +first retry                requesting
+ *   established  timer, peer heard within dead time     send KEEPALIVE, timer +keepalive             established
+ *   established  timer, peer silent for the dead time   forward off, dead-peer, send IREQ,           requesting
+ *                                                       timer +first retry
+ *   established  KEEPALIVE (both nonces)                peer heard; an echo gives the RTT, a         established
+ *                                                       periodic one is answered: send KEEPALIVE
  *   established  IACK or IRDY (our nonce, same peer)    send ICON (our ICON was lost)                established
  *   established  CREQ (our nonces)                      forward off, send IREQ, timer +first retry   requesting
+ *   any but idle moved (the peer's name points elsewhere) forward off, send IREQ, timer +first retry requesting
  *   any          close                                  send CREQ (once the peer's nonce is known),  closed
  *                                                       forward off, timer off
  *
@@ -21,36 +27,62 @@
  *
  *   state        event                                  actions                                      next
  *   idle         IREQ                                   create-device (agreed MTU, mode, plan),      acknowledged
- *                                                       forward on, send IACK
- *   idle         IREQ with MTU below the minimum        send NAK MTU_TOO_SMALL, closed               closed
+ *                                                       forward on, send IACK, timer +keepalive
+ *   idle         IREQ with MTU below the minimum        send NAK MTU_TOO_SMALL                       closed
  *   acknowledged IREQ (same initiator nonce)            send IACK (our IACK was lost)                acknowledged
- *   acknowledged ICON (both nonces)                     established                                  established
+ *   acknowledged ICON                                   established                                  established
+ *   acknowledged KEEPALIVE (both nonces)                answer it as below, established              established
  *   established  IREQ (same initiator nonce)            send IRDY                                    established
- *   ack./estab.  IREQ (new initiator nonce, same mode)  the peer restarted: set-mtu (if it changed),  acknowledged
- *                                                       send IACK
- *   ack./estab.  IREQ (new initiator nonce, other mode) send NAK MODE_MISMATCH                       unchanged
- *   ack./estab.  CREQ (both nonces)                     forward off, remove-device                   closed
- *   any          close                                  send CREQ, forward off, timer off,           closed
- *                                                       remove-device
+ *   established  KEEPALIVE (both nonces)                peer heard; an echo gives the RTT, a         established
+ *                                                       periodic one is answered: send KEEPALIVE
+ *   ack./estab.  timer, peer heard within dead time     send KEEPALIVE (established only),           unchanged
+ *                                                       timer +keepalive
+ *   ack./estab.  timer, peer silent for the dead time   dead-peer, timer +linger                     lost
+ *   lost         IREQ (same initiator nonce)            send IACK, timer +keepalive                  acknowledged
+ *   lost         KEEPALIVE (both nonces)                answer it, established, timer +keepalive     established
+ *   lost         timer (lingered)                       forward off, remove-device                   closed
+ *   ack./estab./lost IREQ (new nonce, same mode)        the peer restarted: set-mtu (if it changed), acknowledged
+ *                                                       send IACK, timer +keepalive
+ *   ack./estab./lost IREQ (new nonce, MTU below min)    send NAK MTU_TOO_SMALL                       unchanged
+ *   ack./estab./lost IREQ (new nonce, other mode)       send NAK MODE_MISMATCH                       unchanged
+ *   ack./estab./lost CREQ (both nonces)                 forward off, remove-device                   closed
+ *   any          close                                  send CREQ and remove-device (unless idle),   closed
+ *                                                       forward off, timer off
  *
+ * Closed is final: every event after it is dropped.
  * Any other (state, event) pair is ignored and reported as a `drop` action with the reason.
  */
 
 import type { LinkMode } from "./link_device.ts";
 import type { IpPrefix } from "./ip.ts";
 import { type ControlMessage, NakReason, type Nonce } from "./wire.ts";
-import { IREQ_FIRST_RETRY_MS, IREQ_MAX_RETRY_MS, NAK_RETRY_MS } from "./timing.ts";
+import {
+  DEAD_PEER_MS,
+  IREQ_FIRST_RETRY_MS,
+  IREQ_MAX_RETRY_MS,
+  KEEPALIVE_INTERVAL_MS,
+  NAK_RETRY_MS,
+  RESPONDER_LINGER_MS,
+} from "./timing.ts";
 
 /** The smallest link MTU VELA agrees to (IPv4's minimum datagram). */
 export const MIN_LINK_MTU = 576;
 
 export type Role = "initiator" | "responder";
-export type SessionState = "idle" | "requesting" | "refused" | "acknowledged" | "established" | "closed";
+export type SessionState =
+  | "idle"
+  | "requesting"
+  | "refused"
+  | "acknowledged"
+  | "established"
+  | "lost"
+  | "closed";
 
 export type SessionEvent =
   | { type: "start" }
   | { type: "timer" }
   | { type: "close" }
+  | { type: "moved" }
   | { type: "received"; message: ControlMessage };
 
 export type SessionAction =
@@ -61,6 +93,7 @@ export type SessionAction =
   | { type: "remove-device" }
   | { type: "established"; mtu: number }
   | { type: "refused"; reason: number; text: string }
+  | { type: "dead-peer"; silentMs: number }
   | { type: "timer"; at: number | undefined }
   | { type: "drop"; reason: string };
 
@@ -90,6 +123,9 @@ export class Session {
   readonly #ownNonce: Nonce;
   #peerNonce: Nonce = 0n;
   #retryMs = IREQ_FIRST_RETRY_MS;
+  /** When the peer was last heard (monotonic ms). */
+  #lastHeard = 0;
+  #rttMs: number | undefined;
   readonly #wallClock: () => number;
 
   constructor(config: SessionConfig) {
@@ -118,11 +154,15 @@ export class Session {
   get peerNonce(): Nonce {
     return this.#peerNonce;
   }
+  /** The last keepalive round-trip time in milliseconds, once measured. */
+  get rttMs(): number | undefined {
+    return this.#rttMs;
+  }
 
   handle(event: SessionEvent, now: number): SessionAction[] {
     if (this.#state === "closed") return [{ type: "drop", reason: `${describe(event)} after close` }];
     if (event.type === "close") return this.#close();
-    return this.role === "initiator" ? this.#initiator(event, now) : this.#responder(event);
+    return this.role === "initiator" ? this.#initiator(event, now) : this.#responder(event, now);
   }
 
   #initiator(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
@@ -134,7 +174,22 @@ export class Session {
     if (event.type === "timer") {
       if (state === "requesting") return this.#request(now, false);
       if (state === "refused") return this.#request(now, true);
+      if (state === "established") {
+        const silent = now - this.#lastHeard;
+        if (silent < DEAD_PEER_MS) {
+          return [this.#keepalive(now), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+        }
+        return [
+          { type: "forward", enabled: false },
+          { type: "dead-peer", silentMs: silent },
+          ...this.#request(now, true),
+        ];
+      }
       return [{ type: "drop", reason: `timer in ${state}` }];
+    }
+    if (event.type === "moved") {
+      if (state === "idle") return [{ type: "drop", reason: "moved before start" }];
+      return [{ type: "forward", enabled: false }, ...this.#request(now, true)];
     }
     const message = event.message;
     switch (message.type) {
@@ -164,12 +219,13 @@ export class Session {
         this.#peerNonce = message.responderNonce;
         this.#agreedMtu = Math.min(this.#localMtu, message.mtu);
         this.#state = "established";
+        this.#lastHeard = now;
         return [
           { type: "set-mtu", mtu: this.#agreedMtu },
           this.#icon(),
           { type: "forward", enabled: true },
           { type: "established", mtu: this.#agreedMtu },
-          { type: "timer", at: undefined },
+          { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
         ];
       }
       case "NAK": {
@@ -189,13 +245,19 @@ export class Session {
         }
         return [{ type: "forward", enabled: false }, ...this.#request(now, true)];
       }
+      case "KEEPALIVE":
+        if (state !== "established" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
+          return [{ type: "drop", reason: `KEEPALIVE in ${state} or for another session` }];
+        }
+        return this.#heard(message.sentAt, message.echo, now);
       default:
         return [{ type: "drop", reason: `${message.type} is not for an initiator` }];
     }
   }
 
-  #responder(event: Exclude<SessionEvent, { type: "close" }>): SessionAction[] {
+  #responder(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
     const state = this.#state;
+    if (event.type === "timer") return this.#responderTimer(now);
     if (event.type !== "received") return [{ type: "drop", reason: `${event.type} for a responder` }];
     const message = event.message;
     switch (message.type) {
@@ -216,14 +278,20 @@ export class Session {
           this.#peerNonce = message.initiatorNonce;
           this.#agreedMtu = mtu;
           this.#state = "acknowledged";
+          this.#lastHeard = now;
           return [
             { type: "create-device", mtu, mode: message.mode, plan: message.plan },
             { type: "forward", enabled: true },
             this.#ack("IACK"),
+            { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
           ];
         }
         if (message.initiatorNonce === this.#peerNonce) {
-          return [this.#ack(state === "established" ? "IRDY" : "IACK")];
+          this.#lastHeard = now;
+          if (state === "established") return [this.#ack("IRDY")];
+          if (state === "acknowledged") return [this.#ack("IACK")];
+          this.#state = "acknowledged";
+          return [this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
         }
         if (message.mode !== this.#mode) {
           return [
@@ -241,7 +309,19 @@ export class Session {
         this.#peerNonce = message.initiatorNonce;
         this.#agreedMtu = mtu;
         this.#state = "acknowledged";
-        return [...actions, this.#ack("IACK")];
+        this.#lastHeard = now;
+        return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+      }
+      case "KEEPALIVE": {
+        if (state === "idle" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
+          return [{ type: "drop", reason: "KEEPALIVE for another session" }];
+        }
+        const answer = this.#heard(message.sentAt, message.echo, now);
+        if (state === "established") return answer;
+        const actions: SessionAction[] = [...answer, { type: "established", mtu: this.#agreedMtu }];
+        if (state === "lost") actions.push({ type: "timer", at: now + KEEPALIVE_INTERVAL_MS });
+        this.#state = "established";
+        return actions;
       }
       case "ICON": {
         if (message.initiatorNonce !== this.#peerNonce || message.responderNonce !== this.#ownNonce) {
@@ -249,6 +329,7 @@ export class Session {
         }
         if (state !== "acknowledged") return [{ type: "drop", reason: `ICON in ${state}` }];
         this.#state = "established";
+        this.#lastHeard = now;
         return [{ type: "established", mtu: this.#agreedMtu }];
       }
       case "CREQ": {
@@ -261,6 +342,51 @@ export class Session {
       default:
         return [{ type: "drop", reason: `${message.type} is not for a responder` }];
     }
+  }
+
+  #responderTimer(now: number): SessionAction[] {
+    const state = this.#state;
+    if (state === "lost") {
+      this.#state = "closed";
+      return [{ type: "forward", enabled: false }, { type: "remove-device" }];
+    }
+    if (state !== "acknowledged" && state !== "established") {
+      return [{ type: "drop", reason: `timer in ${state}` }];
+    }
+    const silent = now - this.#lastHeard;
+    if (silent >= DEAD_PEER_MS) {
+      this.#state = "lost";
+      return [{ type: "dead-peer", silentMs: silent }, { type: "timer", at: now + RESPONDER_LINGER_MS }];
+    }
+    const next: SessionAction = { type: "timer", at: now + KEEPALIVE_INTERVAL_MS };
+    return state === "established" ? [this.#keepalive(now), next] : [next];
+  }
+
+  /**
+   * The peer was heard: note when. A periodic KEEPALIVE (echo 0) is answered at once with one that
+   * echoes its send time; an answer gives the round trip on the sender's own clock.
+   */
+  #heard(sentAt: bigint, echo: bigint, now: number): SessionAction[] {
+    this.#lastHeard = now;
+    if (echo === 0n) return [this.#keepalive(now, sentAt)];
+    const rtt = now - Number(echo);
+    if (rtt >= 0 && rtt < DEAD_PEER_MS) this.#rttMs = rtt;
+    return [];
+  }
+
+  #keepalive(now: number, echo = 0n): SessionAction {
+    return {
+      type: "send",
+      message: {
+        type: "KEEPALIVE",
+        vid: this.vid,
+        senderNonce: this.#ownNonce,
+        receiverNonce: this.#peerNonce,
+        // Monotonic milliseconds, at least 1 so that it is never mistaken for "no echo".
+        sentAt: BigInt(Math.max(1, Math.floor(now))),
+        echo,
+      },
+    };
   }
 
   /** A CREQ is ours when its sender is our peer's session and it names ours. */

@@ -66,6 +66,8 @@ Deno.test("a minimal initiator command takes the defaults", () => {
     insecureAcceptAny: false,
     port: DEFAULT_PORT,
     localPort: 0,
+    keyFile: undefined,
+    configFile: undefined,
     peer: {
       host: "router2.example.net",
       family: undefined,
@@ -337,4 +339,24 @@ Deno.test("HELP mentions every short option", () => {
 
 Deno.test("HELP states the default port", () => {
   assert.ok(HELP.includes(`default ${DEFAULT_PORT}`));
+});
+
+Deno.test("vela genkey is its own command and takes no arguments", () => {
+  assert.deepEqual(parseCommandLine(["genkey"]), { kind: "genkey" });
+  assert.throws(() => parseCommandLine(["genkey", "extra"]), UsageError);
+});
+
+Deno.test("--listen with only --key-file is enough", () => {
+  const command = parseCommandLine(["--listen", "--key-file", "/etc/vela/key"]);
+  assert.equal(command.kind, "daemon");
+  assert.equal(command.kind === "daemon" && command.args.keyFile, "/etc/vela/key");
+});
+
+Deno.test("--config goes alone, with -v or -q at most", () => {
+  const command = parseCommandLine(["--config", "/etc/vela/vela.json", "-v"]);
+  assert.equal(command.kind === "daemon" && command.args.configFile, "/etc/vela/vela.json");
+  assert.throws(
+    () => parseCommandLine(["--config", "x.json", "--listen", "--insecure-accept-any"]),
+    /--config goes alone/,
+  );
 });

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import type { CircuitSpec, DaemonConfig } from "../src/daemon.ts";
-import { parseCidr, parseIp } from "../src/ip.ts";
-import { encode } from "../src/wire.ts";
-import { startFakeDaemon, until } from "./fakes/fake_daemon.ts";
+import { type CircuitSpec, type DaemonConfig, derivedIPv6 } from "../src/daemon.ts";
+import { formatCidr, parseCidr, parseIp } from "../src/ip.ts";
+import { generateKey, parseKey, verifyControl } from "../src/keys.ts";
+import { encode, HEADER_LENGTH, NakReason } from "../src/wire.ts";
+import { resolver, startFakeDaemon, until } from "./fakes/fake_daemon.ts";
 import { FakeWire } from "./fakes/fake_underlay.ts";
 
 const A = "198.18.0.1";
@@ -240,5 +241,181 @@ Deno.test("a listener that refused an IREQ for a too small MTU hears the next IR
   } finally {
     await a.daemon.stop();
     await b.daemon.stop();
+  }
+});
+
+Deno.test("without an IPv6 --address both ends get a derived ULA pair", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator({ addresses: [] }));
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    const [near] = a.network.live("vela3")!.addresses;
+    const [far] = b.network.live("vela3")!.addresses;
+    const expected = derivedIPv6(B, 3);
+    assert.equal(near, formatCidr(expected));
+    assert.match(near, /^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:3::1\/64$/);
+    assert.equal(far, near.replace("::1/64", "::2/64"));
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a listener serves two initiators that use the same vid, on two interfaces", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator());
+  const c = startFakeDaemon(wire, "198.18.0.3", initiator({ addresses: [parseCidr("198.18.207.5/30")!] }));
+  try {
+    await until(
+      () => b.daemon.circuits().filter((x) => x.state === "established").length === 2,
+      "two circuits",
+    );
+    assert.deepEqual(b.daemon.circuits().map((x) => x.ifname).sort(), ["vela3", "vela3-0"]);
+    c.network.live("vela3")!.device.inject(frame(0xbb, 0xcc, 5));
+    const [arrived] = await b.network.live("vela3-0")!.device.waitWritten(1);
+    assert.equal(arrived[20], 5);
+    assert.equal(b.network.live("vela3")!.device.written.length, 0);
+  } finally {
+    await a.daemon.stop();
+    await c.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("an IREQ for a vid this side initiates to that peer gets NAK vid in use", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator());
+  try {
+    await until(() => established(a.daemon), "a's circuit up");
+    // b asks a for vid 3 too: a initiates vid 3 to b, so a refuses.
+    const started = wire.log.length;
+    const nak = until(
+      () => wire.log.slice(started).some((e) => e.datagram[0] === 0 && e.datagram[1] === 7),
+      "a NAK",
+    );
+    wire.inject(
+      { address: B, port: 4455 },
+      { address: A, port: a.daemon.port },
+      encode({
+        type: "IREQ",
+        vid: 3,
+        initiatorNonce: 77n,
+        timestamp: BigInt(Date.now()),
+        mode: "tap",
+        mtu: 1457,
+        options: 0,
+        plan: [],
+      }),
+    );
+    await nak;
+    const sent = wire.log.slice(started).find((e) => e.datagram[0] === 0 && e.datagram[1] === 7)!;
+    assert.equal(sent.datagram[HEADER_LENGTH + 8], NakReason.VID_IN_USE);
+    assert.equal(a.daemon.controlDrops["vid-in-use"], 1);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("with the same key on both sides the circuit comes up and every control message carries a MAC", async () => {
+  const wire = new FakeWire();
+  const key = parseKey(generateKey());
+  const b = startFakeDaemon(wire, B, listener({ allow: [], key }));
+  const a = startFakeDaemon(wire, A, { ...initiator(), key });
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    const controls = wire.log.filter((e) => e.datagram[0] === 0);
+    assert.ok(controls.length >= 3);
+    for (const entry of controls) assert.ok(verifyControl(key, entry.datagram), "a valid MAC");
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a wrong key gets no interface, only counted drops", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ allow: [], key: parseKey(generateKey()) }));
+  const a = startFakeDaemon(wire, A, { ...initiator(), key: parseKey(generateKey()) });
+  try {
+    await until(() => (b.daemon.controlDrops["bad-mac"] ?? 0) >= 2, "two IREQs dropped for their MAC", 3000);
+    assert.equal(b.network.interfaces.size, 0);
+    assert.equal(a.daemon.circuits()[0].state, "requesting");
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a replayed IREQ is refused when a key is set", async () => {
+  const wire = new FakeWire();
+  const key = parseKey(generateKey());
+  const b = startFakeDaemon(wire, B, listener({ allow: [], key }));
+  const a = startFakeDaemon(wire, A, { ...initiator(), key });
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    await a.daemon.stop();
+    await until(() => b.network.live("vela3") === undefined, "the circuit closed");
+    const ireq = wire.log.find((e) => e.datagram[0] === 0 && e.datagram[1] === 1)!;
+    wire.inject(ireq.from, ireq.to, ireq.datagram);
+    await until(() => b.daemon.controlDrops["replayed"] === 1, "the replay counted");
+    assert.equal(b.network.live("vela3"), undefined, "no interface for a replay");
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("an underlay cut longer than the dead time heals by itself", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator());
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    const farDevice = b.network.live("vela3")!.device;
+    wire.connected = false;
+    await until(
+      () => a.daemon.circuits()[0].state === "requesting",
+      "the initiator to see the peer dead",
+      9000,
+    );
+    assert.equal(b.daemon.circuits()[0].state, "lost");
+    wire.connected = true;
+    await until(() => established(a.daemon) && established(b.daemon), "the circuit back", 9000);
+    assert.equal(b.network.live("vela3")!.device, farDevice, "the listener kept its interface");
+    a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 4));
+    await farDevice.waitWritten(1);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("when the peer's name points to a new address the circuit moves there and keeps its interface", async () => {
+  const wire = new FakeWire();
+  resolver.set("router2.test", parseIp(B)!);
+  const b = startFakeDaemon(wire, B, listener());
+  const a = startFakeDaemon(wire, A, initiator({ peerName: "router2.test" }));
+  const c = startFakeDaemon(wire, "198.18.0.3", listener());
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "circuit to b");
+    const nearDevice = a.network.live("vela3")!.device;
+    resolver.set("router2.test", parseIp("198.18.0.3")!);
+    await b.daemon.stop();
+    await until(
+      () => c.daemon.circuits().some((x) => x.state === "established"),
+      "the circuit moved to c",
+      12_000,
+    );
+    assert.equal(a.daemon.circuits()[0].remote.address, "198.18.0.3");
+    assert.equal(a.network.live("vela3")!.device, nearDevice, "the interface never went away");
+  } finally {
+    resolver.delete("router2.test");
+    await a.daemon.stop();
+    await b.daemon.stop();
+    await c.daemon.stop();
   }
 });

@@ -1,10 +1,14 @@
 /** Daemons on fakes: a FakeHostNetwork each, all on one FakeWire. */
 
 import { Daemon, type DaemonConfig } from "../../src/daemon.ts";
+import { type IpAddress, parseIp } from "../../src/ip.ts";
 import { FakeHostNetwork } from "./fake_host_network.ts";
 import { FakeUnderlay, type FakeWire } from "./fake_underlay.ts";
 
 let nonce = 0x1000n;
+
+/** Names the fake daemons resolve, to change in tests. */
+export const resolver = new Map<string, IpAddress>();
 
 export function startFakeDaemon(
   wire: FakeWire,
@@ -18,6 +22,10 @@ export function startFakeDaemon(
     now: () => performance.now(),
     wallClock: () => Date.now(),
     newNonce: () => nonce++,
+    resolve: (name) => {
+      const address = resolver.get(name) ?? parseIp(name);
+      return address ? Promise.resolve(address) : Promise.reject(new Error(`Cannot resolve ${name}`));
+    },
   });
   daemon.start();
   return { daemon, network };

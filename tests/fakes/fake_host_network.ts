@@ -17,7 +17,13 @@ export class FakeHostNetwork implements HostNetwork {
   /** What routeMtu() answers. */
   underlayMtu = 1500;
 
-  openDevice(name: string, mode: LinkMode): FakeDevice {
+  openDevice(pattern: string, mode: LinkMode): FakeDevice {
+    let name = pattern;
+    // Like the kernel, number a "%d" name with the first free number.
+    for (let n = 0; pattern.includes("%d"); n++) {
+      name = pattern.replace("%d", String(n));
+      if (!this.live(name)) break;
+    }
     const existing = this.interfaces.get(name);
     if (existing && !existing.device.closed) throw new Error(`ioctl(TUNSETIFF) failed: ${name} is busy`);
     const device = new FakeDevice(name, mode);

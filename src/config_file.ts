@@ -1,0 +1,308 @@
+/**
+ * The config file: a JSON object with the listener settings and a list of circuits, validated by the
+ * same rules as the command line (src/cli.ts). parseConfig is pure; readConfigFile reads the file.
+ */
+
+import { canonicalIp, type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
+import { validInterfaceName } from "../ffi/structs.ts";
+import { MIN_LINK_MTU } from "./session.ts";
+import { MAX_LINK_MTU } from "./cli.ts";
+
+/** A config file that cannot be used. The message starts with the JSON path of the bad field. */
+export class ConfigError extends Error {
+  /** JSON path of the bad field, such as `circuits[1].vid`; undefined when no one field is at fault. */
+  readonly field?: string;
+
+  constructor(message: string, field?: string) {
+    super(message);
+    this.name = "ConfigError";
+    this.field = field;
+  }
+}
+
+/** One circuit to start, as the file gives it (the peer is not resolved yet). */
+export interface CircuitConfig {
+  /** Host name or IP address of the peer. */
+  peer: string;
+  vid: number;
+  mode: "tap" | "tun";
+  /** This side's addresses, at most one per family; the far side takes the other host of each pair. */
+  addresses: IpPrefix[];
+  mtu?: number;
+  ifname?: string;
+  /** UDP port of the peer; undefined means the file's top-level port or the default. */
+  port?: number;
+  /** Use only the peer's IPv4 or IPv6 address. */
+  family?: 4 | 6;
+}
+
+export interface FileConfig {
+  listen: boolean;
+  allow: IpPrefix[];
+  insecureAcceptAny: boolean;
+  /** UDP port of the listener and default port of the peers. */
+  port?: number;
+  keyFile?: string;
+  circuits: CircuitConfig[];
+}
+
+const TOP_KEYS = ["listen", "allow", "insecure_accept_any", "port", "key_file", "circuits"];
+const CIRCUIT_KEYS = ["peer", "vid", "mode", "address", "mtu", "ifname", "port", "family"];
+
+type JsonObject = Record<string, unknown>;
+
+function fail(field: string, problem: string): never {
+  throw new ConfigError(`${field}: ${problem}`, field);
+}
+
+/** A value as the message shows it: JSON text for scalars (shortened), a word for arrays and objects. */
+function shown(value: unknown): string {
+  if (Array.isArray(value)) return "an array";
+  if (value !== null && typeof value === "object") return "an object";
+  const text = JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 56)}..."` : text;
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** Optimal string alignment distance: edits, with a swap of neighbours counting as one. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
+}
+
+/** The known key that `key` is most likely a misspelling of, if any. */
+function nearestKey(key: string, known: readonly string[]): string | undefined {
+  const squash = (text: string) => text.toLowerCase().replace(/[-_ ]/g, "");
+  const same = known.find((k) => squash(k) === squash(key));
+  if (same) return same;
+  let best: string | undefined, bestDistance = Infinity;
+  for (const k of known) {
+    const distance = editDistance(key.toLowerCase(), k);
+    if (distance <= (k.length > 4 ? 2 : 1) && distance < bestDistance) [best, bestDistance] = [k, distance];
+  }
+  return best;
+}
+
+function rejectUnknownKeys(object: JsonObject, known: readonly string[], at: (key: string) => string): void {
+  for (const key of Object.keys(object)) {
+    if (known.includes(key)) continue;
+    const field = at(key);
+    if (known === TOP_KEYS && CIRCUIT_KEYS.includes(key)) {
+      fail(field, `unknown key at the top level; circuit settings go in "circuits": [{ ... }]`);
+    }
+    if (known === CIRCUIT_KEYS && TOP_KEYS.includes(key)) {
+      fail(field, `unknown key in a circuit; "${key}" goes at the top level of the file`);
+    }
+    const nearest = nearestKey(key, known);
+    if (nearest) fail(field, `unknown key; did you mean "${nearest}"?`);
+    fail(field, `unknown key; the keys here are ${known.map((k) => `"${k}"`).join(", ")}`);
+  }
+}
+
+function wholeNumber(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    fail(field, `must be a whole number from ${min} to ${max}, not ${shown(value)}`);
+  }
+  return value;
+}
+
+function boolean(value: unknown, field: string): boolean {
+  if (typeof value !== "boolean") fail(field, `must be true or false, not ${shown(value)}`);
+  return value;
+}
+
+function cidrList(value: unknown, field: string, example: string): IpPrefix[] {
+  if (!Array.isArray(value)) {
+    fail(
+      field,
+      `must be an array of addresses with a prefix length, such as ["${example}"], not ${shown(value)}`,
+    );
+  }
+  return value.map((item, i) => {
+    const parsed = typeof item === "string" ? parseCidr(item) : undefined;
+    if (!parsed) {
+      fail(
+        `${field}[${i}]`,
+        `must be an address with a prefix length, such as "${example}", not ${shown(item)}`,
+      );
+    }
+    return parsed;
+  });
+}
+
+function parseCircuit(value: unknown, field: string): CircuitConfig {
+  if (!isObject(value)) fail(field, `must be an object with at least "peer" and "vid", not ${shown(value)}`);
+  rejectUnknownKeys(value, CIRCUIT_KEYS, (key) => `${field}.${key}`);
+  const has = (key: string) => Object.hasOwn(value, key);
+
+  if (!has("peer")) fail(`${field}.peer`, "is missing; give the peer's host name or IP address");
+  const peer = value.peer;
+  if (typeof peer !== "string" || peer === "" || /[\s/]/.test(peer)) {
+    fail(`${field}.peer`, `must be a host name or IP address (no prefix length), not ${shown(peer)}`);
+  }
+  if (!has("vid")) fail(`${field}.vid`, "is missing; give the circuit id, a whole number from 1 to 255");
+  const vid = wholeNumber(value.vid, `${field}.vid`, 1, 255);
+
+  let mode: "tap" | "tun" = "tap";
+  if (has("mode")) {
+    if (value.mode !== "tap" && value.mode !== "tun") {
+      fail(`${field}.mode`, `must be "tap" or "tun", not ${shown(value.mode)}`);
+    }
+    mode = value.mode;
+  }
+
+  const addresses = has("address") ? cidrList(value.address, `${field}.address`, "198.18.207.1/30") : [];
+  addresses.forEach((address, i) => {
+    const at = `${field}.address[${i}]`;
+    if (addresses.findIndex((a) => a.family === address.family) < i) {
+      fail(at, `is a second IPv${address.family} address; a circuit takes at most one per family`);
+    }
+    try {
+      peerAddress(address);
+    } catch (error) {
+      fail(at, (error as Error).message);
+    }
+  });
+
+  const circuit: CircuitConfig = { peer, vid, mode, addresses };
+  if (has("mtu")) circuit.mtu = wholeNumber(value.mtu, `${field}.mtu`, MIN_LINK_MTU, MAX_LINK_MTU);
+  if (has("ifname")) {
+    if (typeof value.ifname !== "string" || !validInterfaceName(value.ifname)) {
+      fail(
+        `${field}.ifname`,
+        `must be a valid interface name (1 to 15 bytes, no spaces, / or :), not ${shown(value.ifname)}`,
+      );
+    }
+    circuit.ifname = value.ifname;
+  }
+  if (has("port")) circuit.port = wholeNumber(value.port, `${field}.port`, 1, 65535);
+  if (has("family")) {
+    if (value.family !== 4 && value.family !== 6) {
+      fail(`${field}.family`, `must be 4 or 6, not ${shown(value.family)}`);
+    }
+    circuit.family = value.family;
+  }
+  return circuit;
+}
+
+/** How a peer is compared for duplicates: canonical IP text, or the host name in lower case. */
+function peerKey(peer: string): string {
+  const canonical = canonicalIp(peer);
+  return canonical !== peer ? canonical : peer.toLowerCase().replace(/\.$/, "");
+}
+
+/** Parses and checks the text of a config file; throws ConfigError with one line that says what is wrong. */
+export function parseConfig(text: string): FileConfig {
+  if (text.trim() === "") throw new ConfigError("The config file is empty; it must hold a JSON object");
+  let root: unknown;
+  try {
+    root = JSON.parse(text.replace(/^\uFEFF/, ""));
+  } catch (error) {
+    throw new ConfigError(`Invalid JSON: ${(error as Error).message.split("\n")[0]}`);
+  }
+  if (!isObject(root)) throw new ConfigError(`The config file must hold a JSON object, not ${shown(root)}`);
+  rejectUnknownKeys(root, TOP_KEYS, (key) => key);
+  const has = (key: string) => Object.hasOwn(root, key);
+
+  const listen = has("listen") ? boolean(root.listen, "listen") : false;
+  const allow = has("allow") ? cidrList(root.allow, "allow", "198.18.0.0/15") : [];
+  const insecureAcceptAny = has("insecure_accept_any")
+    ? boolean(root.insecure_accept_any, "insecure_accept_any")
+    : false;
+  const config: FileConfig = { listen, allow, insecureAcceptAny, circuits: [] };
+  if (has("port")) config.port = wholeNumber(root.port, "port", 1, 65535);
+  if (has("key_file")) {
+    if (typeof root.key_file !== "string" || root.key_file === "") {
+      fail("key_file", `must be the path of the key file, not ${shown(root.key_file)}`);
+    }
+    config.keyFile = root.key_file;
+  }
+  if (has("circuits")) {
+    const circuits = root.circuits;
+    if (!Array.isArray(circuits)) {
+      const hint = isObject(circuits) ? " (put a single circuit in [ ])" : "";
+      fail("circuits", `must be an array of circuit objects, not ${shown(circuits)}${hint}`);
+    }
+    config.circuits = circuits.map((circuit, i) => parseCircuit(circuit, `circuits[${i}]`));
+  }
+
+  config.circuits.forEach((circuit, i) => {
+    const first = config.circuits.findIndex((c) =>
+      c.vid === circuit.vid && peerKey(c.peer) === peerKey(circuit.peer)
+    );
+    if (first < i) {
+      fail(`circuits[${i}].vid`, `circuits[${first}] already has vid ${circuit.vid} to ${circuit.peer}`);
+    }
+  });
+  const names = config.circuits.map((c) => c.ifname ?? `vela${c.vid}`);
+  names.forEach((name, i) => {
+    const first = names.indexOf(name);
+    if (first < i) {
+      const which = config.circuits[i].ifname === undefined
+        ? `the default name ${name} (from vid ${config.circuits[i].vid})`
+        : `"${name}"`;
+      fail(
+        `circuits[${i}].ifname`,
+        `${which} is also the interface of circuits[${first}]; give them different ifnames`,
+      );
+    }
+  });
+
+  if (listen && allow.length === 0 && !insecureAcceptAny && config.keyFile === undefined) {
+    fail(
+      "listen",
+      `the listener needs "allow" (the initiators' underlay prefixes), "key_file" or "insecure_accept_any": true`,
+    );
+  }
+  if (!listen && allow.length > 0) fail("allow", `goes with "listen": true`);
+  if (!listen && insecureAcceptAny) fail("insecure_accept_any", `goes with "listen": true`);
+  if (!listen && config.circuits.length === 0) {
+    fail("circuits", `the file has no circuits and does not listen; add a circuit or "listen": true`);
+  }
+  return config;
+}
+
+/**
+ * Reads and parses a config file. Throws ConfigError when the file cannot be read or is invalid; the
+ * message then starts with the file's path (and a parse error keeps its JSON path in `field`).
+ */
+export function readConfigFile(path: string): FileConfig {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    const cannot = `Cannot read the config file ${path}`;
+    if (error instanceof Deno.errors.NotFound) {
+      throw new ConfigError(`${cannot}: it does not exist; create it or give the right path`);
+    }
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new ConfigError(`${cannot}: Deno may not read it; run vela with --allow-read`);
+    }
+    if (error instanceof Deno.errors.PermissionDenied) {
+      throw new ConfigError(`${cannot}: permission denied; make it readable by the user that runs vela`);
+    }
+    if (error instanceof Deno.errors.IsADirectory) {
+      throw new ConfigError(`${cannot}: it is a directory; give the path of the JSON file`);
+    }
+    throw new ConfigError(`${cannot}: ${(error as Error).message}; check the path`);
+  }
+  try {
+    return parseConfig(text);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`${path}: ${error.message}`, error.field);
+    throw error;
+  }
+}

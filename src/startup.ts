@@ -1,0 +1,77 @@
+/** From the command line (and --config, --key-file) to a daemon configuration, peers resolved. */
+
+import type { DaemonArgs } from "./cli.ts";
+import { ConfigError, type FileConfig, readConfigFile } from "./config_file.ts";
+import type { CircuitSpec, DaemonConfig } from "./daemon.ts";
+import { RuntimeFailure } from "./errors.ts";
+import { KeyError, readKeyFile } from "./keys.ts";
+import { resolvePeer } from "./resolve.ts";
+import { DEFAULT_PORT } from "./cli.ts";
+
+/** The settings of a daemon as a config file would give them. */
+function fromArgs(args: DaemonArgs): FileConfig {
+  const peer = args.peer;
+  return {
+    listen: args.listen,
+    allow: args.allow,
+    insecureAcceptAny: args.insecureAcceptAny,
+    port: args.listen ? args.port : args.localPort,
+    keyFile: args.keyFile,
+    circuits: peer ? [{ ...peer, peer: peer.host, port: args.port }] : [],
+  };
+}
+
+/**
+ * Builds the daemon configuration: reads --config or takes the flags, reads the key file, resolves
+ * each peer. Throws RuntimeFailure with an operator's sentence. `warn` gets non-fatal findings.
+ */
+export async function buildDaemonConfig(
+  args: DaemonArgs,
+  warn: (text: string) => void,
+): Promise<DaemonConfig> {
+  let settings: FileConfig;
+  if (args.configFile !== undefined) {
+    try {
+      settings = readConfigFile(args.configFile);
+    } catch (error) {
+      if (error instanceof ConfigError) throw new RuntimeFailure(error.message);
+      throw error;
+    }
+  } else {
+    settings = fromArgs(args);
+  }
+  let key: Uint8Array | undefined;
+  if (settings.keyFile !== undefined) {
+    try {
+      const read = readKeyFile(settings.keyFile);
+      key = read.key;
+      if (read.warning) warn(read.warning);
+    } catch (error) {
+      if (error instanceof KeyError) throw new RuntimeFailure(error.message);
+      throw error;
+    }
+  }
+  const localPort = settings.port ?? (settings.listen ? DEFAULT_PORT : 0);
+  const circuits: CircuitSpec[] = [];
+  for (const circuit of settings.circuits) {
+    circuits.push({
+      peerName: circuit.peer,
+      peer: await resolvePeer(circuit.peer, circuit.family),
+      port: circuit.port ?? DEFAULT_PORT,
+      vid: circuit.vid,
+      mode: circuit.mode,
+      addresses: circuit.addresses,
+      mtu: circuit.mtu,
+      ifname: circuit.ifname,
+      family: circuit.family,
+    });
+  }
+  return {
+    port: localPort,
+    listen: settings.listen,
+    allow: settings.allow,
+    insecureAcceptAny: settings.insecureAcceptAny,
+    key,
+    circuits,
+  };
+}
