@@ -51,12 +51,28 @@ function established(daemon: { circuits(): { state: string }[] }): boolean {
   return daemon.circuits().some((c) => c.state === "established");
 }
 
-Deno.test("a circuit comes up over fakes, configures the far side and carries frames both ways", async () => {
+type FakeDaemon = ReturnType<typeof startFakeDaemon>;
+
+/** Starts a listener at B and an initiator at A on one wire, waits until both are established, runs `use`, stops both. */
+async function withLink(
+  listenerConfig: DaemonConfig,
+  initiatorConfig: DaemonConfig,
+  use: (wire: FakeWire, a: FakeDaemon, b: FakeDaemon) => Promise<void> | void,
+): Promise<void> {
   const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
+  const b = startFakeDaemon(wire, B, listenerConfig);
+  const a = startFakeDaemon(wire, A, initiatorConfig);
   try {
     await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    await use(wire, a, b);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+}
+
+Deno.test("a circuit comes up over fakes, configures the far side and carries frames both ways", async () => {
+  await withLink(listener(), initiator(), async (wire, a, b) => {
     const near = a.network.live("vela3")!;
     const far = b.network.live("vela3")!;
     assert.deepEqual(near.addresses, ["198.18.207.1/30", "fd00:207::1/126"]);
@@ -80,18 +96,11 @@ Deno.test("a circuit comes up over fakes, configures the far side and carries fr
     }
     const controls = wire.log.filter((e) => e.datagram[0] === 0).map((e) => e.datagram[1]);
     assert.deepEqual(controls.slice(0, 3), [1, 2, 3], "IREQ, IACK, ICON");
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("a burst of frames is drained and delivered in order", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (_wire, a, b) => {
     const near = a.network.live("vela3")!;
     for (let i = 0; i < 300; i++) near.device.inject(frame(0xbb, 0xaa, i & 0xff));
     const written = await b.network.live("vela3")!.device.waitWritten(300);
@@ -99,10 +108,7 @@ Deno.test("a burst of frames is drained and delivered in order", async () => {
     const counters = a.daemon.datapath!.circuitCounters(B, 3)!;
     assert.equal(counters.txPackets, 300);
     assert.equal(counters.txBytes, 300 * 74);
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("the smaller MTU proposal wins on both ends", async () => {
@@ -137,27 +143,16 @@ Deno.test("a listener refuses an IREQ from outside --allow with a NAK and create
 });
 
 Deno.test("a clean stop of the initiator sends CREQ and the listener removes its interface", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (_wire, a, b) => {
     await a.daemon.stop();
     assert.equal(a.network.live("vela3"), undefined, "the initiator removed its interface");
     await until(() => b.network.live("vela3") === undefined, "the listener to remove vela3");
     assert.equal(b.daemon.circuits().length, 0);
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("a clean stop of the listener makes the initiator ask again, keeping its interface", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (wire, a, b) => {
     await b.daemon.stop();
     assert.equal(b.network.live("vela3"), undefined);
     await until(() => a.daemon.circuits()[0].state === "requesting", "the initiator to ask again");
@@ -168,18 +163,11 @@ Deno.test("a clean stop of the listener makes the initiator ask again, keeping i
     } finally {
       await b2.daemon.stop();
     }
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("strangers' datagrams are dropped and counted while the circuit keeps working", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (wire, a, b) => {
     const stranger = { address: "198.18.0.66", port: 999 };
     const target = { address: B, port: 4455 };
     wire.inject(stranger, target, new Uint8Array([3, 1, 2, 3])); // data for an unknown circuit
@@ -195,18 +183,11 @@ Deno.test("strangers' datagrams are dropped and counted while the circuit keeps 
     assert.equal(b.daemon.datapath!.counters.empty, 1);
     a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 7));
     await b.network.live("vela3")!.device.waitWritten(1);
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("a device that fails under the datapath closes its circuit, and the circuit comes back", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (_wire, a, b) => {
     const far = b.network.live("vela3")!.device;
     far.failRead = new Error("read(vela3) failed: File descriptor in bad state (EBADFD)");
     far.inject(frame(1, 2, 3));
@@ -218,10 +199,7 @@ Deno.test("a device that fails under the datapath closes its circuit, and the ci
     await until(() => established(a.daemon), "the initiator established again");
     a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 9));
     await fresh.waitWritten(1);
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("a listener that refused an IREQ for a too small MTU hears the next IREQ afresh", async () => {
@@ -245,21 +223,14 @@ Deno.test("a listener that refused an IREQ for a too small MTU hears the next IR
 });
 
 Deno.test("without an IPv6 --address both ends get a derived ULA pair", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator({ addresses: [] }));
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator({ addresses: [] }), (_wire, a, b) => {
     const [near] = a.network.live("vela3")!.addresses;
     const [far] = b.network.live("vela3")!.addresses;
     const expected = derivedIPv6(B, 3);
     assert.equal(near, formatCidr(expected));
     assert.match(near, /^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:3::1\/64$/);
     assert.equal(far, near.replace("::1/64", "::2/64"));
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("a listener serves two initiators that use the same vid, on two interfaces", async () => {
@@ -370,11 +341,7 @@ Deno.test("a replayed IREQ is refused when a key is set", async () => {
 });
 
 Deno.test("an underlay cut longer than the dead time heals by itself", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator());
-  try {
-    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+  await withLink(listener(), initiator(), async (wire, a, b) => {
     const farDevice = b.network.live("vela3")!.device;
     wire.connected = false;
     await until(
@@ -382,16 +349,17 @@ Deno.test("an underlay cut longer than the dead time heals by itself", async () 
       "the initiator to see the peer dead",
       9000,
     );
-    assert.equal(b.daemon.circuits()[0].state, "lost");
+    await until(
+      () => b.daemon.circuits()[0].state === "lost",
+      "the listener to see its initiator lost",
+      4000,
+    );
     wire.connected = true;
     await until(() => established(a.daemon) && established(b.daemon), "the circuit back", 9000);
     assert.equal(b.network.live("vela3")!.device, farDevice, "the listener kept its interface");
     a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 4));
     await farDevice.waitWritten(1);
-  } finally {
-    await a.daemon.stop();
-    await b.daemon.stop();
-  }
+  });
 });
 
 Deno.test("when the peer's name points to a new address the circuit moves there and keeps its interface", async () => {
