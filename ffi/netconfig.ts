@@ -10,6 +10,7 @@ import {
   ifreqFlags,
   ifreqInt,
   ifreqWithFlags,
+  ifreqWithHardwareAddress,
   ifreqWithInet4,
   ifreqWithInt,
   in6Ifreq,
@@ -59,6 +60,24 @@ export function interfaceHardwareAddress(name: string): Uint8Array {
   ioctl(Linux.AF_INET, Linux.SIOCGIFHWADDR, request, `ioctl(SIOCGIFHWADDR, ${name})`);
   // ifr_hwaddr is a struct sockaddr: family (2 bytes), then the address bytes.
   return request.slice(IfReq.UNION + 2, IfReq.UNION + 8);
+}
+
+/**
+ * Sets a tap's MAC address (SIOCSIFHWADDR, while the link is down) and asks the kernel to announce it
+ * with a gratuitous ARP when the link comes up (arp_notify).
+ */
+export function setInterfaceHardwareAddress(name: string, mac: Uint8Array): void {
+  ioctl(
+    Linux.AF_INET,
+    Linux.SIOCSIFHWADDR,
+    ifreqWithHardwareAddress(name, mac),
+    `ioctl(SIOCSIFHWADDR, ${name})`,
+  );
+  try {
+    Deno.writeTextFileSync(`/proc/sys/net/ipv4/conf/${name}/arp_notify`, "1");
+  } catch {
+    // Best effort: without it neighbours learn the address at their next ARP.
+  }
 }
 
 /** Sets the link up (IFF_UP), keeping the other flags. */

@@ -33,6 +33,8 @@ export const Linux = {
   SIOCGIFMTU: 0x8921,
   SIOCSIFMTU: 0x8922,
   SIOCGIFHWADDR: 0x8927,
+  SIOCSIFHWADDR: 0x8924,
+  ARPHRD_ETHER: 1,
   SIOCGIFINDEX: 0x8933,
   SIOCSIFTXQLEN: 0x8943,
 } as const;
@@ -86,6 +88,15 @@ export function ifreqWithInt(name: string, value: number): Uint8Array<ArrayBuffe
 export function ifreqWithInet4(name: string, address: Uint8Array): Uint8Array<ArrayBuffer> {
   const { bytes } = ifreq(name);
   bytes.set(sockaddrIn(address, 0), IfReq.UNION);
+  return bytes;
+}
+
+/** ifreq with a struct sockaddr in `ifr_hwaddr`: family ARPHRD_ETHER, then the 6-byte MAC (SIOCSIFHWADDR). */
+export function ifreqWithHardwareAddress(name: string, mac: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (mac.length !== 6) throw new RangeError("A MAC address has 6 bytes");
+  const { bytes, view } = ifreq(name);
+  view.setUint16(IfReq.UNION, Linux.ARPHRD_ETHER, true);
+  bytes.set(mac, IfReq.UNION + 2);
   return bytes;
 }
 

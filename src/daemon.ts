@@ -5,7 +5,7 @@
 
 import type { Logger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import { Datapath } from "./datapath.ts";
+import { type CircuitCounters, Datapath, zeroCounters } from "./datapath.ts";
 import { explainDeviceError, RuntimeFailure } from "./errors.ts";
 import { type HostNetwork, linkMtuFor } from "./host_network.ts";
 import {
@@ -19,7 +19,7 @@ import {
 } from "./ip.ts";
 import type { LinkDevice, LinkMode } from "./link_device.ts";
 import { logger } from "./log.ts";
-import { Session, type SessionAction } from "./session.ts";
+import { type Role, Session, type SessionAction, type SessionState } from "./session.ts";
 import {
   DEAD_PEER_MS,
   DNS_REFRESH_MS,
@@ -94,6 +94,42 @@ interface Circuit {
   timer?: ReturnType<typeof setTimeout>;
   /** When an initiated circuit's peer name was last looked up (monotonic ms). */
   resolvedAt?: number;
+  /** When the circuit was last established (monotonic ms), undefined while it is not. */
+  establishedAt?: number;
+  /** Live counters, kept across re-handshakes. */
+  readonly counters: CircuitCounters;
+}
+
+/** One circuit as `vela status` shows it. */
+export interface CircuitStatus {
+  /** The peer as the operator named it (initiator), or its address (responder). */
+  peer: string;
+  address: string;
+  port: number;
+  vid: number;
+  role: Role;
+  state: SessionState;
+  ifname: string | null;
+  mode: LinkMode;
+  mtu: number;
+  /** Seconds since the circuit was established, null while it is not. */
+  uptimeSeconds: number | null;
+  /** The last keepalive round trip in milliseconds, null before one was measured. */
+  rttMs: number | null;
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  /** Frames dropped by reason: the underlay could not send them, the device refused them. */
+  drops: { sendFailed: number; deviceRefused: number };
+}
+
+export interface DaemonStatus {
+  port: number;
+  listen: boolean;
+  circuits: CircuitStatus[];
+  /** Datagrams dropped on the way in, by reason. */
+  drops: Record<string, number>;
 }
 
 export function circuitKey(address: string, vid: number): string {
@@ -101,7 +137,7 @@ export function circuitKey(address: string, vid: number): string {
 }
 
 export class Daemon {
-  readonly #config: DaemonConfig;
+  #config: DaemonConfig;
   readonly #env: DaemonEnvironment;
   readonly #log: Logger = logger("daemon");
   readonly #circuits = new Map<string, Circuit>();
@@ -141,8 +177,89 @@ export class Daemon {
     }));
   }
 
-  /** Every drop counter by reason, as "reason N, ..." ("none" when nothing was dropped). */
-  dropSummary(): string {
+  /** Every circuit with its state and counters, and the drops by reason: what `vela status` shows. */
+  status(): DaemonStatus {
+    const now = this.#env.now();
+    const circuits = [...this.#circuits.values()].map((c): CircuitStatus => ({
+      peer: c.spec?.peerName ?? c.remote.address,
+      address: c.remote.address,
+      port: c.remote.port,
+      vid: c.session.vid,
+      role: c.session.role,
+      state: c.session.state,
+      ifname: c.device?.name ?? null,
+      mode: c.session.mode,
+      mtu: c.session.mtu,
+      uptimeSeconds: c.establishedAt === undefined ? null : Math.floor((now - c.establishedAt) / 1000),
+      rttMs: c.session.rttMs ?? null,
+      txPackets: c.counters.txPackets,
+      txBytes: c.counters.txBytes,
+      rxPackets: c.counters.rxPackets,
+      rxBytes: c.counters.rxBytes,
+      drops: { sendFailed: c.counters.txDropped, deviceRefused: c.counters.rxDropped },
+    }));
+    return { port: this.port, listen: this.#config.listen, circuits, drops: this.#dropCounts() };
+  }
+
+  /** Starts one more circuit in the running daemon; throws RuntimeFailure. */
+  connect(spec: CircuitSpec): void {
+    if (this.#stopped) throw new RuntimeFailure("The daemon is stopping");
+    this.#startCircuit(spec);
+  }
+
+  /**
+   * Closes the circuit to `peer` (a name the operator gave, or an address) on `vid`: CREQ to the peer,
+   * the interface removed. Returns false when there is no such circuit.
+   */
+  close(peer: string, vid: number): boolean {
+    const address = parseIp(peer);
+    const text = address ? formatIp(address) : undefined;
+    const circuit = [...this.#circuits.values()].find((c) =>
+      c.session.vid === vid && (c.remote.address === text || c.spec?.peerName === peer)
+    );
+    if (!circuit) return false;
+    this.#closeCircuit(circuit);
+    return true;
+  }
+
+  #closeCircuit(circuit: Circuit): void {
+    this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
+    clearTimeout(circuit.timer);
+    circuit.device?.close();
+    if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
+    this.#log.info(`Circuit ${circuit.session.vid} with ${circuit.remote.address} closed`);
+  }
+
+  /**
+   * Takes a new configuration (SIGHUP): circuits it adds start, circuits it drops close, circuits it
+   * keeps unchanged are not touched; the listener's policy and key are replaced. The UDP port stays.
+   * Returns what changed, for the log; throws RuntimeFailure when an added circuit cannot start.
+   */
+  reload(config: DaemonConfig): { added: number; removed: number; kept: number } {
+    const same = (a: CircuitSpec, b: CircuitSpec) =>
+      JSON.stringify(specIdentity(a)) === JSON.stringify(specIdentity(b));
+    const wanted = [...config.circuits];
+    let removed = 0, kept = 0;
+    for (const circuit of [...this.#circuits.values()]) {
+      if (!circuit.spec) continue;
+      const index = wanted.findIndex((spec) => same(spec, circuit.spec!));
+      if (index >= 0) {
+        wanted.splice(index, 1);
+        kept++;
+      } else {
+        this.#closeCircuit(circuit);
+        removed++;
+      }
+    }
+    if (config.port !== this.#config.port) {
+      this.#log.warn(`The UDP port stays ${this.port} until a restart`);
+    }
+    this.#config = { ...config, port: this.#config.port };
+    for (const spec of wanted) this.#startCircuit(spec);
+    return { added: wanted.length, removed, kept };
+  }
+
+  #dropCounts(): Record<string, number> {
     const counts: Record<string, number> = { ...this.controlDrops };
     const datapath = this.#datapath?.counters;
     if (datapath) {
@@ -150,9 +267,15 @@ export class Daemon {
       counts["runt"] = datapath.runt;
       counts["empty"] = (counts["empty"] ?? 0) + datapath.empty;
     }
-    const text = Object.entries(counts).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`).join(
-      ", ",
-    );
+    return counts;
+  }
+
+  /** Every drop counter by reason, as "reason N, ..." ("none" when nothing was dropped). */
+  dropSummary(): string {
+    const text = Object.entries(this.#dropCounts()).filter(([, n]) => n > 0).map(([reason, n]) =>
+      `${reason} ${n}`
+    )
+      .join(", ");
     return text || "none";
   }
 
@@ -212,7 +335,13 @@ export class Daemon {
     const addresses = spec.addresses.some((a) => a.family === 6)
       ? spec.addresses
       : [...spec.addresses, derivedIPv6(remote.address, spec.vid)];
-    const device = this.#openConfigured(name, spec.mode, mtu, addresses);
+    const device = this.#openConfigured(
+      name,
+      spec.mode,
+      mtu,
+      addresses,
+      derivedMac("initiator", remote.address, spec.vid),
+    );
     const session = new Session({
       role: "initiator",
       vid: spec.vid,
@@ -222,7 +351,15 @@ export class Daemon {
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
     });
-    const circuit: Circuit = { key, session, spec, remote, device, forwarding: false };
+    const circuit: Circuit = {
+      key,
+      session,
+      spec,
+      remote,
+      device,
+      forwarding: false,
+      counters: zeroCounters(),
+    };
     this.#circuits.set(key, circuit);
     this.#log.info(
       `Interface ${device.name} (${spec.mode}, MTU ${mtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
@@ -231,7 +368,13 @@ export class Daemon {
   }
 
   /** Opens a device and sets MTU, addresses and link up; throws RuntimeFailure and leaves nothing behind. */
-  #openConfigured(name: string, mode: LinkMode, mtu: number, addresses: IpPrefix[]): LinkDevice {
+  #openConfigured(
+    name: string,
+    mode: LinkMode,
+    mtu: number,
+    addresses: IpPrefix[],
+    mac: Uint8Array,
+  ): LinkDevice {
     const network = this.#env.network;
     let device: LinkDevice;
     try {
@@ -241,6 +384,7 @@ export class Daemon {
     }
     try {
       network.setMtu(device.name, mtu);
+      if (mode === "tap") network.setHardwareAddress(device.name, mac);
       for (const address of addresses) network.addAddress(device.name, address);
       network.setUp(device.name);
     } catch (error) {
@@ -319,7 +463,7 @@ export class Daemon {
       // The initiator came back from another port (it restarted): follow it.
       circuit.remote = from;
       if (circuit.forwarding && circuit.device) {
-        this.#datapath!.addCircuit(message.vid, from, circuit.device, circuit.session.mtu);
+        this.#datapath!.addCircuit(message.vid, from, circuit.device, circuit.session.mtu, circuit.counters);
       }
     }
     this.#apply(circuit, circuit.session.handle({ type: "received", message }, this.#env.now()));
@@ -369,6 +513,7 @@ export class Daemon {
       session,
       remote: from,
       forwarding: false,
+      counters: zeroCounters(),
     };
     this.#circuits.set(circuit.key, circuit);
     this.#apply(circuit, session.handle({ type: "received", message: request }, this.#env.now()));
@@ -392,11 +537,18 @@ export class Daemon {
           break;
         case "create-device": {
           try {
+            const mac = derivedMac("responder", circuit.remote.address, vid);
             try {
-              circuit.device = this.#openConfigured(`vela${vid}`, action.mode, action.mtu, action.plan);
+              circuit.device = this.#openConfigured(`vela${vid}`, action.mode, action.mtu, action.plan, mac);
             } catch {
               // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
-              circuit.device = this.#openConfigured(`vela${vid}-%d`, action.mode, action.mtu, action.plan);
+              circuit.device = this.#openConfigured(
+                `vela${vid}-%d`,
+                action.mode,
+                action.mtu,
+                action.plan,
+                mac,
+              );
             }
           } catch (error) {
             this.#log.error(
@@ -427,13 +579,19 @@ export class Daemon {
               this.#log.error(explainDeviceError(error, `set MTU ${action.mtu} on ${circuit.device.name}`));
             }
             if (circuit.forwarding) {
-              this.#datapath!.addCircuit(vid, circuit.remote, circuit.device, action.mtu);
+              this.#datapath!.addCircuit(vid, circuit.remote, circuit.device, action.mtu, circuit.counters);
             }
           }
           break;
         case "forward":
           if (action.enabled && circuit.device) {
-            this.#datapath!.addCircuit(vid, circuit.remote, circuit.device, circuit.session.mtu);
+            this.#datapath!.addCircuit(
+              vid,
+              circuit.remote,
+              circuit.device,
+              circuit.session.mtu,
+              circuit.counters,
+            );
             circuit.forwarding = true;
           } else if (!action.enabled && circuit.forwarding) {
             this.#datapath!.removeCircuit(circuit.remote.address, vid);
@@ -450,6 +608,7 @@ export class Daemon {
           }
           break;
         case "established":
+          circuit.establishedAt = this.#env.now();
           this.#log.info(
             `Circuit ${vid} with ${circuit.remote.address} established on ${circuit.device?.name}, MTU ${action.mtu}`,
           );
@@ -470,6 +629,7 @@ export class Daemon {
           }
           break;
         case "dead-peer":
+          circuit.establishedAt = undefined;
           this.#log.warn(
             `Circuit ${vid}: nothing heard from ${circuit.remote.address} for ${
               Math.round(action.silentMs / 1000)
@@ -620,4 +780,29 @@ export function derivedIPv6(peerAddress: string, vid: number): IpPrefix {
   bytes[7] = vid;
   bytes[15] = 1;
   return { family: 6, bytes, prefixLength: 64 };
+}
+
+/**
+ * A tap's MAC address, the same every time for the same side of the same circuit (locally administered,
+ * unicast), so that a restarted daemon's interface keeps the address its neighbours have cached.
+ */
+export function derivedMac(side: "initiator" | "responder", peerAddress: string, vid: number): Uint8Array {
+  const digest = createHash("sha256").update(`vela mac ${side} ${peerAddress} ${vid}`).digest();
+  const mac = new Uint8Array(digest.subarray(0, 6));
+  mac[0] = (mac[0] & 0xfe) | 0x02;
+  return mac;
+}
+
+/** What makes two circuit specs the same circuit for a reload: everything the operator gave. */
+function specIdentity(spec: CircuitSpec): unknown[] {
+  return [
+    spec.peerName,
+    spec.port,
+    spec.vid,
+    spec.mode,
+    spec.addresses.map(formatCidr),
+    spec.mtu,
+    spec.ifname,
+    spec.family,
+  ];
 }

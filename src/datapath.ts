@@ -53,7 +53,7 @@ interface Circuit {
   active: boolean;
 }
 
-function zeroCounters(): CircuitCounters {
+export function zeroCounters(): CircuitCounters {
   return { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, txDropped: 0, rxDropped: 0 };
 }
 
@@ -82,14 +82,20 @@ export class Datapath {
    * Forwards between `device` and `remote` for `vid` with buffers for `mtu`; replaces a circuit with
    * the same remote address and vid. Returns the circuit's live counters.
    */
-  addCircuit(vid: number, remote: Endpoint, device: LinkDevice, mtu: number): CircuitCounters {
+  addCircuit(
+    vid: number,
+    remote: Endpoint,
+    device: LinkDevice,
+    mtu: number,
+    counters?: CircuitCounters,
+  ): CircuitCounters {
     const previous = this.#lookup(remote.address, vid);
     if (previous) this.#stop(previous);
     const circuit: Circuit = {
       vid,
       remote,
       device,
-      counters: previous?.counters ?? zeroCounters(),
+      counters: counters ?? previous?.counters ?? zeroCounters(),
       active: true,
     };
     let byVid = this.#circuits.get(remote.address);

@@ -10,6 +10,8 @@ export interface HostNetwork {
   /** Creates a device; `name` may hold "%d" for the kernel to number it. */
   openDevice(name: string, mode: LinkMode): LinkDevice;
   setMtu(name: string, mtu: number): void;
+  /** Sets a tap's MAC address (6 bytes). */
+  setHardwareAddress(name: string, mac: Uint8Array): void;
   addAddress(name: string, prefix: IpPrefix): void;
   setUp(name: string): void;
   /** The MTU of the route towards `address` (the underlay MTU). */

@@ -5,6 +5,7 @@ import {
   addIPv4Address,
   addIPv6Address,
   routeMtu,
+  setInterfaceHardwareAddress,
   setInterfaceMtu,
   setInterfaceQueueLength,
   setInterfaceUp,
@@ -28,6 +29,7 @@ export const kernelNetwork: HostNetwork = {
     return device;
   },
   setMtu: setInterfaceMtu,
+  setHardwareAddress: setInterfaceHardwareAddress,
   addAddress(name: string, prefix: IpPrefix): void {
     if (prefix.family === 4) addIPv4Address(name, prefix.bytes, prefix.prefixLength);
     else addIPv6Address(name, prefix.bytes, prefix.prefixLength);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type CircuitSpec, type DaemonConfig, derivedIPv6 } from "../src/daemon.ts";
+import { type CircuitSpec, type DaemonConfig, derivedIPv6, derivedMac } from "../src/daemon.ts";
 import { formatCidr, parseCidr, parseIp } from "../src/ip.ts";
 import { generateKey, parseKey, verifyControl } from "../src/keys.ts";
 import { encode, HEADER_LENGTH, NakReason } from "../src/wire.ts";
@@ -385,5 +385,27 @@ Deno.test("when the peer's name points to a new address the circuit moves there 
     await a.daemon.stop();
     await b.daemon.stop();
     await c.daemon.stop();
+  }
+});
+
+Deno.test("each side's tap gets a MAC derived from the circuit, the same after a restart", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  let a = startFakeDaemon(wire, A, initiator());
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    const far = b.network.live("vela3")!.mac!;
+    const near = a.network.live("vela3")!.mac!;
+    assert.deepEqual(far, derivedMac("responder", A, 3));
+    assert.deepEqual(near, derivedMac("initiator", B, 3));
+    assert.notDeepEqual(far, near);
+    assert.equal(far[0] & 0x03, 0x02, "locally administered unicast");
+    await a.daemon.stop();
+    a = startFakeDaemon(wire, A, initiator());
+    await until(() => established(a.daemon), "the initiator back");
+    assert.deepEqual(a.network.live("vela3")!.mac, near);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
   }
 });

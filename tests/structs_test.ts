@@ -6,6 +6,7 @@ import {
   ifreqInt,
   ifreqName,
   ifreqWithFlags,
+  ifreqWithHardwareAddress,
   ifreqWithInet4,
   ifreqWithInt,
   in6Ifreq,
@@ -217,4 +218,11 @@ Deno.test("ipv4Netmask() turns prefix lengths into netmasks", () => {
 Deno.test("tunFlags() asks for a tap or tun device without packet information", () => {
   assert.equal(tunFlags("tap"), 0x1002);
   assert.equal(tunFlags("tun"), 0x1001);
+});
+
+Deno.test("ifreqWithHardwareAddress() puts ARPHRD_ETHER and the MAC in ifr_hwaddr", () => {
+  const bytes = ifreqWithHardwareAddress("vela3", new Uint8Array([2, 1, 2, 3, 4, 5]));
+  assert.equal(bytes.length, 40);
+  assert.deepEqual([...bytes.subarray(16, 24)], [1, 0, 2, 1, 2, 3, 4, 5]);
+  assert.throws(() => ifreqWithHardwareAddress("vela3", new Uint8Array(5)), RangeError);
 });

@@ -8,6 +8,7 @@ import { FakeDevice } from "./fake_device.ts";
 export interface FakeInterface {
   device: FakeDevice;
   mtu: number;
+  mac?: Uint8Array;
   addresses: string[];
   up: boolean;
 }
@@ -39,6 +40,10 @@ export class FakeHostNetwork implements HostNetwork {
 
   setMtu(name: string, mtu: number): void {
     this.#get(name).mtu = mtu;
+  }
+
+  setHardwareAddress(name: string, mac: Uint8Array): void {
+    this.#get(name).mac = mac.slice();
   }
 
   addAddress(name: string, prefix: IpPrefix): void {

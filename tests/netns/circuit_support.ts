@@ -1,0 +1,66 @@
+/** Small helpers shared by the recovery, circuits and robustness namespace tests. */
+
+import { type Bed, type BedProcess, run } from "../../testbed/netns.ts";
+
+/** The listener's arguments in these tests: it accepts initiators from the bed's underlay. */
+export const LISTEN = ["--listen", "--allow", "198.18.0.0/15"];
+
+/** This checkout's main.ts, for subcommands run outside a daemon (vela genkey). */
+export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The kernel's index of an interface: it changes when the interface is deleted and made again. */
+export async function ifindex(ns: string, name: string): Promise<number> {
+  const shown = await run(["ip", "-n", ns, "-j", "link", "show", name], { check: true });
+  return JSON.parse(shown.stdout)[0].ifindex;
+}
+
+/** The names of the interfaces in `ns` that start with "vela", sorted. */
+export async function velaLinks(ns: string): Promise<string[]> {
+  const shown = await run(["ip", "-n", ns, "-j", "link", "show"], { check: true });
+  return (JSON.parse(shown.stdout) as { ifname: string }[]).map((l) => l.ifname)
+    .filter((name) => name.startsWith("vela")).sort();
+}
+
+/** Waits until `ifname` exists in both namespaces of the bed. */
+export async function bothLinks(bed: Bed, ifname: string, ms?: number): Promise<void> {
+  await bed.until(
+    async () => (await bed.hasLink(bed.a, ifname)) && (await bed.hasLink(bed.b, ifname)),
+    `${ifname} in both namespaces`,
+    ms,
+  );
+}
+
+/**
+ * bed.waitPing, and when it times out, the failure also shows what `ns` believes the far side's MAC is
+ * (its neighbour entries on `ifname`) next to the MAC the far side's `ifname` has now.
+ */
+export async function waitPingOver(
+  bed: Bed,
+  ns: string,
+  address: string,
+  ifname: string,
+  ms: number,
+): Promise<void> {
+  try {
+    await bed.waitPing(ns, address, ms);
+  } catch (error) {
+    const far = ns === bed.a ? bed.b : bed.a;
+    const neighbours = (await run(["ip", "-n", ns, "neigh", "show", "dev", ifname])).stdout.trim();
+    const mac = await bed.link(far, ifname).then((l) => l.address, (e) => `none (${e.message})`);
+    throw new Error(
+      `${(error as Error).message}\n--- neighbours on ${ifname} in ${ns}:\n${neighbours}\n` +
+        `--- the far ${ifname}'s MAC now: ${mac}`,
+    );
+  }
+}
+
+/** A flag that turns true once the process has exited. */
+export function watchExit(process: BedProcess): { exited: boolean } {
+  const watch = { exited: false };
+  process.status.then(() => watch.exited = true);
+  return watch;
+}
