@@ -15,7 +15,9 @@ import {
   ifreqWithInt,
   in6Ifreq,
   Linux,
+  SockaddrIn,
   sockaddrIn,
+  SockaddrIn6,
   sockaddrIn6,
 } from "./structs.ts";
 
@@ -123,6 +125,25 @@ export function addIPv6Address(name: string, address: Uint8Array, prefixLength: 
     in6Ifreq(address, prefixLength, index),
     `ioctl(SIOCSIFADDR, ${name}, IPv6)`,
   );
+}
+
+/**
+ * The local address the kernel picks to reach `address` (getsockname on a connected datagram socket;
+ * nothing is sent).
+ */
+export function routeSource(address: Uint8Array): Uint8Array {
+  const v4 = address.length === 4;
+  return withSocket(v4 ? Linux.AF_INET : Linux.AF_INET6, (fd) => {
+    const c = libc();
+    const target = v4 ? sockaddrIn(address, 9) : sockaddrIn6(address, 9);
+    check(c.connect(fd, target, target.length), "connect(route lookup)");
+    const local = new Uint8Array(SockaddrIn6.SIZE);
+    const length = new Uint8Array(new Uint32Array([local.length]).buffer);
+    check(c.getsockname(fd, local, length), "getsockname(route lookup)");
+    return v4
+      ? local.slice(SockaddrIn.ADDR, SockaddrIn.ADDR + 4)
+      : local.slice(SockaddrIn6.ADDR, SockaddrIn6.ADDR + 16);
+  }, "route lookup");
 }
 
 /**

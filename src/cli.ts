@@ -60,7 +60,8 @@ Usage:
   vela --help | --version
 
 Circuit options (with --peer):
-  --peer HOST         peer name or IPv4/IPv6 address (its A/AAAA record is resolved once at start)
+  --peer HOST         peer name or IPv4/IPv6 address (a name is looked up again when the peer goes
+                      silent and every minute; the circuit follows it)
   --vid N             circuit id, 1 to 255; the interface is vela<N>
   --mode tap|tun      tap carries Ethernet frames (default), tun carries IP packets
   --address CIDR      this side's address, e.g. 198.18.207.1/30 or fd00:1::1/126 (repeatable, one per

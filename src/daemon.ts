@@ -334,7 +334,7 @@ export class Daemon {
     const name = spec.ifname ?? `vela${spec.vid}`;
     const addresses = spec.addresses.some((a) => a.family === 6)
       ? spec.addresses
-      : [...spec.addresses, derivedIPv6(remote.address, spec.vid)];
+      : [...spec.addresses, derivedIPv6(this.#localAddressToward(spec.peer), remote.address, spec.vid)];
     const device = this.#openConfigured(
       name,
       spec.mode,
@@ -365,6 +365,15 @@ export class Daemon {
       `Interface ${device.name} (${spec.mode}, MTU ${mtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
     );
     this.#apply(circuit, session.handle({ type: "start" }, this.#env.now()));
+  }
+
+  /** This host's underlay address towards `peer` as text ("" when the kernel has no route). */
+  #localAddressToward(peer: IpAddress): string {
+    try {
+      return formatIp(this.#env.network.routeSource(peer));
+    } catch {
+      return "";
+    }
   }
 
   /** Opens a device and sets MTU, addresses and link up; throws RuntimeFailure and leaves nothing behind. */
@@ -427,7 +436,11 @@ export class Daemon {
         if (verdict !== "fresh") {
           this.#drop(
             verdict,
-            `Dropped a ${verdict} IREQ from ${from.address} (clocks more than 30 s apart?)`,
+            verdict === "stale"
+              ? `Dropped a stale IREQ from ${from.address}: its clock is over ${
+                REPLAY_WINDOW_MS / 1000
+              } s off ours`
+              : `Dropped a replayed IREQ from ${from.address}`,
             "warning",
           );
           return;
@@ -768,12 +781,12 @@ export class Daemon {
 }
 
 /**
- * The IPv6 pair of a circuit given no IPv6 address: a ULA /64 derived from the peer's underlay address
- * and the vid (fd, then 40 bits of SHA-256, then the vid as subnet id); the initiator is ::1, the
- * responder ::2. The same initiator and peer always derive the same pair.
+ * The IPv6 pair of a circuit given no IPv6 address: a ULA /64 derived from both underlay addresses and
+ * the vid (fd, then 40 bits of SHA-256 of "vela <initiator> <responder> <vid>", then the vid as subnet
+ * id); the initiator is ::1, the responder ::2. The same two hosts always derive the same pair.
  */
-export function derivedIPv6(peerAddress: string, vid: number): IpPrefix {
-  const digest = createHash("sha256").update(`vela ${peerAddress} ${vid}`).digest();
+export function derivedIPv6(localAddress: string, peerAddress: string, vid: number): IpPrefix {
+  const digest = createHash("sha256").update(`vela ${localAddress} ${peerAddress} ${vid}`).digest();
   const bytes = new Uint8Array(16);
   bytes[0] = 0xfd;
   bytes.set(digest.subarray(0, 5), 1);

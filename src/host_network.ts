@@ -14,6 +14,8 @@ export interface HostNetwork {
   setHardwareAddress(name: string, mac: Uint8Array): void;
   addAddress(name: string, prefix: IpPrefix): void;
   setUp(name: string): void;
+  /** The local address the route towards `address` uses. */
+  routeSource(address: IpAddress): IpAddress;
   /** The MTU of the route towards `address` (the underlay MTU). */
   routeMtu(address: IpAddress): number;
 }

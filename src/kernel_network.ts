@@ -5,6 +5,7 @@ import {
   addIPv4Address,
   addIPv6Address,
   routeMtu,
+  routeSource,
   setInterfaceHardwareAddress,
   setInterfaceMtu,
   setInterfaceQueueLength,
@@ -35,6 +36,9 @@ export const kernelNetwork: HostNetwork = {
     else addIPv6Address(name, prefix.bytes, prefix.prefixLength);
   },
   setUp: setInterfaceUp,
+  routeSource(address: IpAddress): IpAddress {
+    return { family: address.family, bytes: routeSource(address.bytes) };
+  },
   routeMtu(address: IpAddress): number {
     return routeMtu(address.bytes);
   },

@@ -12,13 +12,13 @@ export const SHUTDOWN_GRACE_MS = 500;
 export const DROP_LOG_INTERVAL_MS = 10_000;
 /** Each end of an established circuit sends a KEEPALIVE this often. */
 export const KEEPALIVE_INTERVAL_MS = 2_000;
-/** The peer is dead after this long without a KEEPALIVE (three intervals). */
+/** The peer is dead after this long without a KEEPALIVE; the check runs at each keepalive tick, so 6 to 8 s. */
 export const DEAD_PEER_MS = 3 * KEEPALIVE_INTERVAL_MS;
 /** A listener keeps the interface of a dead initiator this long, waiting for it to come back. */
 export const RESPONDER_LINGER_MS = 60_000;
 /** An initiator re-resolves its peer's name this often (and whenever the peer is dead). */
 export const DNS_REFRESH_MS = 60_000;
-/** IREQs from a source address older or newer than this (wall clock) are refused as stale. */
+/** With a key, IREQs whose timestamp is further than this from the receiver's wall clock are refused as stale. */
 export const REPLAY_WINDOW_MS = 30_000;
 /** IREQs accepted per second from one source address, and the burst above that. */
 export const IREQ_RATE_PER_SECOND = 5;

@@ -226,7 +226,7 @@ Deno.test("without an IPv6 --address both ends get a derived ULA pair", async ()
   await withLink(listener(), initiator({ addresses: [] }), (_wire, a, b) => {
     const [near] = a.network.live("vela3")!.addresses;
     const [far] = b.network.live("vela3")!.addresses;
-    const expected = derivedIPv6(B, 3);
+    const expected = derivedIPv6(A, B, 3);
     assert.equal(near, formatCidr(expected));
     assert.match(near, /^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}:3::1\/64$/);
     assert.equal(far, near.replace("::1/64", "::2/64"));

@@ -16,6 +16,7 @@ export function startFakeDaemon(
   config: DaemonConfig,
 ): { daemon: Daemon; network: FakeHostNetwork } {
   const network = new FakeHostNetwork();
+  network.localAddress = parseIp(address)!;
   const daemon = new Daemon(config, {
     network,
     bindUnderlay: (port) => new FakeUnderlay(wire, address, port),

@@ -1,7 +1,7 @@
 /** An in-memory HostNetwork: fake devices by name, with the MTU, addresses and link state set on them. */
 
 import type { HostNetwork } from "../../src/host_network.ts";
-import { formatCidr, type IpAddress, type IpPrefix } from "../../src/ip.ts";
+import { formatCidr, type IpAddress, type IpPrefix, parseIp } from "../../src/ip.ts";
 import type { LinkMode } from "../../src/link_device.ts";
 import { FakeDevice } from "./fake_device.ts";
 
@@ -17,6 +17,8 @@ export class FakeHostNetwork implements HostNetwork {
   readonly interfaces = new Map<string, FakeInterface>();
   /** What routeMtu() answers. */
   underlayMtu = 1500;
+  /** What routeSource() answers. */
+  localAddress: IpAddress = parseIp("198.18.0.1")!;
 
   openDevice(pattern: string, mode: LinkMode): FakeDevice {
     let name = pattern;
@@ -52,6 +54,10 @@ export class FakeHostNetwork implements HostNetwork {
 
   setUp(name: string): void {
     this.#get(name).up = true;
+  }
+
+  routeSource(_address: IpAddress): IpAddress {
+    return this.localAddress;
   }
 
   routeMtu(_address: IpAddress): number {
