@@ -32,22 +32,37 @@ export interface DaemonArgs {
   keyFile?: string;
   /** A JSON file with the listener settings and any number of circuits (--config), instead of the flags. */
   configFile?: string;
-  peer?: {
-    host: string;
-    family?: 4 | 6;
-    vid: number;
-    mode: LinkMode;
-    addresses: IpPrefix[];
-    mtu?: number;
-    ifname?: string;
-  };
+  peer?: CircuitArgs;
+  /** The control socket's path. */
+  control: string;
+  /** Where to serve Prometheus metrics (host and port), if anywhere. */
+  metrics?: { hostname: string; port: number };
+}
+
+/** One circuit as given on the command line or in a CONNECT command, its peer not yet resolved. */
+export interface CircuitArgs {
+  host: string;
+  family?: 4 | 6;
+  vid: number;
+  mode: LinkMode;
+  addresses: IpPrefix[];
+  mtu?: number;
+  ifname?: string;
 }
 
 export type Command =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "genkey" }
-  | { kind: "daemon"; args: DaemonArgs };
+  | { kind: "daemon"; args: DaemonArgs }
+  | { kind: "status"; control: string; json: boolean }
+  | { kind: "devices"; control: string; json: boolean }
+  | { kind: "connect"; control: string; json: boolean; circuit: CircuitArgs; port?: number }
+  | { kind: "close"; control: string; json: boolean; peer: string; vid: number }
+  | { kind: "check-config"; file: string };
+
+/** Where the daemon's control socket is unless --control says otherwise. */
+export const DEFAULT_CONTROL = "/run/vela/vela.sock";
 
 export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet link between two hosts over UDP.
 
@@ -57,6 +72,11 @@ Usage:
   vela --listen --key-file FILE          accept circuits from initiators that hold the same key
   vela --config FILE                     run the listener and circuits a JSON file describes
   vela genkey                            print a new random key (one line) for --key-file
+  vela status [--json]                   the running daemon's circuits: state, uptime, RTT, counters, drops
+  vela devices [--json]                  the interfaces the running daemon made
+  vela connect --peer HOST --vid N [circuit options]   add a circuit to the running daemon
+  vela close --peer HOST --vid N         close a circuit of the running daemon
+  vela check-config FILE                 check a --config file and exit
   vela --help | --version
 
 Circuit options (with --peer):
@@ -81,12 +101,18 @@ Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
                       carries a MAC, and messages without the right one are dropped
   --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
+  --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
+                      talk to it; two daemons on one host need two paths
+  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
+  --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
   -h, --help          show this help
   -V, --version       show the version
 
 The daemon runs until SIGINT or SIGTERM, then tells its peers (CREQ) and removes its interfaces.
+SIGHUP makes a daemon started with --config read the file again: new circuits start, removed ones
+close, unchanged ones are not touched.
 Exit codes: 0 on a clean stop, 1 on a runtime failure, 2 on a usage error.
 `;
 
@@ -111,12 +137,126 @@ function prefix(text: string, option: string): IpPrefix {
   return parsed;
 }
 
+/** A circuit's options as text, from flags or from a CONNECT command. */
+export interface RawCircuit {
+  peer: string;
+  vid?: string;
+  mode?: string;
+  address?: string[];
+  mtu?: string;
+  ifname?: string;
+  family?: 4 | 6;
+}
+
+/**
+ * Checks a circuit's options; throws UsageError naming the option with `dash` in front ("--" on the
+ * command line, "" in a CONNECT command).
+ */
+export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
+  if (raw.peer === "") throw new UsageError(`${dash}peer needs a host name or address`);
+  if (raw.vid === undefined) throw new UsageError(`${dash}peer needs ${dash}vid N (1 to 255)`);
+  const vid = integer(raw.vid, `${dash}vid`, 1, 255);
+  const mode = raw.mode ?? "tap";
+  if (mode !== "tap" && mode !== "tun") throw new UsageError(`${dash}mode is tap or tun, not "${mode}"`);
+  const addresses = (raw.address ?? []).map((text) => prefix(text, `${dash}address`));
+  for (const family of [4, 6]) {
+    if (addresses.filter((a) => a.family === family).length > 1) {
+      throw new UsageError(`${dash}address takes one IPv${family} address per circuit`);
+    }
+  }
+  for (const address of addresses) {
+    try {
+      peerAddress(address);
+    } catch (error) {
+      throw new UsageError(`${dash}address ${(error as Error).message}`);
+    }
+  }
+  const mtu = raw.mtu === undefined ? undefined : integer(raw.mtu, `${dash}mtu`, MIN_LINK_MTU, MAX_LINK_MTU);
+  if (raw.ifname !== undefined && !validInterfaceName(raw.ifname)) {
+    throw new UsageError(
+      `${dash}ifname "${raw.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
+    );
+  }
+  return { host: raw.peer, family: raw.family, vid, mode, addresses, mtu, ifname: raw.ifname };
+}
+
+/** "HOST:PORT" or "[IPv6]:PORT" for --metrics. */
+function hostPort(text: string, option: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:\[\]]+)):([0-9]{1,5})$/.exec(text);
+  if (!match) throw new UsageError(`${option} takes HOST:PORT, such as 127.0.0.1:9455, not "${text}"`);
+  return { hostname: match[1] ?? match[2], port: integer(match[3], option, 1, 65535) };
+}
+
+const SUBCOMMANDS = ["status", "devices", "connect", "close", "check-config"] as const;
+
+/** Parses `vela status|devices|connect|close|check-config ...`. */
+function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: name === "check-config",
+      options: {
+        control: { type: "string" },
+        json: { type: "boolean" },
+        ...(name === "connect" || name === "close"
+          ? { peer: { type: "string" }, vid: { type: "string" }, port: { type: "string" } }
+          : {}),
+        ...(name === "connect"
+          ? {
+            mode: { type: "string" },
+            address: { type: "string", multiple: true },
+            mtu: { type: "string" },
+            ifname: { type: "string" },
+            ipv4: { type: "boolean", short: "4" },
+            ipv6: { type: "boolean", short: "6" },
+          }
+          : {}),
+      },
+    });
+  } catch (error) {
+    throw new UsageError(`${name}: ${(error as Error).message.split("\n")[0].replace(/\.$/, "")}`);
+  }
+  const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
+  const control = (v.control as string | undefined) ?? DEFAULT_CONTROL;
+  if (control === "") throw new UsageError("--control needs a path");
+  const json = (v.json as boolean | undefined) ?? false;
+  if (name === "check-config") {
+    if (parsed.positionals.length !== 1) throw new UsageError("check-config takes one file name");
+    if (v.control !== undefined || json) throw new UsageError("check-config takes only a file name");
+    return { kind: "check-config", file: parsed.positionals[0] };
+  }
+  if (name === "status" || name === "devices") return { kind: name, control, json };
+  const peer = v.peer as string | undefined;
+  if (peer === undefined) throw new UsageError(`${name} needs --peer HOST --vid N`);
+  const port = v.port === undefined ? undefined : integer(v.port as string, "--port", 1, 65535);
+  if (name === "close") {
+    if (v.vid === undefined) throw new UsageError("close needs --vid N (1 to 255)");
+    if (port !== undefined) throw new UsageError("close takes --peer and --vid only");
+    return { kind: "close", control, json, peer, vid: integer(v.vid as string, "--vid", 1, 255) };
+  }
+  if (v.ipv4 && v.ipv6) throw new UsageError("-4 and -6 exclude each other");
+  const circuit = validateCircuit({
+    peer,
+    vid: v.vid as string | undefined,
+    mode: v.mode as string | undefined,
+    address: v.address as string[] | undefined,
+    mtu: v.mtu as string | undefined,
+    ifname: v.ifname as string | undefined,
+    family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
+  }, "--");
+  return { kind: "connect", control, json, circuit, port };
+}
+
 /** Parses the arguments; throws UsageError with one line that says what is wrong. */
 export function parseCommandLine(argv: string[]): Command {
   if (argv[0] === "genkey") {
     if (argv.length > 1) throw new UsageError(`genkey takes no arguments, not "${argv[1]}"`);
     return { kind: "genkey" };
   }
+  const subcommand = SUBCOMMANDS.find((name) => name === argv[0]);
+  if (subcommand) return parseSubcommand(subcommand, argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -137,6 +277,8 @@ export function parseCommandLine(argv: string[]): Command {
         "insecure-accept-any": { type: "boolean" },
         "key-file": { type: "string" },
         config: { type: "string" },
+        control: { type: "string" },
+        metrics: { type: "string" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -163,9 +305,12 @@ export function parseCommandLine(argv: string[]): Command {
   const keyFile = v["key-file"];
   if (keyFile === "") throw new UsageError("--key-file needs a file name");
   if (v.config !== undefined) {
-    const others = Object.keys(v).filter((name) => !["config", "verbose", "quiet"].includes(name));
+    const alongside = ["config", "verbose", "quiet", "control", "metrics"];
+    const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
-      throw new UsageError(`--config goes alone (with -v or -q), not with --${others[0]}`);
+      throw new UsageError(
+        `--config goes alone (with --control, --metrics, -v or -q), not with --${others[0]}`,
+      );
     }
     if (v.config === "") throw new UsageError("--config needs a file name");
   }
@@ -201,41 +346,20 @@ export function parseCommandLine(argv: string[]): Command {
     localPort,
     keyFile,
     configFile: v.config,
+    control: v.control ?? DEFAULT_CONTROL,
+    metrics: v.metrics === undefined ? undefined : hostPort(v.metrics, "--metrics"),
   };
+  if (args.control === "") throw new UsageError("--control needs a path");
   if (v.peer !== undefined) {
-    if (v.peer === "") throw new UsageError("--peer needs a host name or address");
-    if (v.vid === undefined) throw new UsageError("--peer needs --vid N (1 to 255)");
-    const vid = integer(v.vid, "--vid", 1, 255);
-    const mode = v.mode ?? "tap";
-    if (mode !== "tap" && mode !== "tun") throw new UsageError(`--mode is tap or tun, not "${mode}"`);
-    const addresses = (v.address ?? []).map((text) => prefix(text, "--address"));
-    for (const family of [4, 6]) {
-      if (addresses.filter((a) => a.family === family).length > 1) {
-        throw new UsageError(`--address takes one IPv${family} address per circuit`);
-      }
-    }
-    for (const address of addresses) {
-      try {
-        peerAddress(address);
-      } catch (error) {
-        throw new UsageError(`--address ${(error as Error).message}`);
-      }
-    }
-    const mtu = v.mtu === undefined ? undefined : integer(v.mtu, "--mtu", MIN_LINK_MTU, MAX_LINK_MTU);
-    if (v.ifname !== undefined && !validInterfaceName(v.ifname)) {
-      throw new UsageError(
-        `--ifname "${v.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
-      );
-    }
-    args.peer = {
-      host: v.peer,
-      family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
-      vid,
-      mode,
-      addresses,
-      mtu,
+    args.peer = validateCircuit({
+      peer: v.peer,
+      vid: v.vid,
+      mode: v.mode,
+      address: v.address,
+      mtu: v.mtu,
       ifname: v.ifname,
-    };
+      family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
+    }, "--");
   }
   return { kind: "daemon", args };
 }

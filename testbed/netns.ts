@@ -15,7 +15,7 @@ export const VELA_PERMISSIONS = [
   "--allow-ffi",
   "--allow-net",
   "--allow-read",
-  "--allow-write=/proc/sys/net",
+  "--allow-write",
   "--allow-env",
   "--allow-sys",
 ];
@@ -83,6 +83,8 @@ export interface BedProcess {
   readonly status: Promise<Deno.CommandStatus>;
   /** stdout and stderr so far. */
   output(): string;
+  /** The control socket of a vela daemon the bed started. */
+  control?: string;
 }
 
 export class Bed implements AsyncDisposable {
@@ -96,6 +98,7 @@ export class Bed implements AsyncDisposable {
   readonly a6: string;
   readonly b6: string;
   readonly #processes: BedProcess[] = [];
+  #controls = 0;
   #destroyed = false;
 
   private constructor() {
@@ -177,7 +180,21 @@ export class Bed implements AsyncDisposable {
 
   /** Starts `vela` (this checkout's main.ts) in namespace `ns`. */
   vela(ns: string, args: string[]): BedProcess {
-    return this.spawn(ns, [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args]);
+    // /run is shared by all namespaces: each daemon gets a control socket of its own.
+    const daemon = args.some((a) => a === "--listen" || a === "--peer" || a === "--config") &&
+      !["status", "devices", "connect", "close", "check-config", "genkey"].includes(args[0]);
+    let control: string | undefined;
+    if (daemon && !args.includes("--control")) {
+      control = `/tmp/vela-${Deno.pid}-${this.index}-${++this.#controls}.sock`;
+      args = [...args, "--control", control];
+    }
+    const process = this.spawn(ns, [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args]);
+    return control ? Object.assign(process, { control }) : process;
+  }
+
+  /** Runs a vela subcommand (status, connect, ...) in `ns` to completion. */
+  velaCommand(ns: string, args: string[]): Promise<RunResult> {
+    return this.exec(ns, [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args]);
   }
 
   /** Sends `signal` to a process and waits for it to exit (SIGKILL after `ms`). */
@@ -247,6 +264,7 @@ export class Bed implements AsyncDisposable {
     if (this.#destroyed) return;
     this.#destroyed = true;
     await Promise.all(this.#processes.map((p) => this.stop(p, "SIGTERM", 3000).catch(() => undefined)));
+    for (const p of this.#processes) if (p.control) await Deno.remove(p.control).catch(() => undefined);
     for (const ns of [this.a, this.b]) {
       // Anything still running in the bed's namespaces was started there by this bed.
       const pids = await run(["ip", "netns", "pids", ns]).catch(() => undefined);

@@ -68,6 +68,8 @@ Deno.test("a minimal initiator command takes the defaults", () => {
     localPort: 0,
     keyFile: undefined,
     configFile: undefined,
+    control: "/run/vela/vela.sock",
+    metrics: undefined,
     peer: {
       host: "router2.example.net",
       family: undefined,

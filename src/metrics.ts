@@ -1,0 +1,106 @@
+/** An optional Prometheus text endpoint (--metrics HOST:PORT): GET /metrics. */
+
+import denoJson from "../deno.json" with { type: "json" };
+import type { DaemonStatus } from "./daemon.ts";
+import { RuntimeFailure } from "./errors.ts";
+
+/** A label value with \, " and newline escaped as the text format asks. */
+function label(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** The Prometheus text exposition of a daemon's status. */
+export function formatMetrics(status: DaemonStatus): string {
+  const lines: string[] = [];
+  const family = (name: string, type: "counter" | "gauge", help: string) =>
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const perCircuit = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    value: (c: DaemonStatus["circuits"][number]) => number | null,
+  ) => {
+    family(name, type, help);
+    for (const c of status.circuits) {
+      const v = value(c);
+      if (v === null) continue;
+      const labels = `peer="${label(c.peer)}",address="${label(c.address)}",vid="${c.vid}",ifname="${
+        label(c.ifname ?? "")
+      }"`;
+      lines.push(`${name}{${labels}} ${v}`);
+    }
+  };
+  family("vela_info", "gauge", "VELA version");
+  lines.push(`vela_info{version="${label(denoJson.version)}"} 1`);
+  perCircuit(
+    "vela_circuit_up",
+    "gauge",
+    "1 when the circuit is established",
+    (c) => c.state === "established" ? 1 : 0,
+  );
+  perCircuit("vela_circuit_tx_packets_total", "counter", "Frames sent to the peer", (c) => c.txPackets);
+  perCircuit("vela_circuit_tx_bytes_total", "counter", "Bytes of frames sent to the peer", (c) => c.txBytes);
+  perCircuit(
+    "vela_circuit_rx_packets_total",
+    "counter",
+    "Frames from the peer written to the device",
+    (c) => c.rxPackets,
+  );
+  perCircuit("vela_circuit_rx_bytes_total", "counter", "Bytes of frames from the peer", (c) => c.rxBytes);
+  perCircuit(
+    "vela_circuit_send_failed_total",
+    "counter",
+    "Frames the underlay could not send",
+    (c) => c.drops.sendFailed,
+  );
+  perCircuit(
+    "vela_circuit_device_refused_total",
+    "counter",
+    "Frames the device refused",
+    (c) => c.drops.deviceRefused,
+  );
+  perCircuit(
+    "vela_circuit_rtt_seconds",
+    "gauge",
+    "Last keepalive round trip",
+    (c) => c.rttMs === null ? null : c.rttMs / 1000,
+  );
+  perCircuit("vela_circuit_uptime_seconds", "gauge", "Seconds since established", (c) => c.uptimeSeconds);
+  family("vela_dropped_datagrams_total", "counter", "Datagrams dropped on the way in, by reason");
+  for (const [reason, count] of Object.entries(status.drops)) {
+    lines.push(`vela_dropped_datagrams_total{reason="${label(reason)}"} ${count}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Serves GET /metrics on hostname:port until closed. Throws RuntimeFailure when it cannot listen. */
+export function serveMetrics(
+  address: { hostname: string; port: number },
+  status: () => DaemonStatus,
+): { close(): Promise<void> } {
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({ hostname: address.hostname, port: address.port, onListen: () => {} }, (request) => {
+      const url = new URL(request.url);
+      if (url.pathname !== "/metrics") return new Response("Not found; try /metrics\n", { status: 404 });
+      if (request.method !== "GET" && request.method !== "HEAD") return new Response(null, { status: 405 });
+      return new Response(formatMetrics(status()), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    });
+  } catch (error) {
+    throw new RuntimeFailure(
+      `Cannot serve metrics on ${address.hostname}:${address.port}: ${
+        (error as Error).message
+      }; choose another --metrics`,
+    );
+  }
+  let closed = false;
+  return {
+    async close() {
+      if (closed) return;
+      closed = true;
+      await server.shutdown();
+    },
+  };
+}
