@@ -38,7 +38,10 @@ async function ask(control: string, line: string): Promise<{ text: string; json?
 async function runDaemon(args: DaemonArgs): Promise<void> {
   setupLogging(args.verbosity);
   const log = logger("main");
-  const daemon: Daemon = startKernelDaemon(await buildDaemonConfig(args, (text) => log.warn(text)));
+  const daemon: Daemon = startKernelDaemon(
+    await buildDaemonConfig(args, (text) => log.warn(text)),
+    args.underlay,
+  );
   let control: ControlServer;
   let metrics: { close(): Promise<void> } | undefined;
   try {

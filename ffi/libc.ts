@@ -16,6 +16,12 @@ const symbols = {
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t count); */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /**
+   * read() and write() for the datapath: the same calls, with the result read as a 32-bit int (a frame
+   * is far below 2 GiB, and -1 stays -1), so that no BigInt is made per frame.
+   */
+  read_frame: { name: "read", parameters: ["i32", "buffer", "usize"], result: "i32" },
+  write_frame: { name: "write", parameters: ["i32", "buffer", "usize"], result: "i32" },
   /** int ioctl(int fd, unsigned long request, void *argp); */
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); synchronous, timeout 0 to test readiness */
@@ -32,6 +38,16 @@ const symbols = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   /** int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen); */
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  /** int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int setsockopt(int sockfd, int level, int optname, const void *optval, socklen_t optlen); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** ssize_t sendto(int sockfd, const void *buf, size_t len, int flags, const struct sockaddr *addr, socklen_t addrlen); */
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  /** int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout); */
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  /** int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags); */
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   /** int *__errno_location(void); the calling thread's errno */
   __errno_location: { parameters: [], result: "pointer" },
   /** char *strerror(int errnum); */

@@ -19,6 +19,18 @@ export const Linux = {
   POLLIN: 0x1,
   EFD_NONBLOCK: 0o4000,
   EFD_CLOEXEC: 0o2000000,
+  SOCK_NONBLOCK: 0o4000,
+  SOL_SOCKET: 1,
+  SO_SNDBUF: 7,
+  SO_RCVBUF: 8,
+  SO_SNDBUFFORCE: 32,
+  SO_RCVBUFFORCE: 33,
+  IPPROTO_IPV6: 41,
+  IPV6_V6ONLY: 26,
+  MSG_DONTWAIT: 0x40,
+  POLLOUT: 0x4,
+  POLLERR: 0x8,
+  POLLHUP: 0x10,
   IFF_TUN: 0x0001,
   IFF_TAP: 0x0002,
   IFF_NO_PI: 0x1000,
@@ -170,4 +182,55 @@ export function pollFds(fds: readonly number[], events: number): Uint8Array<Arra
 
 export function pollRevents(bytes: Uint8Array, index: number): number {
   return new DataView(bytes.buffer, bytes.byteOffset).getInt16(index * PollFd.SIZE + PollFd.REVENTS, true);
+}
+
+/**
+ * struct iovec (16 bytes): void *iov_base at 0, size_t iov_len at 8. struct msghdr (56 bytes): msg_name
+ * at 0, msg_namelen u32 at 8, msg_iov at 16, msg_iovlen at 24, msg_control at 32, msg_controllen at 40,
+ * msg_flags at 48. struct mmsghdr (64 bytes): the msghdr, then unsigned int msg_len at 56. (LP64 Linux.)
+ */
+export const Iovec = { SIZE: 16, BASE: 0, LEN: 8 } as const;
+export const MMsgHdr = {
+  SIZE: 64,
+  NAME: 0,
+  NAMELEN: 8,
+  IOV: 16,
+  IOVLEN: 24,
+  CONTROL: 32,
+  CONTROLLEN: 40,
+  FLAGS: 48,
+  LEN: 56,
+} as const;
+
+/** The address of a buffer's first byte, for pointers stored inside structs. */
+export function addressOf(buffer: Uint8Array<ArrayBuffer>): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
+}
+
+/**
+ * An array of `count` struct mmsghdr, each with one iovec over `buffers[i]` and, when `names` is
+ * given, msg_name over `names[i]` (a sockaddr buffer of its length). The buffers must outlive it.
+ */
+export function mmsghdrs(
+  buffers: Uint8Array<ArrayBuffer>[],
+  names?: Uint8Array<ArrayBuffer>[],
+): { headers: Uint8Array<ArrayBuffer>; iovecs: Uint8Array<ArrayBuffer> } {
+  const count = buffers.length;
+  const headers = new Uint8Array(MMsgHdr.SIZE * count);
+  const iovecs = new Uint8Array(Iovec.SIZE * count);
+  const h = new DataView(headers.buffer);
+  const v = new DataView(iovecs.buffer);
+  const iovBase = addressOf(iovecs);
+  for (let i = 0; i < count; i++) {
+    v.setBigUint64(i * Iovec.SIZE + Iovec.BASE, addressOf(buffers[i]), true);
+    v.setBigUint64(i * Iovec.SIZE + Iovec.LEN, BigInt(buffers[i].length), true);
+    const at = i * MMsgHdr.SIZE;
+    if (names) {
+      h.setBigUint64(at + MMsgHdr.NAME, addressOf(names[i]), true);
+      h.setUint32(at + MMsgHdr.NAMELEN, names[i].length, true);
+    }
+    h.setBigUint64(at + MMsgHdr.IOV, iovBase + BigInt(i * Iovec.SIZE), true);
+    h.setBigUint64(at + MMsgHdr.IOVLEN, 1n, true);
+  }
+  return { headers, iovecs };
 }

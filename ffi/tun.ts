@@ -24,6 +24,9 @@ export class TunDevice implements LinkDevice {
   readonly #pollSet: Uint8Array<ArrayBuffer>;
   #waiting: Promise<boolean> | undefined;
   #closed = false;
+  /** Holders of the descriptor besides this object (the datapath Worker); close() waits for them. */
+  #leases = 0;
+  #released = false;
 
   private constructor(fd: number, wakeFd: number, name: string, mode: LinkMode) {
     this.#fd = fd;
@@ -47,6 +50,28 @@ export class TunDevice implements LinkDevice {
       c.close(fd);
       throw error;
     }
+  }
+
+  /** The descriptor, for the datapath Worker (which must retain() the device while it uses it). */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  retain(): void {
+    this.#leases++;
+  }
+
+  release(): void {
+    if (this.#leases > 0) this.#leases--;
+    if (this.#closed && this.#leases === 0) this.#releaseDescriptors();
+  }
+
+  #releaseDescriptors(): void {
+    if (this.#released) return;
+    this.#released = true;
+    const c = libc();
+    c.close(this.#fd);
+    c.close(this.#wakeFd);
   }
 
   waitReadable(): Promise<boolean> {
@@ -80,13 +105,12 @@ export class TunDevice implements LinkDevice {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const c = libc();
-    c.write(this.#wakeFd, new Uint8Array(new BigUint64Array([1n]).buffer), 8n);
+    libc().write(this.#wakeFd, new Uint8Array(new BigUint64Array([1n]).buffer), 8n);
+    // Closing a descriptor that a helper thread still polls is a race: wait for the poll to return,
+    // and for the datapath Worker to let go of it.
     const release = () => {
-      c.close(this.#fd);
-      c.close(this.#wakeFd);
+      if (this.#leases === 0) this.#releaseDescriptors();
     };
-    // Closing a descriptor that a helper thread still polls is a race: wait for the poll to return.
     if (this.#waiting) this.#waiting.then(release, release);
     else release();
   }

@@ -37,6 +37,8 @@ export interface DaemonArgs {
   control: string;
   /** Where to serve Prometheus metrics (host and port), if anywhere. */
   metrics?: { hostname: string; port: number };
+  /** Which UDP datapath: "libc" (a Worker with recvmmsg/sendmmsg) or "deno" (Deno.listenDatagram). */
+  underlay: "libc" | "deno";
 }
 
 /** One circuit as given on the command line or in a CONNECT command, its peer not yet resolved. */
@@ -104,6 +106,8 @@ Common options:
   --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
                       talk to it; two daemons on one host need two paths
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
+  --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by a
+                      Worker thread with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
@@ -279,6 +283,7 @@ export function parseCommandLine(argv: string[]): Command {
         config: { type: "string" },
         control: { type: "string" },
         metrics: { type: "string" },
+        underlay: { type: "string" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -305,7 +310,7 @@ export function parseCommandLine(argv: string[]): Command {
   const keyFile = v["key-file"];
   if (keyFile === "") throw new UsageError("--key-file needs a file name");
   if (v.config !== undefined) {
-    const alongside = ["config", "verbose", "quiet", "control", "metrics"];
+    const alongside = ["config", "verbose", "quiet", "control", "metrics", "underlay"];
     const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
       throw new UsageError(
@@ -348,7 +353,11 @@ export function parseCommandLine(argv: string[]): Command {
     configFile: v.config,
     control: v.control ?? DEFAULT_CONTROL,
     metrics: v.metrics === undefined ? undefined : hostPort(v.metrics, "--metrics"),
+    underlay: (v.underlay ?? "libc") as "libc" | "deno",
   };
+  if (args.underlay !== "libc" && args.underlay !== "deno") {
+    throw new UsageError(`--underlay is libc or deno, not "${v.underlay}"`);
+  }
   if (args.control === "") throw new UsageError("--control needs a path");
   if (v.peer !== undefined) {
     args.peer = validateCircuit({

@@ -5,7 +5,14 @@
 
 import type { Logger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import { type CircuitCounters, Datapath, zeroCounters } from "./datapath.ts";
+import {
+  type CircuitCounters,
+  type ControlHandler,
+  Datapath,
+  type DatapathEngine,
+  type DeviceFailureHandler,
+  zeroCounters,
+} from "./datapath.ts";
 import { explainDeviceError, RuntimeFailure } from "./errors.ts";
 import { type HostNetwork, linkMtuFor } from "./host_network.ts";
 import {
@@ -76,6 +83,12 @@ export interface DaemonEnvironment {
   /** Milliseconds since the Unix epoch. */
   wallClock(): number;
   newNonce(): Nonce;
+  /** Makes the datapath for the underlay (default: the in-isolate Datapath). */
+  createDatapath?(
+    underlay: Underlay,
+    onControl: ControlHandler,
+    onDeviceFailure: DeviceFailureHandler,
+  ): DatapathEngine;
   /** Resolves a peer name (or literal) to one address of the wanted family. */
   resolve(name: string, family?: 4 | 6): Promise<IpAddress>;
 }
@@ -147,7 +160,7 @@ export class Daemon {
   readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
   readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
   #underlay?: Underlay;
-  #datapath?: Datapath;
+  #datapath?: DatapathEngine;
   #running?: Promise<void>;
   #dnsRefresh?: ReturnType<typeof setInterval>;
   #stopped = false;
@@ -162,7 +175,7 @@ export class Daemon {
     return this.#underlay?.port ?? 0;
   }
 
-  get datapath(): Datapath | undefined {
+  get datapath(): DatapathEngine | undefined {
     return this.#datapath;
   }
 
@@ -179,6 +192,7 @@ export class Daemon {
 
   /** Every circuit with its state and counters, and the drops by reason: what `vela status` shows. */
   status(): DaemonStatus {
+    this.#datapath?.refreshCounters?.();
     const now = this.#env.now();
     const circuits = [...this.#circuits.values()].map((c): CircuitStatus => ({
       peer: c.spec?.peerName ?? c.remote.address,
@@ -292,15 +306,16 @@ export class Daemon {
       }
       throw new RuntimeFailure(`Cannot open UDP port ${port}: ${(error as Error).message}`);
     }
-    this.#datapath = new Datapath(
-      this.#underlay,
-      (datagram, from) => this.#onControl(datagram, from),
-      (vid, remote, error) => this.#onDeviceFailure(vid, remote, error),
-    );
+    const onControl = (datagram: Uint8Array, from: Endpoint) => this.#onControl(datagram, from);
+    const onDeviceFailure = (vid: number, remote: Endpoint, error: unknown) =>
+      this.#onDeviceFailure(vid, remote, error);
+    this.#datapath = this.#env.createDatapath?.(this.#underlay, onControl, onDeviceFailure) ??
+      new Datapath(this.#underlay, onControl, onDeviceFailure);
     this.#running = this.#datapath.run();
     try {
       for (const spec of this.#config.circuits) this.#startCircuit(spec);
     } catch (error) {
+      void this.#datapath.stop();
       this.#closeEverything();
       throw error;
     }
@@ -736,7 +751,10 @@ export class Daemon {
 
   #onDeviceFailure(vid: number, remote: Endpoint, error: unknown): void {
     const circuit = this.#circuits.get(circuitKey(remote.address, vid));
-    if (!circuit) return;
+    if (!circuit) {
+      this.#log.error(`The datapath failed: ${(error as Error).message}`);
+      return;
+    }
     circuit.forwarding = false;
     this.#log.error(explainDeviceError(error, `read from ${circuit.device?.name}`) + "; closing the circuit");
     this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
@@ -760,6 +778,7 @@ export class Daemon {
       new Promise((resolve) => grace = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
     ]);
     clearTimeout(grace);
+    await this.#datapath?.stop();
     this.#closeEverything();
     await this.#running;
     await this.#datapath?.drained();

@@ -41,6 +41,28 @@ export interface DatapathCounters {
   control: number;
 }
 
+/** What the daemon needs of a datapath: this in-isolate one, or src/worker_datapath.ts on its own thread. */
+export interface DatapathEngine {
+  /** Drops of the receive path (read-only view). */
+  readonly counters: DatapathCounters;
+  /** Runs until the datapath stops (the underlay closed, or stop()). */
+  run(): Promise<void>;
+  addCircuit(
+    vid: number,
+    remote: Endpoint,
+    device: LinkDevice,
+    mtu: number,
+    counters?: CircuitCounters,
+  ): CircuitCounters;
+  removeCircuit(address: string, vid: number): void;
+  /** Brings counters kept elsewhere (shared memory) into the circuits' counter objects. */
+  refreshCounters?(): void;
+  /** Stops forwarding; after it the devices and the underlay may be closed. */
+  stop(): Promise<void>;
+  /** Resolves once nothing of the datapath runs any more. */
+  drained(): Promise<void>;
+}
+
 export type ControlHandler = (datagram: Uint8Array, from: Endpoint) => void;
 /** Told when a device fails for good (removed under VELA's feet); the circuit is already out of the table. */
 export type DeviceFailureHandler = (vid: number, remote: Endpoint, error: unknown) => void;
@@ -57,7 +79,7 @@ export function zeroCounters(): CircuitCounters {
   return { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, txDropped: 0, rxDropped: 0 };
 }
 
-export class Datapath {
+export class Datapath implements DatapathEngine {
   readonly counters: DatapathCounters = { unknownCircuit: 0, runt: 0, empty: 0, control: 0 };
   readonly #underlay: Underlay;
   readonly #onControl: ControlHandler;
@@ -114,6 +136,11 @@ export class Datapath {
 
   circuitCounters(address: string, vid: number): CircuitCounters | undefined {
     return this.#lookup(address, vid)?.counters;
+  }
+
+  /** Nothing to do here: closing the underlay and the devices ends this datapath. */
+  stop(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Resolves once every device pump has ended (their devices closed). */

@@ -1,16 +1,28 @@
-/** A daemon on the real kernel: /dev/net/tun devices, ioctl configuration, Deno's UDP socket. */
+/** A daemon on the real kernel: /dev/net/tun devices, ioctl configuration, a libc or Deno UDP socket. */
 
 import { Daemon, type DaemonConfig } from "./daemon.ts";
 import { DenoUnderlay } from "./deno_underlay.ts";
 import { kernelNetwork } from "./kernel_network.ts";
 import { newNonce } from "./wire.ts";
 import { resolvePeer } from "./resolve.ts";
+import { LibcUdpSocket } from "../ffi/udp_socket.ts";
+import { WorkerDatapath } from "./worker_datapath.ts";
+
+/**
+ * Which underlay carries the datagrams: "libc", a socket made through libc and served by the datapath
+ * Worker (recvmmsg/sendmmsg, large buffers), or "deno", Deno.listenDatagram served in the main isolate.
+ */
+export type UnderlayKind = "libc" | "deno";
 
 /** Starts a daemon on the kernel; throws RuntimeFailure with an operator's sentence. */
-export function startKernelDaemon(config: DaemonConfig): Daemon {
+export function startKernelDaemon(config: DaemonConfig, underlay: UnderlayKind = "libc"): Daemon {
   const daemon = new Daemon(config, {
     network: kernelNetwork,
-    bindUnderlay: (port) => DenoUnderlay.bind(port),
+    bindUnderlay: (port) => underlay === "libc" ? LibcUdpSocket.bind(port) : DenoUnderlay.bind(port),
+    createDatapath: underlay === "libc"
+      ? (socket, onControl, onDeviceFailure) =>
+        new WorkerDatapath(socket as LibcUdpSocket, onControl, onDeviceFailure)
+      : undefined,
     now: () => performance.now(),
     wallClock: () => Date.now(),
     newNonce,

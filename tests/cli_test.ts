@@ -70,6 +70,7 @@ Deno.test("a minimal initiator command takes the defaults", () => {
     configFile: undefined,
     control: "/run/vela/vela.sock",
     metrics: undefined,
+    underlay: "libc",
     peer: {
       host: "router2.example.net",
       family: undefined,

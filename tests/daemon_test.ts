@@ -105,9 +105,9 @@ Deno.test("a burst of frames is drained and delivered in order", async () => {
     for (let i = 0; i < 300; i++) near.device.inject(frame(0xbb, 0xaa, i & 0xff));
     const written = await b.network.live("vela3")!.device.waitWritten(300);
     written.forEach((f, i) => assert.equal(f[20], i & 0xff));
-    const counters = a.daemon.datapath!.circuitCounters(B, 3)!;
-    assert.equal(counters.txPackets, 300);
-    assert.equal(counters.txBytes, 300 * 74);
+    const [circuit] = a.daemon.status().circuits;
+    assert.equal(circuit.txPackets, 300);
+    assert.equal(circuit.txBytes, 300 * 74);
   });
 });
 

@@ -1,0 +1,154 @@
+/**
+ * A UDP socket made through libc: one dual-stack socket ([::]:port, IPv4 peers as mapped addresses),
+ * nonblocking, with large kernel buffers, batched with recvmmsg and sendmmsg. The datapath Worker uses
+ * its descriptor directly; the main isolate sends control datagrams on it with sendto.
+ */
+
+import type { DeliverDatagram, Endpoint, Underlay } from "../src/underlay.ts";
+import { formatIp, parseIp, unmapIPv4 } from "../src/ip.ts";
+import { check, Errno, errno, libc, SyscallError } from "./libc.ts";
+import { Linux, MMsgHdr, mmsghdrs, pollFds, SockaddrIn6, sockaddrIn6 } from "./structs.ts";
+
+/** Kernel socket buffer size asked for (SO_RCVBUFFORCE/SO_SNDBUFFORCE as root, else up to rmem_max). */
+export const SOCKET_BUFFER_BYTES = 8 * 1024 * 1024;
+/** Datagrams per recvmmsg in receiveBatch. */
+const RECEIVE_BATCH = 32;
+const MAX_DATAGRAM = 65_535;
+
+/** An endpoint as the 28-byte sockaddr_in6 the dual-stack socket takes (IPv4 as ::ffff:a.b.c.d). */
+export function endpointSockaddr(endpoint: Endpoint): Uint8Array<ArrayBuffer> {
+  const address = parseIp(endpoint.address);
+  if (!address) throw new RangeError(`Not an IP address: ${endpoint.address}`);
+  let bytes = address.bytes;
+  if (address.family === 4) {
+    bytes = new Uint8Array(16);
+    bytes[10] = 0xff;
+    bytes[11] = 0xff;
+    bytes.set(address.bytes, 12);
+  }
+  return sockaddrIn6(bytes, endpoint.port);
+}
+
+/** The endpoint in a sockaddr_in6 (a mapped IPv4 address comes back as IPv4). */
+export function sockaddrEndpoint(sockaddr: Uint8Array): Endpoint {
+  const view = new DataView(sockaddr.buffer, sockaddr.byteOffset, sockaddr.byteLength);
+  const address = unmapIPv4({ family: 6, bytes: sockaddr.slice(SockaddrIn6.ADDR, SockaddrIn6.ADDR + 16) });
+  return { address: formatIp(address), port: view.getUint16(SockaddrIn6.PORT, false) };
+}
+
+export class LibcUdpSocket implements Underlay {
+  readonly fd: number;
+  readonly port: number;
+  #closed = false;
+  #receive?: {
+    buffers: Uint8Array<ArrayBuffer>[];
+    names: Uint8Array<ArrayBuffer>[];
+    headers: Uint8Array<ArrayBuffer>;
+    iovecs: Uint8Array<ArrayBuffer>;
+    poll: Uint8Array<ArrayBuffer>;
+  };
+
+  private constructor(fd: number, port: number) {
+    this.fd = fd;
+    this.port = port;
+  }
+
+  /** Binds [::]:port (0 = any free port). Throws Deno.errors.AddrInUse when the port is taken. */
+  static bind(port: number): LibcUdpSocket {
+    const c = libc();
+    const fd = check(
+      c.socket(Linux.AF_INET6, Linux.SOCK_DGRAM | Linux.SOCK_NONBLOCK | Linux.SOCK_CLOEXEC, 0),
+      "socket(AF_INET6, SOCK_DGRAM)",
+    );
+    try {
+      const int = (value: number) => new Uint8Array(new Int32Array([value]).buffer);
+      check(c.setsockopt(fd, Linux.IPPROTO_IPV6, Linux.IPV6_V6ONLY, int(0), 4), "setsockopt(IPV6_V6ONLY)");
+      for (
+        const [force, plain, name] of [
+          [Linux.SO_RCVBUFFORCE, Linux.SO_RCVBUF, "SO_RCVBUF"],
+          [Linux.SO_SNDBUFFORCE, Linux.SO_SNDBUF, "SO_SNDBUF"],
+        ] as const
+      ) {
+        // The forced size needs CAP_NET_ADMIN, which a VELA daemon has; otherwise take what rmem_max allows.
+        if (c.setsockopt(fd, Linux.SOL_SOCKET, force, int(SOCKET_BUFFER_BYTES), 4) < 0) {
+          check(
+            c.setsockopt(fd, Linux.SOL_SOCKET, plain, int(SOCKET_BUFFER_BYTES), 4),
+            `setsockopt(${name})`,
+          );
+        }
+      }
+      const any = sockaddrIn6(new Uint8Array(16), port);
+      if (c.bind(fd, any, any.length) < 0) {
+        const code = errno();
+        if (code === Errno.EADDRINUSE) throw new Deno.errors.AddrInUse(`UDP port ${port} is in use`);
+        throw new SyscallError(`bind([::]:${port})`, code);
+      }
+      const local = new Uint8Array(SockaddrIn6.SIZE);
+      const length = new Uint8Array(new Uint32Array([local.length]).buffer);
+      check(c.getsockname(fd, local, length), "getsockname");
+      return new LibcUdpSocket(fd, new DataView(local.buffer).getUint16(SockaddrIn6.PORT, false));
+    } catch (error) {
+      c.close(fd);
+      throw error;
+    }
+  }
+
+  /** Sends one datagram at once (sendto); false when the kernel refused it. */
+  sendTo(datagram: Uint8Array<ArrayBuffer>, length: number, to: Endpoint): boolean {
+    if (this.#closed) return false;
+    const name = endpointSockaddr(to);
+    return Number(libc().sendto(this.fd, datagram, BigInt(length), 0, name, name.length)) >= 0;
+  }
+
+  sendBatch(
+    buffers: readonly Uint8Array[],
+    lengths: ArrayLike<number>,
+    count: number,
+    to: Endpoint,
+  ): Promise<number> {
+    let failed = 0;
+    for (let i = 0; i < count; i++) {
+      if (!this.sendTo(buffers[i] as Uint8Array<ArrayBuffer>, lengths[i], to)) failed++;
+    }
+    return Promise.resolve(failed);
+  }
+
+  /** Waits on a helper thread until readable, then drains with recvmmsg. */
+  async receiveBatch(deliver: DeliverDatagram): Promise<boolean> {
+    if (!this.#receive) {
+      const buffers = Array.from({ length: RECEIVE_BATCH }, () => new Uint8Array(MAX_DATAGRAM));
+      const names = Array.from({ length: RECEIVE_BATCH }, () => new Uint8Array(SockaddrIn6.SIZE));
+      this.#receive = { buffers, names, ...mmsghdrs(buffers, names), poll: pollFds([this.fd], Linux.POLLIN) };
+    }
+    const r = this.#receive;
+    const c = libc();
+    while (!this.#closed) {
+      const ready = await c.poll_wait(r.poll, 1n, 200);
+      if (this.#closed) return false;
+      if (ready <= 0) continue;
+      const headers = new DataView(r.headers.buffer);
+      for (let i = 0; i < RECEIVE_BATCH; i++) {
+        headers.setUint32(i * MMsgHdr.SIZE + MMsgHdr.NAMELEN, SockaddrIn6.SIZE, true);
+      }
+      const got = c.recvmmsg(this.fd, r.headers, RECEIVE_BATCH, Linux.MSG_DONTWAIT, null);
+      if (got <= 0) continue;
+      for (let i = 0; i < got; i++) {
+        const length = headers.getUint32(i * MMsgHdr.SIZE + MMsgHdr.LEN, true);
+        deliver(r.buffers[i].subarray(0, length), sockaddrEndpoint(r.names[i]));
+      }
+      return true;
+    }
+    return false;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    // A receiveBatch poll wakes within its timeout and sees #closed; only then is the fd closed.
+    setTimeout(() => libc().close(this.fd), 250);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

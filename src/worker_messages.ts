@@ -1,0 +1,43 @@
+/** What the main isolate and the datapath Worker say to each other, and the shared counter layout. */
+
+import type { Endpoint } from "./underlay.ts";
+
+/** Frames per recvmmsg or sendmmsg call. */
+export const WORKER_BATCH = 64;
+/** Circuits one Worker serves at once. */
+export const WORKER_SLOTS = 4096;
+
+/** Per-circuit counters: CIRCUIT_FIELDS float64 values per slot in a SharedArrayBuffer. */
+export const Counter = {
+  TX_PACKETS: 0,
+  TX_BYTES: 1,
+  RX_PACKETS: 2,
+  RX_BYTES: 3,
+  TX_DROPPED: 4,
+  RX_DROPPED: 5,
+} as const;
+export const CIRCUIT_FIELDS = 6;
+
+/** Datapath-wide drops, float64 values in a SharedArrayBuffer. */
+export const Drop = { UNKNOWN_CIRCUIT: 0, RUNT: 1, EMPTY: 2, CONTROL: 3 } as const;
+export const DROP_FIELDS = 4;
+
+export type ToWorker =
+  | {
+    type: "init";
+    udpFd: number;
+    wakeFd: number;
+    circuitCounters: SharedArrayBuffer;
+    drops: SharedArrayBuffer;
+    /** Int32 [0]: how many messages the main isolate has posted, so the Worker knows when it has all. */
+    posted: SharedArrayBuffer;
+  }
+  | { type: "add"; slot: number; vid: number; fd: number; sockaddr: Uint8Array<ArrayBuffer>; mtu: number }
+  | { type: "remove"; slot: number }
+  | { type: "stop" };
+
+export type ToMain =
+  | { type: "control"; datagram: Uint8Array; from: Endpoint }
+  | { type: "removed"; slot: number }
+  | { type: "device-failed"; slot: number }
+  | { type: "stopped" };
