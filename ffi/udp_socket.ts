@@ -40,6 +40,7 @@ export class LibcUdpSocket implements Underlay {
   readonly fd: number;
   readonly port: number;
   #closed = false;
+  #polling: Promise<number> | undefined;
   #receive?: {
     buffers: Uint8Array<ArrayBuffer>[];
     names: Uint8Array<ArrayBuffer>[];
@@ -123,7 +124,9 @@ export class LibcUdpSocket implements Underlay {
     const r = this.#receive;
     const c = libc();
     while (!this.#closed) {
-      const ready = await c.poll_wait(r.poll, 1n, 200);
+      this.#polling = c.poll_wait(r.poll, 1n, 200);
+      const ready = await this.#polling;
+      this.#polling = undefined;
       if (this.#closed) return false;
       if (ready <= 0) continue;
       const headers = new DataView(r.headers.buffer);
@@ -144,8 +147,10 @@ export class LibcUdpSocket implements Underlay {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // A receiveBatch poll wakes within its timeout and sees #closed; only then is the fd closed.
-    setTimeout(() => libc().close(this.fd), 250);
+    // A receiveBatch poll on a helper thread wakes within its timeout; close the descriptor after it.
+    const release = () => libc().close(this.fd);
+    if (this.#polling) this.#polling.then(release, release);
+    else release();
   }
 
   [Symbol.dispose](): void {

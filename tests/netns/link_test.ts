@@ -4,10 +4,21 @@ import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 
+/** The two UDP datapaths: every test here runs over each. */
+type Underlay = "libc" | "deno";
+
 /** Starts a listener in b and an initiator in a (for circuit `vid`), waits until both have the interface. */
-async function link(bed: Bed, initiatorArgs: string[], vid = 3) {
-  const listener = bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", "--allow", "fd00::/8"]);
-  const initiator = bed.vela(bed.a, ["--vid", String(vid), ...initiatorArgs]);
+async function linkWith(bed: Bed, initiatorArgs: string[], vid: number, underlay: Underlay) {
+  const listener = bed.vela(bed.b, [
+    "--listen",
+    "--allow",
+    "198.18.0.0/15",
+    "--allow",
+    "fd00::/8",
+    "--underlay",
+    underlay,
+  ]);
+  const initiator = bed.vela(bed.a, ["--vid", String(vid), ...initiatorArgs, "--underlay", underlay]);
   const ifname = `vela${vid}`;
   await bed.until(
     async () => (await bed.hasLink(bed.a, ifname)) && (await bed.hasLink(bed.b, ifname)),
@@ -33,179 +44,207 @@ async function stopCleanly(
   assert.equal(listenerStatus.code, 0, processes.listener.output());
 }
 
-netnsTest(
-  "a tap link over IPv4 answers ping over IPv4 and IPv6, carries iperf3 TCP, and cleans up",
-  async () => {
-    await using bed = await Bed.create();
-    const processes = await link(bed, [
-      "--peer",
-      bed.b4,
-      "--address",
-      "198.18.207.1/30",
-      "--address",
-      "fd00:207::1/126",
-    ]);
-    const near = await bed.link(bed.a, processes.ifname);
-    const far = await bed.link(bed.b, processes.ifname);
-    assert.equal(near.mtu, 1500 - 20 - 8 - 1 - 14);
-    assert.equal(far.mtu, near.mtu);
-    assert.ok(
-      near.addrs.includes("198.18.207.1/30") && near.addrs.includes("fd00:207::1/126"),
-      near.addrs.join(),
-    );
-    assert.ok(
-      far.addrs.includes("198.18.207.2/30") && far.addrs.includes("fd00:207::2/126"),
-      far.addrs.join(),
-    );
+for (const underlay of ["libc", "deno"] as const) {
+  const link = (bed: Bed, initiatorArgs: string[], vid = 3) => linkWith(bed, initiatorArgs, vid, underlay);
 
-    await bed.waitPing(bed.a, "198.18.207.2");
-    await bed.waitPing(bed.a, "fd00:207::2");
-    await bed.waitPing(bed.b, "198.18.207.1");
-    await bed.waitPing(bed.b, "fd00:207::1");
-    // A full-size frame crosses without fragmentation (don't fragment, payload = MTU - 28).
-    const big = await bed.exec(bed.a, [
-      "ping",
-      "-c",
-      "2",
-      "-W",
-      "2",
-      "-M",
-      "do",
-      "-s",
-      String(near.mtu - 28),
-      "198.18.207.2",
-    ]);
-    assert.equal(big.code, 0, big.stdout + big.stderr);
-
-    if (await requireProgram("iperf3", "iperf3")) {
-      const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", "198.18.207.2"]);
-      await bed.until(
-        async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
-        "iperf3 -s",
+  netnsTest(
+    `a tap link over IPv4 answers ping over IPv4 and IPv6, carries iperf3 TCP, and cleans up (${underlay} underlay)`,
+    async () => {
+      await using bed = await Bed.create();
+      const processes = await link(bed, [
+        "--peer",
+        bed.b4,
+        "--address",
+        "198.18.207.1/30",
+        "--address",
+        "fd00:207::1/126",
+      ]);
+      const near = await bed.link(bed.a, processes.ifname);
+      const far = await bed.link(bed.b, processes.ifname);
+      assert.equal(near.mtu, 1500 - 20 - 8 - 1 - 14);
+      assert.equal(far.mtu, near.mtu);
+      assert.ok(
+        near.addrs.includes("198.18.207.1/30") && near.addrs.includes("fd00:207::1/126"),
+        near.addrs.join(),
       );
-      const client = await bed.exec(bed.a, ["iperf3", "-c", "198.18.207.2", "-t", "2", "-J"]);
-      assert.equal(client.code, 0, client.stderr);
-      const report = JSON.parse(client.stdout);
-      const received = report.end.sum_received.bytes as number;
-      console.log(
-        `iperf3 through the tap link: ${(report.end.sum_received.bits_per_second / 1e6).toFixed(0)} Mbit/s`,
+      assert.ok(
+        far.addrs.includes("198.18.207.2/30") && far.addrs.includes("fd00:207::2/126"),
+        far.addrs.join(),
       );
-      assert.ok(received > 1_000_000, `iperf3 moved only ${received} bytes`);
-      await bed.stop(server);
-    }
-    await stopCleanly(bed, processes, processes.ifname);
-  },
-);
 
-netnsTest("every data datagram on the wire is one vid byte followed by the Ethernet frame", async () => {
-  if (!(await requireProgram("tshark", "tshark"))) return;
-  await using bed = await Bed.create();
-  const processes = await link(bed, ["--peer", bed.b4, "--address", "198.18.207.5/30"], 42);
-  await bed.waitPing(bed.a, "198.18.207.6");
-  const capture = `/tmp/vela-${Deno.pid}-wire.pcap`;
-  try {
-    const tshark = bed.spawn(bed.a, ["tshark", "-i", bed.vethA, "-f", "udp port 4455", "-w", capture, "-q"]);
-    await bed.until(
-      () => Promise.resolve(tshark.output().includes("Capturing on")),
-      "tshark to start capturing",
-    );
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const ping = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.2", "198.18.207.6"]);
-    assert.equal(ping.code, 0, ping.stdout);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    await bed.stop(tshark, "SIGINT");
-    const fields = await bed.exec(bed.a, [
-      "tshark",
-      "-r",
-      capture,
-      "-T",
-      "fields",
-      "-e",
-      "ip.src",
-      "-e",
-      "udp.payload",
-    ]);
-    assert.equal(fields.code, 0, fields.stderr);
-    const macA = (await bed.link(bed.a, processes.ifname)).address.replaceAll(":", "");
-    const macB = (await bed.link(bed.b, processes.ifname)).address.replaceAll(":", "");
-    const data = fields.stdout.trim().split("\n").map((line) => line.split("\t")).filter(([, hex]) =>
-      !hex.startsWith("00")
-    );
-    assert.ok(data.length >= 10, `only ${data.length} data datagrams captured`);
-    for (const [source, hex] of data) {
-      assert.equal(hex.slice(0, 2), "2a", "the first byte is the vid, 42");
-      const [dst, src, type] = [hex.slice(2, 14), hex.slice(14, 26), hex.slice(26, 30)];
-      const [from, to] = source === bed.a4 ? [macA, macB] : [macB, macA];
-      assert.equal(src, from, "the inner frame's source MAC is the sending tap's");
-      assert.ok(dst === to || dst === "ffffffffffff" || dst.startsWith("3333"), `inner destination ${dst}`);
-      assert.ok(["0800", "0806", "86dd"].includes(type), `inner EtherType ${type}`);
-    }
-    const icmp = data.filter(([, hex]) =>
-      hex.slice(26, 30) === "0800" && hex.slice(2 * (1 + 14 + 9), 2 * (1 + 14 + 10)) === "01"
-    );
-    assert.ok(icmp.length >= 10, "ten ICMP frames, five each way, carried as-is");
-  } finally {
-    await Deno.remove(capture).catch(() => undefined);
-  }
-  await stopCleanly(bed, processes, processes.ifname);
-});
+      await bed.waitPing(bed.a, "198.18.207.2");
+      await bed.waitPing(bed.a, "fd00:207::2");
+      await bed.waitPing(bed.b, "198.18.207.1");
+      await bed.waitPing(bed.b, "fd00:207::1");
+      // A full-size frame crosses without fragmentation (don't fragment, payload = MTU - 28).
+      const big = await bed.exec(bed.a, [
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        String(near.mtu - 28),
+        "198.18.207.2",
+      ]);
+      assert.equal(big.code, 0, big.stdout + big.stderr);
 
-netnsTest("--mode tun gives an L3 link with the tun MTU", async () => {
-  await using bed = await Bed.create();
-  const processes = await link(bed, [
-    "--peer",
-    bed.b4,
-    "--mode",
-    "tun",
-    "--address",
-    "198.18.207.9/30",
-    "--address",
-    "fd00:207::9/126",
-  ]);
-  assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 29);
-  assert.equal((await bed.link(bed.b, processes.ifname)).mtu, 1500 - 29);
-  const shown = await bed.exec(bed.b, ["ip", "-d", "link", "show", processes.ifname]);
-  assert.match(shown.stdout, /tun type tun/);
-  await bed.waitPing(bed.a, "198.18.207.10");
-  await bed.waitPing(bed.a, "fd00:207::a");
-  await stopCleanly(bed, processes, processes.ifname);
-});
+      if (await requireProgram("iperf3", "iperf3")) {
+        const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", "198.18.207.2"]);
+        await bed.until(
+          async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
+          "iperf3 -s",
+        );
+        const client = await bed.exec(bed.a, ["iperf3", "-c", "198.18.207.2", "-t", "2", "-J"]);
+        assert.equal(client.code, 0, client.stderr);
+        const report = JSON.parse(client.stdout);
+        const received = report.end.sum_received.bytes as number;
+        console.log(
+          `iperf3 through the tap link: ${(report.end.sum_received.bits_per_second / 1e6).toFixed(0)} Mbit/s`,
+        );
+        assert.ok(received > 1_000_000, `iperf3 moved only ${received} bytes`);
+        await bed.stop(server);
+      }
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
 
-netnsTest("an IPv6 underlay with an IPv6 peer literal carries the link", async () => {
-  await using bed = await Bed.create();
-  const processes = await link(bed, [
-    "--peer",
-    bed.b6,
-    "--address",
-    "198.18.207.13/30",
-    "--address",
-    "fd00:207::d/126",
-  ]);
-  assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 40 - 8 - 1 - 14);
-  await bed.waitPing(bed.a, "198.18.207.14");
-  await bed.waitPing(bed.a, "fd00:207::e");
-  await stopCleanly(bed, processes, processes.ifname);
-});
+  netnsTest(
+    `every data datagram on the wire is one vid byte followed by the Ethernet frame (${underlay} underlay)`,
+    async () => {
+      if (!(await requireProgram("tshark", "tshark"))) return;
+      await using bed = await Bed.create();
+      const processes = await link(bed, ["--peer", bed.b4, "--address", "198.18.207.5/30"], 42);
+      await bed.waitPing(bed.a, "198.18.207.6");
+      const capture = `/tmp/vela-${Deno.pid}-wire.pcap`;
+      try {
+        const tshark = bed.spawn(bed.a, [
+          "tshark",
+          "-i",
+          bed.vethA,
+          "-f",
+          "udp port 4455",
+          "-w",
+          capture,
+          "-q",
+        ]);
+        await bed.until(
+          () => Promise.resolve(tshark.output().includes("Capturing on")),
+          "tshark to start capturing",
+        );
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        const ping = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.2", "198.18.207.6"]);
+        assert.equal(ping.code, 0, ping.stdout);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        await bed.stop(tshark, "SIGINT");
+        const fields = await bed.exec(bed.a, [
+          "tshark",
+          "-r",
+          capture,
+          "-T",
+          "fields",
+          "-e",
+          "ip.src",
+          "-e",
+          "udp.payload",
+        ]);
+        assert.equal(fields.code, 0, fields.stderr);
+        const macA = (await bed.link(bed.a, processes.ifname)).address.replaceAll(":", "");
+        const macB = (await bed.link(bed.b, processes.ifname)).address.replaceAll(":", "");
+        const data = fields.stdout.trim().split("\n").map((line) => line.split("\t")).filter(([, hex]) =>
+          !hex.startsWith("00")
+        );
+        assert.ok(data.length >= 10, `only ${data.length} data datagrams captured`);
+        for (const [source, hex] of data) {
+          assert.equal(hex.slice(0, 2), "2a", "the first byte is the vid, 42");
+          const [dst, src, type] = [hex.slice(2, 14), hex.slice(14, 26), hex.slice(26, 30)];
+          const [from, to] = source === bed.a4 ? [macA, macB] : [macB, macA];
+          assert.equal(src, from, "the inner frame's source MAC is the sending tap's");
+          assert.ok(
+            dst === to || dst === "ffffffffffff" || dst.startsWith("3333"),
+            `inner destination ${dst}`,
+          );
+          assert.ok(["0800", "0806", "86dd"].includes(type), `inner EtherType ${type}`);
+        }
+        const icmp = data.filter(([, hex]) =>
+          hex.slice(26, 30) === "0800" && hex.slice(2 * (1 + 14 + 9), 2 * (1 + 14 + 10)) === "01"
+        );
+        assert.ok(icmp.length >= 10, "ten ICMP frames, five each way, carried as-is");
+      } finally {
+        await Deno.remove(capture).catch(() => undefined);
+      }
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
 
-netnsTest("a jumbo underlay (veth MTU 9000) gives a jumbo link", async () => {
-  await using bed = await Bed.create({ mtu: 9000 });
-  const processes = await link(bed, ["--peer", bed.b4, "--address", "198.18.207.17/30"]);
-  const mtu = (await bed.link(bed.a, processes.ifname)).mtu;
-  assert.equal(mtu, 9000 - 29 - 14);
-  assert.equal((await bed.link(bed.b, processes.ifname)).mtu, mtu);
-  await bed.waitPing(bed.a, "198.18.207.18");
-  const big = await bed.exec(bed.a, [
-    "ping",
-    "-c",
-    "2",
-    "-W",
-    "2",
-    "-M",
-    "do",
-    "-s",
-    String(mtu - 28),
-    "198.18.207.18",
-  ]);
-  assert.equal(big.code, 0, big.stdout + big.stderr);
-  await stopCleanly(bed, processes, processes.ifname);
-});
+  netnsTest(
+    `--mode tun gives an L3 link with the tun MTU (${underlay} underlay)`,
+    async () => {
+      await using bed = await Bed.create();
+      const processes = await link(bed, [
+        "--peer",
+        bed.b4,
+        "--mode",
+        "tun",
+        "--address",
+        "198.18.207.9/30",
+        "--address",
+        "fd00:207::9/126",
+      ]);
+      assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 29);
+      assert.equal((await bed.link(bed.b, processes.ifname)).mtu, 1500 - 29);
+      const shown = await bed.exec(bed.b, ["ip", "-d", "link", "show", processes.ifname]);
+      assert.match(shown.stdout, /tun type tun/);
+      await bed.waitPing(bed.a, "198.18.207.10");
+      await bed.waitPing(bed.a, "fd00:207::a");
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
+
+  netnsTest(
+    `an IPv6 underlay with an IPv6 peer literal carries the link (${underlay} underlay)`,
+    async () => {
+      await using bed = await Bed.create();
+      const processes = await link(bed, [
+        "--peer",
+        bed.b6,
+        "--address",
+        "198.18.207.13/30",
+        "--address",
+        "fd00:207::d/126",
+      ]);
+      assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 40 - 8 - 1 - 14);
+      await bed.waitPing(bed.a, "198.18.207.14");
+      await bed.waitPing(bed.a, "fd00:207::e");
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
+
+  netnsTest(
+    `a jumbo underlay (veth MTU 9000) gives a jumbo link (${underlay} underlay)`,
+    async () => {
+      await using bed = await Bed.create({ mtu: 9000 });
+      const processes = await link(bed, ["--peer", bed.b4, "--address", "198.18.207.17/30"]);
+      const mtu = (await bed.link(bed.a, processes.ifname)).mtu;
+      assert.equal(mtu, 9000 - 29 - 14);
+      assert.equal((await bed.link(bed.b, processes.ifname)).mtu, mtu);
+      await bed.waitPing(bed.a, "198.18.207.18");
+      const big = await bed.exec(bed.a, [
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        String(mtu - 28),
+        "198.18.207.18",
+      ]);
+      assert.equal(big.code, 0, big.stdout + big.stderr);
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
+}

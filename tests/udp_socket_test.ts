@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { endpointSockaddr, LibcUdpSocket, sockaddrEndpoint } from "../ffi/udp_socket.ts";
+import { addressOf, Iovec, MMsgHdr, mmsghdrs } from "../ffi/structs.ts";
+
+Deno.test("endpointSockaddr() maps IPv4 into a sockaddr_in6 and sockaddrEndpoint() reads it back", () => {
+  const v4 = endpointSockaddr({ address: "198.18.0.2", port: 4455 });
+  assert.equal(v4.length, 28);
+  assert.deepEqual([...v4.subarray(0, 4)], [10, 0, 0x11, 0x67]);
+  assert.deepEqual([...v4.subarray(8, 24)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]);
+  assert.deepEqual(sockaddrEndpoint(v4), { address: "198.18.0.2", port: 4455 });
+  const v6 = endpointSockaddr({ address: "fd00:198:18::2", port: 1 });
+  assert.deepEqual(sockaddrEndpoint(v6), { address: "fd00:198:18::2", port: 1 });
+  assert.throws(() => endpointSockaddr({ address: "router2", port: 1 }), RangeError);
+});
+
+Deno.test("mmsghdrs() points each header at its iovec, buffer and name", () => {
+  const buffers = [new Uint8Array(100), new Uint8Array(200)];
+  const names = [new Uint8Array(28), new Uint8Array(28)];
+  const { headers, iovecs } = mmsghdrs(buffers, names);
+  const h = new DataView(headers.buffer);
+  const v = new DataView(iovecs.buffer);
+  assert.equal(headers.length, 2 * MMsgHdr.SIZE);
+  for (let i = 0; i < 2; i++) {
+    assert.equal(h.getBigUint64(i * MMsgHdr.SIZE + MMsgHdr.NAME, true), addressOf(names[i]));
+    assert.equal(h.getUint32(i * MMsgHdr.SIZE + MMsgHdr.NAMELEN, true), 28);
+    assert.equal(
+      h.getBigUint64(i * MMsgHdr.SIZE + MMsgHdr.IOV, true),
+      addressOf(iovecs) + BigInt(i * Iovec.SIZE),
+    );
+    assert.equal(h.getBigUint64(i * MMsgHdr.SIZE + MMsgHdr.IOVLEN, true), 1n);
+    assert.equal(v.getBigUint64(i * Iovec.SIZE + Iovec.BASE, true), addressOf(buffers[i]));
+    assert.equal(v.getBigUint64(i * Iovec.SIZE + Iovec.LEN, true), BigInt(buffers[i].length));
+  }
+});
+
+Deno.test("a libc UDP socket on loopback sends with sendto and receives a batch with recvmmsg", async () => {
+  const a = LibcUdpSocket.bind(0);
+  const b = LibcUdpSocket.bind(0);
+  try {
+    assert.ok(a.port > 0 && b.port > 0 && a.port !== b.port);
+    for (let i = 0; i < 5; i++) {
+      assert.ok(a.sendTo(new Uint8Array([i + 1, 9, 9]), 2 + (i % 2), { address: "127.0.0.1", port: b.port }));
+    }
+    assert.ok(a.sendTo(new Uint8Array([0, 1]), 2, { address: "::1", port: b.port }));
+    const got: { data: number[]; from: string; port: number }[] = [];
+    while (got.length < 6) {
+      assert.ok(
+        await b.receiveBatch((d, from) => got.push({ data: [...d], from: from.address, port: from.port })),
+      );
+    }
+    assert.deepEqual(got.slice(0, 5).map((g) => g.data), [[1, 9], [2, 9, 9], [3, 9], [4, 9, 9], [5, 9]]);
+    assert.deepEqual(got.slice(0, 5).map((g) => g.from), Array(5).fill("127.0.0.1"));
+    assert.deepEqual(got[5], { data: [0, 1], from: "::1", port: a.port });
+  } finally {
+    a.close();
+    b.close();
+    a.close();
+  }
+});
+
+Deno.test("binding a libc UDP socket to a port in use throws AddrInUse", () => {
+  const a = LibcUdpSocket.bind(0);
+  try {
+    assert.throws(() => LibcUdpSocket.bind(a.port), Deno.errors.AddrInUse);
+  } finally {
+    a.close();
+  }
+});
