@@ -409,3 +409,40 @@ Deno.test("each side's tap gets a MAC derived from the circuit, the same after a
     await b.daemon.stop();
   }
 });
+
+Deno.test("an IREQ flood from one source is rate-limited, and other sources still get through", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ insecureAcceptAny: true }));
+  try {
+    const flooder = { address: "198.18.0.66", port: 999 };
+    for (let i = 0; i < 50; i++) {
+      wire.inject(
+        flooder,
+        { address: B, port: 4455 },
+        encode({
+          type: "IREQ",
+          vid: 1 + (i % 200),
+          initiatorNonce: BigInt(1000 + i),
+          timestamp: BigInt(Date.now()),
+          mode: "tap",
+          mtu: 1457,
+          options: 0,
+          plan: [],
+        }),
+      );
+    }
+    await until(() => (b.daemon.controlDrops["rate-limited"] ?? 0) >= 40, "the flood limited");
+    assert.ok(
+      b.network.interfaces.size <= 10,
+      `${b.network.interfaces.size} interfaces for one flooding source`,
+    );
+    const a = startFakeDaemon(wire, A, initiator());
+    try {
+      await until(() => established(a.daemon), "another source's circuit");
+    } finally {
+      await a.daemon.stop();
+    }
+  } finally {
+    await b.daemon.stop();
+  }
+});
