@@ -42,12 +42,13 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     await buildDaemonConfig(args, (text) => log.warn(text)),
     args.underlay,
   );
-  let control: ControlServer;
+  let control: ControlServer | undefined;
   let metrics: { close(): Promise<void> } | undefined;
   try {
     control = await ControlServer.listen(args.control, (line) => answerControl(daemon, resolvePeer, line));
     if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon.status());
   } catch (error) {
+    await control?.close();
     await daemon.stop();
     throw error;
   }
@@ -61,7 +62,7 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.error(`vela: ${signal} received, stopping`);
-    await control.close();
+    await control?.close();
     await metrics?.close();
     await daemon.stop();
     Deno.exit(0);

@@ -32,6 +32,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (words.length === 0) return { error: "empty command" };
   const json = words[words.length - 1].toUpperCase() === "JSON";
   if (json) words.pop();
+  if (words.length === 0) return { error: "empty command" };
   const [command, ...rest] = words;
   switch (command?.toUpperCase()) {
     case "STATUS?":
@@ -41,7 +42,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
       return { command: command.toUpperCase() as "STATUS?" | "DEVICES?" | "VERSION?", json };
     case "CLOSE": {
       if (rest.length !== 2) return { error: "usage: CLOSE <peer> <vid>" };
-      const vid = /^[0-9]{1,3}$/.test(rest[1]) ? Number(rest[1]) : NaN;
+      const vid = /^[0-9]+$/.test(rest[1]) ? Number(rest[1]) : NaN;
       if (!(vid >= 1 && vid <= 255)) return { error: `vid must be 1 to 255, not ${rest[1]}` };
       return { command: "CLOSE", json, peer: rest[0], vid };
     }
@@ -160,8 +161,8 @@ export function nok(reason: string): string {
 /** Splits a reply into its status and body: text lines after "OK <n> ...", or the JSON value. */
 export function parseReply(reply: string): { ok: boolean; text: string; json?: unknown } {
   const [first, ...rest] = reply.split("\n");
-  if (first.startsWith("NOK")) return { ok: false, text: first.slice(3).trim() };
-  if (!first.startsWith("OK")) return { ok: false, text: `unexpected reply: ${first}` };
+  if (/^NOK( |$)/.test(first)) return { ok: false, text: first.slice(3).trim() };
+  if (!/^OK( |$)/.test(first)) return { ok: false, text: `unexpected reply: ${first}` };
   const body = first.slice(2).trim();
   if (body.startsWith("{") || body.startsWith("[")) {
     try {

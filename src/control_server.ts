@@ -109,9 +109,14 @@ export class ControlServer implements AsyncDisposable {
       if (n === null || this.#closed) return;
       pending += decoder.decode(chunk.subarray(0, n), { stream: true });
       let newline: number;
+      const tooLong = async () => {
+        const refusal = nok(`command longer than ${MAX_COMMAND_LENGTH} bytes`) + "\n";
+        await writeWithin(conn, encoder.encode(refusal), 1000);
+      };
       while ((newline = pending.indexOf("\n")) >= 0) {
         const line = pending.slice(0, newline).replace(/\r$/, "");
         pending = pending.slice(newline + 1);
+        if (line.length > MAX_COMMAND_LENGTH) return await tooLong();
         let reply: string;
         try {
           reply = await this.#handler(line);
@@ -122,12 +127,7 @@ export class ControlServer implements AsyncDisposable {
         if (!(await writeWithin(conn, encoder.encode(reply + "\n"), CONTROL_WRITE_MS))) return;
       }
       if (pending.length > MAX_COMMAND_LENGTH) {
-        await writeWithin(
-          conn,
-          encoder.encode(nok(`command longer than ${MAX_COMMAND_LENGTH} bytes`) + "\n"),
-          1000,
-        );
-        return;
+        return await tooLong();
       }
     }
   }

@@ -247,30 +247,34 @@ export class Daemon {
   /**
    * Takes a new configuration (SIGHUP): circuits it adds start, circuits it drops close, circuits it
    * keeps unchanged are not touched; the listener's policy and key are replaced. The UDP port stays.
-   * Returns what changed, for the log; throws RuntimeFailure when an added circuit cannot start.
+   * Nothing changes when an added circuit cannot start (no route to its peer, say): the RuntimeFailure
+   * says which.
    */
   reload(config: DaemonConfig): { added: number; removed: number; kept: number } {
     const same = (a: CircuitSpec, b: CircuitSpec) =>
       JSON.stringify(specIdentity(a)) === JSON.stringify(specIdentity(b));
-    const wanted = [...config.circuits];
-    let removed = 0, kept = 0;
-    for (const circuit of [...this.#circuits.values()]) {
+    const added = [...config.circuits];
+    const removed: Circuit[] = [];
+    let kept = 0;
+    for (const circuit of this.#circuits.values()) {
       if (!circuit.spec) continue;
-      const index = wanted.findIndex((spec) => same(spec, circuit.spec!));
+      const index = added.findIndex((spec) => same(spec, circuit.spec!));
       if (index >= 0) {
-        wanted.splice(index, 1);
+        added.splice(index, 1);
         kept++;
       } else {
-        this.#closeCircuit(circuit);
-        removed++;
+        removed.push(circuit);
       }
     }
+    // Check first what can fail, so that a bad file changes nothing.
+    for (const spec of added) this.#circuitMtu(spec);
+    for (const circuit of removed) this.#closeCircuit(circuit);
     if (config.port !== this.#config.port) {
       this.#log.warn(`The UDP port stays ${this.port} until a restart`);
     }
     this.#config = { ...config, port: this.#config.port };
-    for (const spec of wanted) this.#startCircuit(spec);
-    return { added: wanted.length, removed, kept };
+    for (const spec of added) this.#startCircuit(spec);
+    return { added: added.length, removed: removed.length, kept };
   }
 
   #dropCounts(): Record<string, number> {
@@ -326,26 +330,27 @@ export class Daemon {
     this.#log.info(`VELA started, ${where}`);
   }
 
+  /** The link MTU a circuit proposes: --mtu, or the route MTU to the peer less the overhead. */
+  #circuitMtu(spec: CircuitSpec): number {
+    if (spec.mtu !== undefined) return spec.mtu;
+    try {
+      return linkMtuFor(this.#env.network.routeMtu(spec.peer), spec.peer.family, spec.mode);
+    } catch (error) {
+      throw new RuntimeFailure(
+        `No route to ${spec.peerName} (${formatIp(spec.peer)}): ${
+          (error as Error).message
+        }; check the underlay addresses and routes`,
+      );
+    }
+  }
+
   #startCircuit(spec: CircuitSpec): void {
     const remote: Endpoint = { address: formatIp(spec.peer), port: spec.port };
     const key = circuitKey(remote.address, spec.vid);
     if (this.#circuits.has(key)) {
       throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} is given twice`);
     }
-    let mtu = spec.mtu;
-    if (mtu === undefined) {
-      let underlayMtu: number;
-      try {
-        underlayMtu = this.#env.network.routeMtu(spec.peer);
-      } catch (error) {
-        throw new RuntimeFailure(
-          `No route to ${spec.peerName} (${remote.address}): ${
-            (error as Error).message
-          }; check the underlay addresses and routes`,
-        );
-      }
-      mtu = linkMtuFor(underlayMtu, spec.peer.family, spec.mode);
-    }
+    const mtu = this.#circuitMtu(spec);
     const name = spec.ifname ?? `vela${spec.vid}`;
     const addresses = spec.addresses.some((a) => a.family === 6)
       ? spec.addresses

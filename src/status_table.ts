@@ -6,7 +6,8 @@ import type { DaemonStatus } from "./daemon.ts";
 export function humanBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes, unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
+  // Go up a unit while the value would print as 1024.0 or more.
+  while (value >= 1023.95 && unit < units.length - 1) {
     value /= 1024;
     unit++;
   }
