@@ -235,7 +235,7 @@ async function readMessages(): Promise<void> {
 
 async function run(): Promise<void> {
   while (!stopping) {
-    const ready = c.poll(pollSet, BigInt(2 + pollSlots.length), 1000);
+    const ready = c.poll(pollSet, size(2 + pollSlots.length), 1000);
     if (ready > 0) {
       if (revents(0) & Linux.POLLIN) receiveFromUnderlay();
       for (let i = 0; i < pollSlots.length; i++) {
