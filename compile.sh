@@ -77,7 +77,8 @@ for t in "${targets[@]}"; do
   # deno compile writes a temporary file beside the result, renamed only after a good build, so a failed
   # build leaves no partial executable (and an earlier good one stays).
   partial="$(dirname "$out")/.$(basename "$out").partial.$$"
-  args=(compile "${permissions[@]}" --output "$partial")
+  # The datapath Worker is loaded by URL at run time, so it must be embedded explicitly.
+  args=(compile "${permissions[@]}" --include src/datapath_worker.ts --output "$partial")
   [ -n "$t" ] && args+=(--target "$t")
   if ! deno "${args[@]}" main.ts >"$log" 2>&1; then
     if [ -z "${DENORT_BIN:-}" ] && grep -qiE "dl\.deno\.land|dns error|download|error sending request" "$log"; then

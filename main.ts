@@ -5,7 +5,7 @@ import { type Command, type DaemonArgs, HELP, parseCommandLine, UsageError } fro
 import { ConfigError, readConfigFile } from "./src/config_file.ts";
 import { answerControl } from "./src/control_commands.ts";
 import { sendControl } from "./src/control_client.ts";
-import { formatConnect, parseReply } from "./src/control_protocol.ts";
+import { formatConnect, nok, parseReply } from "./src/control_protocol.ts";
 import { ControlServer } from "./src/control_server.ts";
 import type { CircuitStatus, Daemon, DaemonStatus } from "./src/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
@@ -38,20 +38,24 @@ async function ask(control: string, line: string): Promise<{ text: string; json?
 async function runDaemon(args: DaemonArgs): Promise<void> {
   setupLogging(args.verbosity);
   const log = logger("main");
-  const daemon: Daemon = startKernelDaemon(
-    await buildDaemonConfig(args, (text) => log.warn(text)),
-    args.underlay,
+  const config = await buildDaemonConfig(args, (text) => log.warn(text));
+  // The control socket first: a second daemon on the same path is told so before it touches anything.
+  let daemon: Daemon | undefined;
+  const control = await ControlServer.listen(
+    args.control,
+    (line) =>
+      daemon ? answerControl(daemon, resolvePeer, line) : Promise.resolve(nok("the daemon is starting")),
   );
-  let control: ControlServer | undefined;
   let metrics: { close(): Promise<void> } | undefined;
   try {
-    control = await ControlServer.listen(args.control, (line) => answerControl(daemon, resolvePeer, line));
-    if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon.status());
+    daemon = startKernelDaemon(config, args.underlay);
+    if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
   } catch (error) {
-    await control?.close();
-    await daemon.stop();
+    await control.close();
+    await daemon?.stop();
     throw error;
   }
+  const running = daemon;
   log.info(
     `Control socket ${args.control}${
       args.metrics ? `, metrics on ${args.metrics.hostname}:${args.metrics.port}` : ""
@@ -62,9 +66,9 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.error(`vela: ${signal} received, stopping`);
-    await control?.close();
+    await control.close();
     await metrics?.close();
-    await daemon.stop();
+    await running.stop();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
@@ -75,7 +79,7 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
       return;
     }
     try {
-      const changed = daemon.reload(await buildDaemonConfig(args, (text) => log.warn(text)));
+      const changed = running.reload(await buildDaemonConfig(args, (text) => log.warn(text)));
       log.info(
         `SIGHUP: read ${args.configFile} again; ${changed.added} circuits added, ${changed.removed} removed, ${changed.kept} unchanged`,
       );

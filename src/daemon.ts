@@ -348,7 +348,7 @@ export class Daemon {
     const remote: Endpoint = { address: formatIp(spec.peer), port: spec.port };
     const key = circuitKey(remote.address, spec.vid);
     if (this.#circuits.has(key)) {
-      throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} is given twice`);
+      throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} exists already`);
     }
     const mtu = this.#circuitMtu(spec);
     const name = spec.ifname ?? `vela${spec.vid}`;
@@ -629,6 +629,7 @@ export class Daemon {
           } else if (!action.enabled && circuit.forwarding) {
             this.#datapath!.removeCircuit(circuit.remote.address, vid);
             circuit.forwarding = false;
+            circuit.establishedAt = undefined;
           }
           break;
         case "remove-device":
