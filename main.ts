@@ -48,7 +48,7 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
   );
   let metrics: { close(): Promise<void> } | undefined;
   try {
-    daemon = startKernelDaemon(config, args.underlay);
+    daemon = startKernelDaemon(config, args.underlay, { offload: args.offload });
     if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
   } catch (error) {
     await control.close();

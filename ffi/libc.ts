@@ -24,6 +24,8 @@ const symbols = {
   write_frame: { name: "write", parameters: ["i32", "buffer", "usize"], result: "i32" },
   /** int ioctl(int fd, unsigned long request, void *argp); */
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  /** int ioctl(int fd, unsigned long request, unsigned long value); for requests that take a value */
+  ioctl_value: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); synchronous, timeout 0 to test readiness */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on a helper thread, to sleep until ready */

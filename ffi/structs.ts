@@ -34,6 +34,12 @@ export const Linux = {
   IFF_TUN: 0x0001,
   IFF_TAP: 0x0002,
   IFF_NO_PI: 0x1000,
+  IFF_VNET_HDR: 0x4000,
+  /** _IOW('T', 208, unsigned int) */
+  TUNSETOFFLOAD: 0x400454d0,
+  TUN_F_CSUM: 0x01,
+  TUN_F_TSO4: 0x02,
+  TUN_F_TSO6: 0x04,
   IFF_UP: 0x1,
   IFNAMSIZ: 16,
   /** _IOW('T', 202, int) */
@@ -166,6 +172,28 @@ export function in6Ifreq(
   view.setInt32(In6IfReq.IFINDEX, ifindex, true);
   return bytes;
 }
+
+/**
+ * struct virtio_net_hdr (10 bytes, host byte order), in front of every frame of a device opened with
+ * IFF_VNET_HDR: flags u8 at 0, gso_type u8 at 1, hdr_len u16 at 2, gso_size u16 at 4, csum_start u16 at
+ * 6, csum_offset u16 at 8.
+ */
+export const VnetHdr = {
+  SIZE: 10,
+  FLAGS: 0,
+  GSO_TYPE: 1,
+  HDR_LEN: 2,
+  GSO_SIZE: 4,
+  CSUM_START: 6,
+  CSUM_OFFSET: 8,
+  F_NEEDS_CSUM: 1,
+  F_DATA_VALID: 2,
+  GSO_NONE: 0,
+  GSO_TCPV4: 1,
+  GSO_UDP: 3,
+  GSO_TCPV6: 4,
+  GSO_ECN: 0x80,
+} as const;
 
 /** struct pollfd (8 bytes each): fd i32 at 0, events i16 at 4, revents i16 at 6. */
 export const PollFd = { SIZE: 8, FD: 0, EVENTS: 4, REVENTS: 6 } as const;

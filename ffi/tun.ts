@@ -28,7 +28,14 @@ export class TunDevice implements LinkDevice {
   #leases = 0;
   #released = false;
 
-  private constructor(fd: number, wakeFd: number, name: string, mode: LinkMode) {
+  /**
+   * Whether every frame read or written carries a virtio-net header and the kernel may hand over TCP
+   * superframes (only the datapath Worker reads and writes such a device).
+   */
+  readonly offload: boolean;
+
+  private constructor(fd: number, wakeFd: number, name: string, mode: LinkMode, offload: boolean) {
+    this.offload = offload;
     this.#fd = fd;
     this.#wakeFd = wakeFd;
     this.name = name;
@@ -37,15 +44,31 @@ export class TunDevice implements LinkDevice {
   }
 
   /** Creates the interface (`name` may hold "%d" for the kernel to number it). */
-  static open(name: string, mode: LinkMode): TunDevice {
+  static open(name: string, mode: LinkMode, options: { offload?: boolean } = {}): TunDevice {
+    if (options.offload) {
+      // Probe: a device with virtio-net headers that takes checksum and TCP segmentation offload.
+      try {
+        return TunDevice.#open(name, mode, true);
+      } catch (error) {
+        if (!(error instanceof SyscallError) || error.syscall !== "ioctl(TUNSETOFFLOAD)") throw error;
+      }
+    }
+    return TunDevice.#open(name, mode, false);
+  }
+
+  static #open(name: string, mode: LinkMode, offload: boolean): TunDevice {
     const c = libc();
-    const request = ifreqWithFlags(name, tunFlags(mode));
+    const request = ifreqWithFlags(name, tunFlags(mode) | (offload ? Linux.IFF_VNET_HDR : 0));
     const fd = c.open(cString(TUN_PATH), Linux.O_RDWR | Linux.O_NONBLOCK | Linux.O_CLOEXEC, 0);
     if (fd < 0) throw new SyscallError(`open(${TUN_PATH})`, errno());
     try {
       check(c.ioctl(fd, BigInt(Linux.TUNSETIFF), request), "ioctl(TUNSETIFF)");
+      if (offload) {
+        const features = Linux.TUN_F_CSUM | Linux.TUN_F_TSO4 | Linux.TUN_F_TSO6;
+        check(c.ioctl_value(fd, BigInt(Linux.TUNSETOFFLOAD), BigInt(features)), "ioctl(TUNSETOFFLOAD)");
+      }
       const wakeFd = check(c.eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd");
-      return new TunDevice(fd, wakeFd, ifreqName(request), mode);
+      return new TunDevice(fd, wakeFd, ifreqName(request), mode, offload);
     } catch (error) {
       c.close(fd);
       throw error;

@@ -39,6 +39,8 @@ export interface DaemonArgs {
   metrics?: { hostname: string; port: number };
   /** Which UDP datapath: "libc" (a Worker with recvmmsg/sendmmsg) or "deno" (Deno.listenDatagram). */
   underlay: "libc" | "deno";
+  /** TCP segmentation and checksum offload on the devices (libc underlay only). */
+  offload: boolean;
 }
 
 /** One circuit as given on the command line or in a CONNECT command, its peer not yet resolved. */
@@ -108,6 +110,8 @@ Common options:
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
   --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by a
                       Worker thread with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
+  --no-offload        open devices without TCP segmentation and checksum offload (the libc datapath
+                      uses them where the kernel allows; turn them off if a kernel's GSO misbehaves)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
@@ -284,6 +288,7 @@ export function parseCommandLine(argv: string[]): Command {
         control: { type: "string" },
         metrics: { type: "string" },
         underlay: { type: "string" },
+        "no-offload": { type: "boolean" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -310,7 +315,7 @@ export function parseCommandLine(argv: string[]): Command {
   const keyFile = v["key-file"];
   if (keyFile === "") throw new UsageError("--key-file needs a file name");
   if (v.config !== undefined) {
-    const alongside = ["config", "verbose", "quiet", "control", "metrics", "underlay"];
+    const alongside = ["config", "verbose", "quiet", "control", "metrics", "underlay", "no-offload"];
     const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
       throw new UsageError(
@@ -354,6 +359,7 @@ export function parseCommandLine(argv: string[]): Command {
     control: v.control ?? DEFAULT_CONTROL,
     metrics: v.metrics === undefined ? undefined : hostPort(v.metrics, "--metrics"),
     underlay: (v.underlay ?? "libc") as "libc" | "deno",
+    offload: !v["no-offload"],
   };
   if (args.underlay !== "libc" && args.underlay !== "deno") {
     throw new UsageError(`--underlay is libc or deno, not "${v.underlay}"`);

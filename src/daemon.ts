@@ -83,6 +83,8 @@ export interface DaemonEnvironment {
   /** Milliseconds since the Unix epoch. */
   wallClock(): number;
   newNonce(): Nonce;
+  /** Open devices with virtio-net headers and TCP segmentation offload (for the datapath Worker). */
+  offload?: boolean;
   /** Makes the datapath for the underlay (default: the in-isolate Datapath). */
   createDatapath?(
     underlay: Underlay,
@@ -407,7 +409,7 @@ export class Daemon {
     const network = this.#env.network;
     let device: LinkDevice;
     try {
-      device = network.openDevice(name, mode);
+      device = network.openDevice(name, mode, this.#env.offload ?? false);
     } catch (error) {
       throw new RuntimeFailure(explainDeviceError(error, `create interface ${name}`), { cause: error });
     }

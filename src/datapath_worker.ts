@@ -10,7 +10,8 @@
 /// <reference lib="deno.worker" />
 
 import { libc } from "../ffi/libc.ts";
-import { Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6 } from "../ffi/structs.ts";
+import { addressOf, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
+import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
 import {
   CIRCUIT_FIELDS,
@@ -34,6 +35,9 @@ interface Slot {
   readonly sockaddr: Uint8Array<ArrayBuffer>;
   readonly address: Uint8Array;
   readonly readSize: number;
+  /** Frames carry a virtio-net header; reads may be TCP superframes (see src/segmentation.ts). */
+  readonly offload: boolean;
+  readonly ipOffset: number;
 }
 
 const c = libc();
@@ -52,18 +56,35 @@ let pollView = new DataView(pollSet.buffer);
 let pollSlots: Slot[] = [];
 
 // Receive side: a batch of full-size buffers with their sender addresses.
-const rxBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(MAX_FRAME));
-const rxBodies = rxBuffers.map((b) => b.subarray(1));
+//
+// Every buffer has the same layout: bytes 0..8 stay zero, byte 9 is the vid, the frame starts at 10, and
+// the datagram on the wire is bytes 9 onwards. A device with offload reads and writes its 10-byte
+// virtio-net header at 0..9 (a zero header on writes: byte 9 is zeroed once the vid has been read), so
+// no frame is ever copied to make room for a header.
+const VID_AT = 9;
+const FRAME_AT = 10;
+const BUFFER_SIZE = FRAME_AT + MAX_FRAME;
+const rxBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(BUFFER_SIZE));
+const rxFrames = rxBuffers.map((b) => b.subarray(FRAME_AT));
 const rxNames = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(SockaddrIn6.SIZE));
-const rx = mmsghdrs(rxBuffers, rxNames);
+const rx = mmsghdrs(rxBuffers.map((b) => b.subarray(VID_AT)), rxNames);
 const rxHeaders = new DataView(rx.headers.buffer);
 
-// Send side: a batch of buffers whose first byte is the vid, all sent to one peer (txName).
-const txBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(MAX_FRAME));
-const txBodies = txBuffers.map((b) => b.subarray(1));
+// Send side: a batch of buffers, all sent to one peer (txName).
+const txBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(BUFFER_SIZE));
+const txFrames = txBuffers.map((b) => b.subarray(FRAME_AT));
 const txName = new Uint8Array(SockaddrIn6.SIZE);
-const tx = mmsghdrs(txBuffers, txBuffers.map(() => txName));
+const tx = mmsghdrs(txBuffers.map((b) => b.subarray(VID_AT)), txBuffers.map(() => txName));
 const txIovecs = new DataView(tx.iovecs.buffer);
+/** Where a TCP superframe is cut up from (swapped with the tx buffer it was read into). */
+let scratch = new Uint8Array(BUFFER_SIZE);
+let scratchFrame = scratch.subarray(FRAME_AT);
+/** Each buffer's wire start (its address + VID_AT) as two 32-bit halves, for iovec updates after a swap. */
+const wireAddress = new Map<Uint8Array, [number, number]>();
+for (const buffer of [...txBuffers, scratch]) {
+  const address = addressOf(buffer) + BigInt(VID_AT);
+  wireAddress.set(buffer, [Number(address & 0xffffffffn), Number(address >> 32n)]);
+}
 const wakeBuffer = new Uint8Array(8);
 
 /**
@@ -109,10 +130,14 @@ function receiveFromUnderlay(): void {
         drops[Drop.EMPTY]++;
         continue;
       }
-      const vid = buffer[0];
+      const vid = buffer[VID_AT];
       if (vid === 0) {
         drops[Drop.CONTROL]++;
-        send({ type: "control", datagram: buffer.slice(0, length), from: sockaddrEndpoint(rxNames[i]) });
+        send({
+          type: "control",
+          datagram: buffer.slice(VID_AT, VID_AT + length),
+          from: sockaddrEndpoint(rxNames[i]),
+        });
         continue;
       }
       const candidates = byVid[vid];
@@ -132,7 +157,14 @@ function receiveFromUnderlay(): void {
         continue;
       }
       const base = target.slot * CIRCUIT_FIELDS;
-      if (c.write_frame(target.fd, rxBodies[i], size(length - 1)) >= 0) {
+      let written: number;
+      if (target.offload) {
+        buffer[VID_AT] = 0; // The 10 bytes before the frame are now a zero virtio-net header.
+        written = c.write_frame(target.fd, buffer, size(FRAME_AT + length - 1));
+      } else {
+        written = c.write_frame(target.fd, rxFrames[i], size(length - 1));
+      }
+      if (written >= 0) {
         circuitCounters[base + Counter.RX_PACKETS]++;
         circuitCounters[base + Counter.RX_BYTES] += length - 1;
       } else {
@@ -143,15 +175,65 @@ function receiveFromUnderlay(): void {
   }
 }
 
+/** Sends tx buffers [0, count) to txName; returns how many went out. */
+function flush(count: number): number {
+  let sent = 0;
+  while (sent < count) {
+    const headers = sent === 0 ? tx.headers : tx.headers.subarray(sent * MMsgHdr.SIZE);
+    const n = c.sendmmsg(udpFd, headers, count - sent, 0);
+    if (n <= 0) break;
+    sent += n;
+  }
+  return sent;
+}
+
+/** Exchanges tx buffer `index` with the scratch buffer, keeping its iovec pointing at the new one. */
+function swapWithScratch(index: number): void {
+  const buffer = txBuffers[index];
+  txBuffers[index] = scratch;
+  txFrames[index] = scratchFrame;
+  scratch = buffer;
+  scratchFrame = buffer.subarray(FRAME_AT);
+  const [low, high] = wireAddress.get(txBuffers[index])!;
+  txIovecs.setUint32(index * 16 + 0, low, true);
+  txIovecs.setUint32(index * 16 + 4, high, true);
+}
+
+/** The sink segmentTcp() writes into: the tx buffers from `count` on, frames at FRAME_AT. */
+const segmentSink = {
+  count: 0,
+  vid: 0,
+  bytes: 0,
+  total: 0,
+  next(): Uint8Array | undefined {
+    return this.count < WORKER_BATCH ? txBuffers[this.count] : undefined;
+  },
+  commit(length: number): void {
+    txBuffers[this.count][VID_AT] = this.vid;
+    txIovecs.setUint32(this.count * 16 + 8, length + 1, true);
+    this.count++;
+    this.total++;
+    this.bytes += length;
+  },
+} satisfies SegmentSink & { count: number; vid: number; bytes: number; total: number };
+
 /** Reads every ready frame of one device (a turn at most) and sends them to its peer with sendmmsg. */
 function sendFromDevice(slot: Slot): boolean {
   const base = slot.slot * CIRCUIT_FIELDS;
   txName.set(slot.sockaddr);
+  const sink = segmentSink;
+  sink.vid = slot.vid;
   for (let turn = 0; turn < BATCHES_PER_TURN; turn++) {
-    let count = 0;
-    let bytes = 0;
-    while (count < WORKER_BATCH) {
-      const n = c.read_frame(slot.fd, txBodies[count], size(slot.readSize));
+    sink.count = 0;
+    sink.bytes = 0;
+    sink.total = 0;
+    let dropped = 0;
+    let sent = 0;
+    while (sink.count < WORKER_BATCH) {
+      const count = sink.count;
+      const n = slot.offload
+        ? c.read_frame(slot.fd, txBuffers[count], size(BUFFER_SIZE))
+        : c.read_frame(slot.fd, txFrames[count], size(slot.readSize));
       if (n <= 0) {
         if (n < 0 && count === 0 && turn === 0) {
           const code = new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
@@ -159,23 +241,59 @@ function sendFromDevice(slot: Slot): boolean {
         }
         break;
       }
-      txBuffers[count][0] = slot.vid;
-      txIovecs.setUint32(count * 16 + 8, n + 1, true);
-      count++;
-      bytes += n;
+      if (!slot.offload) {
+        sink.commit(n);
+        continue;
+      }
+      const buffer = txBuffers[count];
+      const length = n - VnetHdr.SIZE;
+      const gsoType = buffer[VnetHdr.GSO_TYPE] & ~VnetHdr.GSO_ECN;
+      const csumStart = buffer[VnetHdr.CSUM_START] | (buffer[VnetHdr.CSUM_START + 1] << 8);
+      if (gsoType === VnetHdr.GSO_NONE) {
+        if (buffer[VnetHdr.FLAGS] & VnetHdr.F_NEEDS_CSUM) {
+          const csumOffset = buffer[VnetHdr.CSUM_OFFSET] | (buffer[VnetHdr.CSUM_OFFSET + 1] << 8);
+          completeChecksum(txFrames[count], length, csumStart, csumOffset);
+        }
+        sink.commit(length);
+        continue;
+      }
+      if (gsoType !== VnetHdr.GSO_TCPV4 && gsoType !== VnetHdr.GSO_TCPV6) {
+        dropped++; // Not offered (no UFO), so not expected.
+        continue;
+      }
+      // A TCP superframe: move it aside, then cut it into segments in the tx buffers from `count` on.
+      const gsoSize = buffer[VnetHdr.GSO_SIZE] | (buffer[VnetHdr.GSO_SIZE + 1] << 8);
+      swapWithScratch(count);
+      let done = 0;
+      for (;;) {
+        const wrote = segmentTcp(
+          scratchFrame,
+          length,
+          slot.ipOffset,
+          csumStart,
+          gsoSize,
+          FRAME_AT,
+          sink,
+          done,
+        );
+        if (wrote < 0) {
+          dropped++;
+          break;
+        }
+        done += wrote;
+        if (sink.count < WORKER_BATCH) break;
+        // The batch is full and segments remain: send it and go on.
+        sent += flush(sink.count);
+        sink.count = 0;
+      }
     }
-    if (count === 0) return true;
-    let sent = 0;
-    while (sent < count) {
-      const headers = sent === 0 ? tx.headers : tx.headers.subarray(sent * MMsgHdr.SIZE);
-      const n = c.sendmmsg(udpFd, headers, count - sent, 0);
-      if (n <= 0) break;
-      sent += n;
-    }
+    if (sink.total === 0 && dropped === 0) return true;
+    const batch = sink.count;
+    sent += flush(batch);
     circuitCounters[base + Counter.TX_PACKETS] += sent;
-    circuitCounters[base + Counter.TX_BYTES] += bytes;
-    circuitCounters[base + Counter.TX_DROPPED] += count - sent;
-    if (count < WORKER_BATCH) return true;
+    circuitCounters[base + Counter.TX_BYTES] += sink.bytes;
+    circuitCounters[base + Counter.TX_DROPPED] += dropped + sink.total - sent;
+    if (batch < WORKER_BATCH) return true;
   }
   return true;
 }
@@ -201,6 +319,8 @@ function handle(message: ToWorker): void {
         sockaddr: message.sockaddr,
         address,
         readSize: Math.min(MAX_FRAME - 1, message.mtu + 18),
+        offload: message.offload,
+        ipOffset: message.ipOffset,
       };
       slots.set(slot.slot, slot);
       byVid[slot.vid].push(slot);

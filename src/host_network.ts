@@ -7,8 +7,12 @@ import type { IpAddress, IpPrefix } from "./ip.ts";
 import type { LinkDevice, LinkMode } from "./link_device.ts";
 
 export interface HostNetwork {
-  /** Creates a device; `name` may hold "%d" for the kernel to number it. */
-  openDevice(name: string, mode: LinkMode): LinkDevice;
+  /**
+   * Creates a device; `name` may hold "%d" for the kernel to number it. With `offload` the device is
+   * opened for the datapath Worker with virtio-net headers and TCP segmentation offload, when the
+   * kernel allows it.
+   */
+  openDevice(name: string, mode: LinkMode, offload?: boolean): LinkDevice;
   setMtu(name: string, mtu: number): void;
   /** Sets a tap's MAC address (6 bytes). */
   setHardwareAddress(name: string, mac: Uint8Array): void;

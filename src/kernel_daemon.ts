@@ -15,9 +15,15 @@ import { WorkerDatapath } from "./worker_datapath.ts";
 export type UnderlayKind = "libc" | "deno";
 
 /** Starts a daemon on the kernel; throws RuntimeFailure with an operator's sentence. */
-export function startKernelDaemon(config: DaemonConfig, underlay: UnderlayKind = "libc"): Daemon {
+export function startKernelDaemon(
+  config: DaemonConfig,
+  underlay: UnderlayKind = "libc",
+  options: { offload?: boolean } = {},
+): Daemon {
   const daemon = new Daemon(config, {
     network: kernelNetwork,
+    // Offloads need the Worker, which knows the virtio-net header; on by default, --no-offload turns them off.
+    offload: underlay === "libc" && (options.offload ?? true),
     bindUnderlay: (port) => underlay === "libc" ? LibcUdpSocket.bind(port) : DenoUnderlay.bind(port),
     createDatapath: underlay === "libc"
       ? (socket, onControl, onDeviceFailure) =>

@@ -19,8 +19,8 @@ import type { LinkDevice, LinkMode } from "./link_device.ts";
 const DEVICE_QUEUE_LENGTH = 1000;
 
 export const kernelNetwork: HostNetwork = {
-  openDevice(name: string, mode: LinkMode): LinkDevice {
-    const device = TunDevice.open(name, mode);
+  openDevice(name: string, mode: LinkMode, offload = false): LinkDevice {
+    const device = TunDevice.open(name, mode, { offload });
     try {
       setInterfaceQueueLength(device.name, DEVICE_QUEUE_LENGTH);
     } catch (error) {

@@ -30,6 +30,7 @@ import {
 /** A device whose descriptor the Worker may use: it stays open while leased. */
 export interface LeasableDevice extends LinkDevice {
   readonly fd: number;
+  readonly offload?: boolean;
   retain(): void;
   release(): void;
 }
@@ -161,7 +162,16 @@ export class WorkerDatapath implements DatapathEngine {
     device.retain();
     this.#slots.set(slot, { slot, vid, remote, device, counters: live, offset: { ...live } });
     this.#byKey.set(key, slot);
-    this.#post({ type: "add", slot, vid, fd: device.fd, sockaddr: endpointSockaddr(remote), mtu });
+    this.#post({
+      type: "add",
+      slot,
+      vid,
+      fd: device.fd,
+      sockaddr: endpointSockaddr(remote),
+      mtu,
+      offload: device.offload ?? false,
+      ipOffset: device.mode === "tap" ? 14 : 0,
+    });
     return live;
   }
 

@@ -32,7 +32,18 @@ export type ToWorker =
     /** Int32 [0]: how many messages the main isolate has posted, so the Worker knows when it has all. */
     posted: SharedArrayBuffer;
   }
-  | { type: "add"; slot: number; vid: number; fd: number; sockaddr: Uint8Array<ArrayBuffer>; mtu: number }
+  | {
+    type: "add";
+    slot: number;
+    vid: number;
+    fd: number;
+    sockaddr: Uint8Array<ArrayBuffer>;
+    mtu: number;
+    /** The device carries virtio-net headers and may hand over TCP superframes. */
+    offload: boolean;
+    /** Where the IP header starts in a frame: 14 for tap (Ethernet), 0 for tun. */
+    ipOffset: number;
+  }
   | { type: "remove"; slot: number }
   | { type: "stop" };
 

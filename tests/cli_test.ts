@@ -71,6 +71,7 @@ Deno.test("a minimal initiator command takes the defaults", () => {
     control: "/run/vela/vela.sock",
     metrics: undefined,
     underlay: "libc",
+    offload: true,
     peer: {
       host: "router2.example.net",
       family: undefined,
