@@ -12,6 +12,7 @@
 import { libc } from "../ffi/libc.ts";
 import { addressOf, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
+import { TcpCoalescer } from "./coalescing.ts";
 import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
 import {
   CIRCUIT_FIELDS,
@@ -118,6 +119,25 @@ function sameAddress(a: Uint8Array, name: Uint8Array): boolean {
   return true;
 }
 
+/** Segments from the underlay joined into superframes for devices with offload. */
+const coalescer = new TcpCoalescer();
+
+/** Writes the pending superframe (if any) to its device and counts it. */
+function flushCoalesced(): void {
+  const slot = coalescer.owner as Slot | undefined;
+  const segments = coalescer.count;
+  const bytes = coalescer.length;
+  const n = coalescer.finish();
+  if (!slot || n === 0) return;
+  const base = slot.slot * CIRCUIT_FIELDS;
+  if (c.write_frame(slot.fd, coalescer.buffer, size(n)) >= 0) {
+    circuitCounters[base + Counter.RX_PACKETS] += segments;
+    circuitCounters[base + Counter.RX_BYTES] += bytes;
+  } else {
+    circuitCounters[base + Counter.RX_DROPPED] += segments;
+  }
+}
+
 /** recvmmsg until the socket is empty (or a turn is used up); data to devices, control up. */
 function receiveFromUnderlay(): void {
   for (let turn = 0; turn < BATCHES_PER_TURN; turn++) {
@@ -159,6 +179,13 @@ function receiveFromUnderlay(): void {
       const base = target.slot * CIRCUIT_FIELDS;
       let written: number;
       if (target.offload) {
+        let offer = coalescer.offer(buffer, FRAME_AT, length - 1, target.ipOffset, target);
+        if (offer === "flush-first") {
+          flushCoalesced();
+          offer = coalescer.offer(buffer, FRAME_AT, length - 1, target.ipOffset, target);
+        }
+        if (offer === "appended-last") flushCoalesced();
+        if (offer !== "ineligible") continue;
         buffer[VID_AT] = 0; // The 10 bytes before the frame are now a zero virtio-net header.
         written = c.write_frame(target.fd, buffer, size(FRAME_AT + length - 1));
       } else {
@@ -171,6 +198,7 @@ function receiveFromUnderlay(): void {
         circuitCounters[base + Counter.RX_DROPPED]++;
       }
     }
+    flushCoalesced();
     if (got < WORKER_BATCH) return;
   }
 }

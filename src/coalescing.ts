@@ -1,0 +1,177 @@
+/**
+ * TCP receive coalescing (GRO) in userspace, for devices opened with offload: consecutive segments of
+ * one TCP flow that arrive together are joined into one superframe, written to the device with a
+ * virtio-net header that says "TCP, segment size N, checksum to be completed", so that the kernel takes
+ * one large packet instead of dozens. The rules follow the kernel's own GRO: same addresses, ports, ack,
+ * window and options; contiguous sequence numbers; only the last segment may be short; ACK and at most
+ * a final PSH, nothing else. Pure code on byte arrays; nothing allocated per frame.
+ */
+
+import { VnetHdr } from "../ffi/structs.ts";
+import { finishChecksum, onesSum } from "./segmentation.ts";
+
+/** Where the frame starts in the coalescing buffer: after the virtio-net header. */
+export const FRAME_START = VnetHdr.SIZE;
+/** The largest superframe joined (an IPv4 total length must fit 16 bits). */
+export const MAX_SUPERFRAME = 65_000;
+
+const TCP_ACK = 0x10;
+const TCP_PSH = 0x08;
+
+export type Offer = "started" | "appended" | "appended-last" | "flush-first" | "ineligible";
+
+export class TcpCoalescer {
+  /** The virtio-net header at 0, then the superframe. */
+  readonly buffer = new Uint8Array(FRAME_START + MAX_SUPERFRAME + 1600);
+  /** Who the pending superframe is for (the worker's slot); undefined when none is pending. */
+  owner: unknown = undefined;
+  /** Segments in the pending superframe, and its length (headers and payload). */
+  count = 0;
+  length = 0;
+  #ipOffset = 0;
+  #tcpOffset = 0;
+  #headerLength = 0;
+  #gsoSize = 0;
+  #nextSeq = 0;
+  #lastShort = false;
+  #v4 = false;
+
+  /**
+   * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
+   * "appended": taken. "appended-last": taken, and the superframe must be written now (PSH). "flush-first":
+   * write the pending superframe, then offer again. "ineligible": write this frame as it is.
+   */
+  offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer {
+    const ip = at + ipOffset;
+    if (length < ipOffset + 40) return this.count ? "flush-first" : "ineligible";
+    const v4 = src[ip] === 0x45;
+    let tcp: number;
+    if (v4) {
+      const total = (src[ip + 2] << 8) | src[ip + 3];
+      const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
+      if (src[ip + 9] !== 6 || fragment !== 0 || total !== length - ipOffset) return this.#refuse();
+      tcp = ip + 20;
+    } else if (src[ip] >> 4 === 6) {
+      const payload = (src[ip + 4] << 8) | src[ip + 5];
+      if (src[ip + 6] !== 6 || payload !== length - ipOffset - 40) return this.#refuse();
+      tcp = ip + 40;
+    } else {
+      return this.#refuse();
+    }
+    const tcpHeader = (src[tcp + 12] >> 4) * 4;
+    const headerLength = tcp - at + tcpHeader;
+    const payload = length - headerLength;
+    const flags = src[tcp + 13];
+    if (tcpHeader < 20 || payload <= 0 || (flags & ~(TCP_ACK | TCP_PSH)) !== 0 || !(flags & TCP_ACK)) {
+      return this.#refuse();
+    }
+    const seq = (((src[tcp + 4] << 24) >>> 0) + (src[tcp + 5] << 16) + (src[tcp + 6] << 8) + src[tcp + 7]) >>>
+      0;
+    if (this.count === 0) {
+      this.buffer.set(src.subarray(at, at + length), FRAME_START);
+      this.owner = owner;
+      this.count = 1;
+      this.length = length;
+      this.#ipOffset = ipOffset;
+      this.#tcpOffset = tcp - at;
+      this.#headerLength = headerLength;
+      this.#gsoSize = payload;
+      this.#nextSeq = (seq + payload) >>> 0;
+      this.#lastShort = false;
+      this.#v4 = v4;
+      return flags & TCP_PSH ? "appended-last" : "started";
+    }
+    if (
+      owner !== this.owner || v4 !== this.#v4 || ipOffset !== this.#ipOffset ||
+      headerLength !== this.#headerLength ||
+      seq !== this.#nextSeq || payload > this.#gsoSize || this.#lastShort ||
+      this.length + payload > MAX_SUPERFRAME || !this.#sameFlow(src, at, tcp - at, tcpHeader)
+    ) {
+      return "flush-first";
+    }
+    this.buffer.set(src.subarray(at + headerLength, at + length), FRAME_START + this.length);
+    this.length += payload;
+    this.count++;
+    this.#nextSeq = (seq + payload) >>> 0;
+    this.#lastShort = payload < this.#gsoSize;
+    if (flags & TCP_PSH) {
+      this.buffer[FRAME_START + this.#tcpOffset + 13] |= TCP_PSH;
+      return "appended-last";
+    }
+    return "appended";
+  }
+
+  #refuse(): Offer {
+    return this.count ? "flush-first" : "ineligible";
+  }
+
+  /** Headers that must match for a segment to join: all but lengths, ids, checksums and sequence. */
+  #sameFlow(src: Uint8Array, at: number, tcpOffset: number, tcpHeader: number): boolean {
+    const b = this.buffer;
+    const f = FRAME_START;
+    for (let i = 0; i < this.#ipOffset; i++) if (b[f + i] !== src[at + i]) return false;
+    const ip = this.#ipOffset;
+    const same = (from: number, to: number) => {
+      for (let i = from; i < to; i++) if (b[f + i] !== src[at + i]) return false;
+      return true;
+    };
+    const ipSame = this.#v4
+      ? same(ip, ip + 2) && same(ip + 6, ip + 10) && same(ip + 12, ip + 20)
+      : same(ip, ip + 4) && same(ip + 6, ip + 40);
+    // Ports, ack, header length and window, then the options byte for byte.
+    return ipSame && same(tcpOffset, tcpOffset + 4) && same(tcpOffset + 8, tcpOffset + 13) &&
+      same(tcpOffset + 14, tcpOffset + 16) && same(tcpOffset + 20, tcpOffset + tcpHeader) &&
+      (b[f + tcpOffset + 13] & TCP_PSH) === 0;
+  }
+
+  /**
+   * Makes the pending superframe ready to write: lengths, IPv4 header checksum, the TCP checksum field
+   * holding the pseudo-header sum, and the virtio-net header (or a zero one for a lone segment). Returns
+   * the bytes to write from buffer[0] (0 when nothing is pending) and forgets the superframe.
+   */
+  finish(): number {
+    if (this.count === 0) return 0;
+    const b = this.buffer;
+    const f = FRAME_START;
+    const total = this.length;
+    b.fill(0, 0, VnetHdr.SIZE);
+    if (this.count > 1) {
+      const ip = f + this.#ipOffset;
+      const tcp = f + this.#tcpOffset;
+      let pseudo: number;
+      const tcpLength = total - this.#tcpOffset;
+      if (this.#v4) {
+        const ipTotal = total - this.#ipOffset;
+        b[ip + 2] = ipTotal >> 8;
+        b[ip + 3] = ipTotal & 0xff;
+        b[ip + 10] = 0;
+        b[ip + 11] = 0;
+        const check = finishChecksum(onesSum(b, ip, ip + 20));
+        b[ip + 10] = check >> 8;
+        b[ip + 11] = check & 0xff;
+        pseudo = onesSum(b, ip + 12, ip + 20, 6 + tcpLength);
+      } else {
+        const payloadLength = total - this.#ipOffset - 40;
+        b[ip + 4] = payloadLength >> 8;
+        b[ip + 5] = payloadLength & 0xff;
+        pseudo = onesSum(b, ip + 8, ip + 40, 6 + tcpLength);
+      }
+      // The kernel completes the checksum from csum_start, starting from the folded pseudo-header sum.
+      const folded = ~finishChecksum(pseudo) & 0xffff;
+      b[tcp + 16] = folded >> 8;
+      b[tcp + 17] = folded & 0xff;
+      b[VnetHdr.FLAGS] = VnetHdr.F_NEEDS_CSUM;
+      b[VnetHdr.GSO_TYPE] = this.#v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6;
+      b[VnetHdr.HDR_LEN] = this.#headerLength & 0xff;
+      b[VnetHdr.HDR_LEN + 1] = this.#headerLength >> 8;
+      b[VnetHdr.GSO_SIZE] = this.#gsoSize & 0xff;
+      b[VnetHdr.GSO_SIZE + 1] = this.#gsoSize >> 8;
+      b[VnetHdr.CSUM_START] = this.#tcpOffset & 0xff;
+      b[VnetHdr.CSUM_START + 1] = this.#tcpOffset >> 8;
+      b[VnetHdr.CSUM_OFFSET] = 16;
+    }
+    this.count = 0;
+    this.owner = undefined;
+    return VnetHdr.SIZE + total;
+  }
+}

@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { FRAME_START, TcpCoalescer } from "../src/coalescing.ts";
+import { finishChecksum, onesSum, segmentTcp } from "../src/segmentation.ts";
+import { VnetHdr } from "../ffi/structs.ts";
+
+/** An IPv4 or IPv6 TCP frame (optionally behind Ethernet) carrying `payload` counting bytes. */
+function tcpFrame(version: 4 | 6, payload: number, l2 = 0, flags = 0x10, seq = 1000): Uint8Array {
+  const ipLength = version === 4 ? 20 : 40;
+  const frame = new Uint8Array(l2 + ipLength + 32 + payload);
+  if (l2) {
+    frame.set([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, version === 4 ? 0x08 : 0x86, version === 4 ? 0 : 0xdd]);
+  }
+  const ip = l2;
+  if (version === 4) {
+    const total = ipLength + 32 + payload;
+    frame.set([
+      0x45,
+      0,
+      total >> 8,
+      total & 0xff,
+      0,
+      1,
+      0x40,
+      0,
+      64,
+      6,
+      0,
+      0,
+      198,
+      18,
+      207,
+      1,
+      198,
+      18,
+      207,
+      2,
+    ], ip);
+  } else {
+    const p = 32 + payload;
+    frame.set([0x60, 0, 0, 0, p >> 8, p & 0xff, 6, 64], ip);
+    frame.set([0xfd, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], ip + 8);
+    frame.set([0xfd, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], ip + 24);
+  }
+  const tcp = ip + ipLength;
+  frame.set([0x30, 0x39, 0x14, 0x51, seq >>> 24, (seq >> 16) & 0xff, (seq >> 8) & 0xff, seq & 0xff], tcp);
+  frame.set([0, 0, 0, 7, 0x80, flags, 0x01, 0x00, 0, 0, 0, 0, 1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3], tcp + 8);
+  for (let i = 0; i < payload; i++) frame[tcp + 32 + i] = (seq + i) & 0xff;
+  return frame;
+}
+
+function segments(frame: Uint8Array, l2: number, gso: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let current!: Uint8Array;
+  const ipLength = frame[l2] >> 4 === 4 ? 20 : 40;
+  segmentTcp(frame, frame.length, l2, l2 + ipLength, gso, 0, {
+    next: () => current = new Uint8Array(4000),
+    commit: (length) => void out.push(current.slice(0, length)),
+  });
+  return out;
+}
+
+for (const [version, l2] of [[4, 0], [4, 14], [6, 0], [6, 14]] as const) {
+  Deno.test(`TcpCoalescer joins IPv${version} segments${l2 ? " behind Ethernet" : ""} back into the superframe`, () => {
+    const original = tcpFrame(version, 10_000, l2, 0x18);
+    const pieces = segments(original, l2, 1400);
+    assert.equal(pieces.length, 8);
+    const coalescer = new TcpCoalescer();
+    const offers = pieces.map((piece) => coalescer.offer(piece, 0, piece.length, l2, "slot"));
+    assert.deepEqual(offers, ["started", ...Array(6).fill("appended"), "appended-last"]);
+    assert.equal(coalescer.count, 8);
+    const n = coalescer.finish();
+    assert.equal(n, VnetHdr.SIZE + original.length);
+    const out = coalescer.buffer;
+    const view = new DataView(out.buffer);
+    assert.equal(out[VnetHdr.FLAGS], VnetHdr.F_NEEDS_CSUM);
+    assert.equal(out[VnetHdr.GSO_TYPE], version === 4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6);
+    assert.equal(view.getUint16(VnetHdr.GSO_SIZE, true), 1400);
+    const tcp = l2 + (version === 4 ? 20 : 40);
+    assert.equal(view.getUint16(VnetHdr.CSUM_START, true), tcp);
+    assert.equal(view.getUint16(VnetHdr.CSUM_OFFSET, true), 16);
+    assert.equal(view.getUint16(VnetHdr.HDR_LEN, true), tcp + 32);
+    const frame = out.subarray(FRAME_START, n);
+    // Payload, ports, seq of the first segment, flags with PSH: as in the original.
+    assert.deepEqual(frame.subarray(tcp + 32), original.subarray(tcp + 32));
+    assert.deepEqual(frame.subarray(tcp, tcp + 16), original.subarray(tcp, tcp + 16));
+    if (version === 4) assert.equal(finishChecksum(onesSum(frame, l2, l2 + 20)), 0, "IPv4 header checksum");
+    // Completing the partial checksum as the kernel would gives a valid TCP checksum.
+    const completed = frame.slice();
+    const check = finishChecksum(onesSum(completed, tcp, completed.length));
+    completed[tcp + 16] = check >> 8;
+    completed[tcp + 17] = check & 0xff;
+    const pseudo = version === 4
+      ? onesSum(completed, l2 + 12, l2 + 20, 6 + completed.length - tcp)
+      : onesSum(completed, l2 + 8, l2 + 40, 6 + completed.length - tcp);
+    assert.equal(finishChecksum(onesSum(completed, tcp, completed.length, pseudo)), 0, "TCP checksum");
+    assert.equal(coalescer.count, 0);
+  });
+}
+
+Deno.test("TcpCoalescer asks for a flush on a gap, another flow, another owner, or a segment after a short one", () => {
+  const c = new TcpCoalescer();
+  assert.equal(c.offer(tcpFrame(4, 1000, 0, 0x10, 1000), 0, 1052, 0, "a"), "started");
+  assert.equal(c.offer(tcpFrame(4, 1000, 0, 0x10, 3000), 0, 1052, 0, "a"), "flush-first", "gap");
+  const otherPort = tcpFrame(4, 1000, 0, 0x10, 2000);
+  otherPort[21] = 99;
+  assert.equal(c.offer(otherPort, 0, 1052, 0, "a"), "flush-first", "other flow");
+  assert.equal(c.offer(tcpFrame(4, 1000, 0, 0x10, 2000), 0, 1052, 0, "b"), "flush-first", "other owner");
+  assert.equal(c.offer(tcpFrame(4, 500, 0, 0x10, 2000), 0, 552, 0, "a"), "appended", "a short one");
+  assert.equal(c.offer(tcpFrame(4, 500, 0, 0x10, 2500), 0, 552, 0, "a"), "flush-first", "after a short one");
+  assert.equal(
+    c.offer(tcpFrame(4, 1000, 0, 0x10, 2500), 0, 1052, 0, "a"),
+    "flush-first",
+    "bigger than the first",
+  );
+  c.finish();
+});
+
+Deno.test("TcpCoalescer leaves SYN, FIN, UDP and fragments alone, and a lone segment gets a zero header", () => {
+  const c = new TcpCoalescer();
+  assert.equal(c.offer(tcpFrame(4, 10, 0, 0x12), 0, 62, 0, "a"), "ineligible", "SYN-ACK");
+  assert.equal(c.offer(tcpFrame(4, 10, 0, 0x11), 0, 62, 0, "a"), "ineligible", "FIN");
+  const udp = tcpFrame(4, 10);
+  udp[9] = 17;
+  assert.equal(c.offer(udp, 0, 62, 0, "a"), "ineligible");
+  const fragment = tcpFrame(4, 10);
+  fragment[6] = 0x20;
+  assert.equal(c.offer(fragment, 0, 62, 0, "a"), "ineligible");
+  assert.equal(c.offer(tcpFrame(4, 0), 0, 52, 0, "a"), "ineligible", "a pure ACK has no payload");
+  assert.equal(c.offer(new Uint8Array(20), 0, 20, 0, "a"), "ineligible", "too short");
+  const single = tcpFrame(4, 100);
+  assert.equal(c.offer(single, 0, single.length, 0, "a"), "started");
+  const n = c.finish();
+  assert.equal(n, VnetHdr.SIZE + single.length);
+  assert.deepEqual(c.buffer.subarray(0, VnetHdr.SIZE), new Uint8Array(VnetHdr.SIZE));
+  assert.deepEqual(c.buffer.subarray(VnetHdr.SIZE, n), single);
+  assert.equal(c.finish(), 0);
+});
