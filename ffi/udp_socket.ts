@@ -94,6 +94,15 @@ export class LibcUdpSocket implements Underlay {
     }
   }
 
+  /**
+   * Asks the kernel to join datagrams of one flow on receive (UDP_GRO); the reader must then split
+   * messages at the segment size it reports. False where the kernel does not offer it.
+   */
+  enableGro(): boolean {
+    const on = new Uint8Array(new Int32Array([1]).buffer);
+    return libc().setsockopt(this.fd, Linux.SOL_UDP, Linux.UDP_GRO, on, 4) === 0;
+  }
+
   /** Sends one datagram at once (sendto); false when the kernel refused it. */
   sendTo(datagram: Uint8Array<ArrayBuffer>, length: number, to: Endpoint): boolean {
     if (this.#closed) return false;

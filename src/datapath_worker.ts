@@ -138,64 +138,107 @@ function flushCoalesced(): void {
   }
 }
 
+/** Per received message, room for its control messages (the UDP GRO segment size). */
+const CONTROL_SPACE = 64;
+const rxControl = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(CONTROL_SPACE));
+for (let i = 0; i < WORKER_BATCH; i++) {
+  rxHeaders.setBigUint64(i * MMsgHdr.SIZE + MMsgHdr.CONTROL, addressOf(rxControl[i]), true);
+}
+/** A frame that arrived inside a GRO'd message and has to be written with a zero virtio-net header. */
+const rxSingle = new Uint8Array(BUFFER_SIZE);
+
+/**
+ * The UDP GRO segment size of received message `i` (0 when the kernel did not join datagrams): a
+ * struct cmsghdr { size_t len; int level; int type; } with level SOL_UDP and type UDP_GRO, then an int.
+ */
+function groSize(i: number): number {
+  const controlLength = Number(rxHeaders.getBigUint64(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN, true));
+  const control = rxControl[i];
+  if (controlLength < 20) return 0;
+  const view = new DataView(control.buffer);
+  if (view.getInt32(8, true) !== Linux.SOL_UDP || view.getInt32(12, true) !== Linux.UDP_GRO) return 0;
+  return view.getInt32(16, true);
+}
+
+/** One datagram (at `at`, `length` bytes, in buffer `i`): data to its device, control up. */
+function deliver(i: number, at: number, length: number): void {
+  const buffer = rxBuffers[i];
+  if (length === 0) {
+    drops[Drop.EMPTY]++;
+    return;
+  }
+  const vid = buffer[at];
+  if (vid === 0) {
+    drops[Drop.CONTROL]++;
+    send({ type: "control", datagram: buffer.slice(at, at + length), from: sockaddrEndpoint(rxNames[i]) });
+    return;
+  }
+  const candidates = byVid[vid];
+  let target: Slot | undefined;
+  for (let k = 0; k < candidates.length; k++) {
+    if (sameAddress(candidates[k].address, rxNames[i])) {
+      target = candidates[k];
+      break;
+    }
+  }
+  if (target === undefined) {
+    drops[Drop.UNKNOWN_CIRCUIT]++;
+    return;
+  }
+  if (length < 2) {
+    drops[Drop.RUNT]++;
+    return;
+  }
+  const frameAt = at + 1;
+  const frameLength = length - 1;
+  const base = target.slot * CIRCUIT_FIELDS;
+  let written: number;
+  if (target.offload) {
+    let offer = coalescer.offer(buffer, frameAt, frameLength, target.ipOffset, target);
+    if (offer === "flush-first") {
+      flushCoalesced();
+      offer = coalescer.offer(buffer, frameAt, frameLength, target.ipOffset, target);
+    }
+    if (offer === "appended-last") flushCoalesced();
+    if (offer !== "ineligible") return;
+    if (at === VID_AT) {
+      buffer[VID_AT] = 0; // The 10 bytes before the frame are now a zero virtio-net header.
+      written = c.write_frame(target.fd, buffer, size(FRAME_AT + frameLength));
+    } else {
+      rxSingle.set(buffer.subarray(frameAt, frameAt + frameLength), FRAME_AT);
+      written = c.write_frame(target.fd, rxSingle, size(FRAME_AT + frameLength));
+    }
+  } else {
+    const frame = at === VID_AT ? rxFrames[i] : buffer.subarray(frameAt);
+    written = c.write_frame(target.fd, frame, size(frameLength));
+  }
+  if (written >= 0) {
+    circuitCounters[base + Counter.RX_PACKETS]++;
+    circuitCounters[base + Counter.RX_BYTES] += frameLength;
+  } else {
+    circuitCounters[base + Counter.RX_DROPPED]++;
+  }
+}
+
 /** recvmmsg until the socket is empty (or a turn is used up); data to devices, control up. */
 function receiveFromUnderlay(): void {
   for (let turn = 0; turn < BATCHES_PER_TURN; turn++) {
+    for (let i = 0; i < WORKER_BATCH; i++) {
+      rxHeaders.setUint32(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN, CONTROL_SPACE, true);
+      rxHeaders.setUint32(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN + 4, 0, true);
+    }
     const got = c.recvmmsg(udpFd, rx.headers, WORKER_BATCH, Linux.MSG_DONTWAIT, null);
     if (got <= 0) return;
     for (let i = 0; i < got; i++) {
       const length = rxHeaders.getUint32(i * MMsgHdr.SIZE + MMsgHdr.LEN, true);
-      const buffer = rxBuffers[i];
-      if (length === 0) {
-        drops[Drop.EMPTY]++;
+      const segment = groSize(i);
+      if (segment <= 0 || segment >= length) {
+        deliver(i, VID_AT, length);
         continue;
       }
-      const vid = buffer[VID_AT];
-      if (vid === 0) {
-        drops[Drop.CONTROL]++;
-        send({
-          type: "control",
-          datagram: buffer.slice(VID_AT, VID_AT + length),
-          from: sockaddrEndpoint(rxNames[i]),
-        });
-        continue;
-      }
-      const candidates = byVid[vid];
-      let target: Slot | undefined;
-      for (let k = 0; k < candidates.length; k++) {
-        if (sameAddress(candidates[k].address, rxNames[i])) {
-          target = candidates[k];
-          break;
-        }
-      }
-      if (target === undefined) {
-        drops[Drop.UNKNOWN_CIRCUIT]++;
-        continue;
-      }
-      if (length < 2) {
-        drops[Drop.RUNT]++;
-        continue;
-      }
-      const base = target.slot * CIRCUIT_FIELDS;
-      let written: number;
-      if (target.offload) {
-        let offer = coalescer.offer(buffer, FRAME_AT, length - 1, target.ipOffset, target);
-        if (offer === "flush-first") {
-          flushCoalesced();
-          offer = coalescer.offer(buffer, FRAME_AT, length - 1, target.ipOffset, target);
-        }
-        if (offer === "appended-last") flushCoalesced();
-        if (offer !== "ineligible") continue;
-        buffer[VID_AT] = 0; // The 10 bytes before the frame are now a zero virtio-net header.
-        written = c.write_frame(target.fd, buffer, size(FRAME_AT + length - 1));
-      } else {
-        written = c.write_frame(target.fd, rxFrames[i], size(length - 1));
-      }
-      if (written >= 0) {
-        circuitCounters[base + Counter.RX_PACKETS]++;
-        circuitCounters[base + Counter.RX_BYTES] += length - 1;
-      } else {
-        circuitCounters[base + Counter.RX_DROPPED]++;
+      // The kernel joined several datagrams of one flow (UDP GRO): every `segment` bytes is one datagram.
+      for (let offset = 0; offset < length; offset += segment) {
+        deliver(i, VID_AT + offset, Math.min(segment, length - offset));
       }
     }
     flushCoalesced();
@@ -203,17 +246,78 @@ function receiveFromUnderlay(): void {
   }
 }
 
-/** Sends tx buffers [0, count) to txName; returns how many went out. */
+/** Per sent message, a control message carrying the UDP GSO segment size. */
+const txControl = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(CONTROL_SPACE));
+const txControlView = txControl.map((b) => new DataView(b.buffer));
+/** Each tx buffer's datagram length, and the iovecs' address, for building messages from runs. */
+const txLengths = new Int32Array(WORKER_BATCH);
+const txIovecLow = Number(addressOf(tx.iovecs) & 0xffffffffn);
+const txIovecHigh = Number(addressOf(tx.iovecs) >> 32n);
+const txHeaders = new DataView(tx.headers.buffer);
+for (let j = 0; j < WORKER_BATCH; j++) {
+  const view = txControlView[j];
+  view.setBigUint64(0, 18n, true); // CMSG_LEN(sizeof(uint16_t))
+  view.setInt32(8, Linux.SOL_UDP, true);
+  view.setInt32(12, Linux.UDP_SEGMENT, true);
+  txHeaders.setBigUint64(j * MMsgHdr.SIZE + MMsgHdr.CONTROL, addressOf(txControl[j]), true);
+}
+/** Whether the kernel takes UDP_SEGMENT; turned off for good on the first refusal. */
+let udpGso = true;
+/** Largest UDP GSO send: 64 datagrams, under 64 KiB in all. */
+const GSO_MAX_SEGMENTS = 64;
+const GSO_MAX_BYTES = 65_000;
+
+/**
+ * Sends tx buffers [0, count) to txName; returns how many datagrams went out. Runs of datagrams of one
+ * size (the segments of a TCP superframe, or a stream of equal packets), the last maybe shorter, go
+ * out as one message with UDP_SEGMENT, so the kernel handles them as one.
+ */
 function flush(count: number): number {
+  let messages = 0;
+  for (let k = 0; k < count;) {
+    const size0 = txLengths[k];
+    let n = 1;
+    let bytes = size0;
+    while (
+      udpGso && k + n < count && n < GSO_MAX_SEGMENTS && bytes + txLengths[k + n] <= GSO_MAX_BYTES &&
+      txLengths[k + n] <= size0 && txLengths[k + n - 1] === size0
+    ) {
+      bytes += txLengths[k + n];
+      n++;
+    }
+    const at = messages * MMsgHdr.SIZE;
+    // 64-bit fields written as two 32-bit halves, so that no BigInt is made per message.
+    const low = txIovecLow + k * 16;
+    txHeaders.setUint32(at + MMsgHdr.IOV, low >>> 0, true);
+    txHeaders.setUint32(at + MMsgHdr.IOV + 4, txIovecHigh + (low > 0xffffffff ? 1 : 0), true);
+    txHeaders.setUint32(at + MMsgHdr.IOVLEN, n, true);
+    txHeaders.setUint32(at + MMsgHdr.IOVLEN + 4, 0, true);
+    if (n > 1) txControlView[messages].setUint16(16, size0, true);
+    txHeaders.setUint32(at + MMsgHdr.CONTROLLEN, n > 1 ? 24 : 0, true);
+    txHeaders.setUint32(at + MMsgHdr.CONTROLLEN + 4, 0, true);
+    runLength[messages] = n;
+    messages++;
+    k += n;
+  }
+  let sentMessages = 0;
   let sent = 0;
-  while (sent < count) {
-    const headers = sent === 0 ? tx.headers : tx.headers.subarray(sent * MMsgHdr.SIZE);
-    const n = c.sendmmsg(udpFd, headers, count - sent, 0);
-    if (n <= 0) break;
-    sent += n;
+  while (sentMessages < messages) {
+    const headers = sentMessages === 0 ? tx.headers : tx.headers.subarray(sentMessages * MMsgHdr.SIZE);
+    const n = c.sendmmsg(udpFd, headers, messages - sentMessages, 0);
+    if (n <= 0) {
+      if (udpGso && sent === 0 && messages < count) {
+        // The kernel refused UDP_SEGMENT (EIO or EINVAL on an old kernel or device): go without.
+        udpGso = false;
+        return flush(count);
+      }
+      break;
+    }
+    for (let m = 0; m < n; m++) sent += runLength[sentMessages + m];
+    sentMessages += n;
   }
   return sent;
 }
+const runLength = new Int32Array(WORKER_BATCH);
 
 /** Exchanges tx buffer `index` with the scratch buffer, keeping its iovec pointing at the new one. */
 function swapWithScratch(index: number): void {
@@ -239,6 +343,7 @@ const segmentSink = {
   commit(length: number): void {
     txBuffers[this.count][VID_AT] = this.vid;
     txIovecs.setUint32(this.count * 16 + 8, length + 1, true);
+    txLengths[this.count] = length + 1;
     this.count++;
     this.total++;
     this.bytes += length;

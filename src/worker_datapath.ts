@@ -84,6 +84,7 @@ export class WorkerDatapath implements DatapathEngine {
       );
       this.#resolveStopped();
     };
+    socket.enableGro();
     this.#post({
       type: "init",
       udpFd: socket.fd,
