@@ -30,6 +30,8 @@ const symbols = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout); on a helper thread, to sleep until ready */
   poll_wait: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** int sched_yield(void); */
+  sched_yield: { parameters: [], result: "i32" },
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** int socket(int domain, int type, int protocol); */
