@@ -161,8 +161,8 @@ function groSize(i: number): number {
 }
 
 /**
- * After this many device writes the Worker gives up its core for a moment (sched_yield), so that the
- * application reading those frames on the same core can drain its socket: without it, a burst of
+ * With UDP GRO, after this many device writes the Worker gives up its core for a moment (sched_yield), so
+ * that the application reading those frames on the same core can drain its socket: without it, a burst of
  * joined datagrams overflows a receiving application's UDP buffer (measured with bench/: iperf3 UDP at
  * under 1% loss went from about 35k to 55-67k packets/s).
  */
@@ -221,7 +221,7 @@ function deliver(i: number, at: number, length: number): void {
     const frame = at === VID_AT ? rxFrames[i] : buffer.subarray(frameAt);
     written = c.write_frame(target.fd, frame, size(frameLength));
   }
-  if (++writesSinceYield >= YIELD_EVERY) {
+  if (udpGso && ++writesSinceYield >= YIELD_EVERY) {
     writesSinceYield = 0;
     c.sched_yield();
   }
@@ -453,6 +453,7 @@ function handle(message: ToWorker): void {
       circuitCounters = new Float64Array(message.circuitCounters);
       drops = new Float64Array(message.drops);
       posted = new Int32Array(message.posted);
+      udpGso = message.udpGso;
       rebuildPollSet();
       run();
       break;

@@ -27,7 +27,7 @@ export function startKernelDaemon(
     bindUnderlay: (port) => underlay === "libc" ? LibcUdpSocket.bind(port) : DenoUnderlay.bind(port),
     createDatapath: underlay === "libc"
       ? (socket, onControl, onDeviceFailure) =>
-        new WorkerDatapath(socket as LibcUdpSocket, onControl, onDeviceFailure)
+        new WorkerDatapath(socket as LibcUdpSocket, onControl, onDeviceFailure, options.offload ?? true)
       : undefined,
     now: () => performance.now(),
     wallClock: () => Date.now(),

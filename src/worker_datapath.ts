@@ -65,7 +65,13 @@ export class WorkerDatapath implements DatapathEngine {
   readonly #onControl: ControlHandler;
   readonly #onDeviceFailure: DeviceFailureHandler;
 
-  constructor(socket: LibcUdpSocket, onControl: ControlHandler, onDeviceFailure: DeviceFailureHandler) {
+  /** With `offload` false no UDP GSO or GRO is used either (--no-offload). */
+  constructor(
+    socket: LibcUdpSocket,
+    onControl: ControlHandler,
+    onDeviceFailure: DeviceFailureHandler,
+    offload = true,
+  ) {
     this.#onControl = onControl;
     this.#onDeviceFailure = onDeviceFailure;
     this.#wakeFd = check(libc().eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd");
@@ -84,7 +90,7 @@ export class WorkerDatapath implements DatapathEngine {
       );
       this.#resolveStopped();
     };
-    socket.enableGro();
+    const udpGso = offload && socket.enableGro();
     this.#post({
       type: "init",
       udpFd: socket.fd,
@@ -92,6 +98,7 @@ export class WorkerDatapath implements DatapathEngine {
       circuitCounters: this.#circuitCounters.buffer,
       drops: this.#drops.buffer,
       posted: this.#posted.buffer,
+      udpGso,
     });
   }
 

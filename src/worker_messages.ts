@@ -31,6 +31,8 @@ export type ToWorker =
     drops: SharedArrayBuffer;
     /** Int32 [0]: how many messages the main isolate has posted, so the Worker knows when it has all. */
     posted: SharedArrayBuffer;
+    /** Send runs of equal datagrams with UDP GSO (the socket joins received ones with UDP GRO). */
+    udpGso: boolean;
   }
   | {
     type: "add";
