@@ -7,12 +7,13 @@
 
 import type { LinkDevice } from "./link_device.ts";
 import type { Endpoint } from "./underlay.ts";
-import type {
-  CircuitCounters,
-  ControlHandler,
-  DatapathCounters,
-  DatapathEngine,
-  DeviceFailureHandler,
+import {
+  type CircuitCounters,
+  type ControlHandler,
+  type DatapathCounters,
+  type DatapathEngine,
+  type DeviceFailureHandler,
+  zeroCounters,
 } from "./datapath.ts";
 import { check, libc } from "../ffi/libc.ts";
 import { Linux } from "../ffi/structs.ts";
@@ -165,8 +166,7 @@ export class WorkerDatapath implements DatapathEngine {
     const slot = this.#freeSlots.pop() ?? this.#nextSlot++;
     if (slot >= WORKER_SLOTS) throw new RangeError(`More than ${WORKER_SLOTS} circuits`);
     this.#circuitCounters.fill(0, slot * CIRCUIT_FIELDS, (slot + 1) * CIRCUIT_FIELDS);
-    const live = counters ??
-      { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, txDropped: 0, rxDropped: 0 };
+    const live = counters ?? zeroCounters();
     device.retain();
     this.#slots.set(slot, { slot, vid, remote, device, counters: live, offset: { ...live } });
     this.#byKey.set(key, slot);
