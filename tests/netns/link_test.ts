@@ -4,8 +4,16 @@ import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 
-/** The two UDP datapaths: every test here runs over each. */
-type Underlay = "libc" | "deno";
+/**
+ * The datapaths: the libc Worker with offloads (the default), the same without offloads, and Deno's own
+ * UDP socket. Every test here runs over each.
+ */
+const DATAPATHS = {
+  "libc": ["--underlay", "libc"],
+  "libc --no-offload": ["--underlay", "libc", "--no-offload"],
+  "deno": ["--underlay", "deno"],
+} as const;
+type Underlay = keyof typeof DATAPATHS;
 
 /** Starts a listener in b and an initiator in a (for circuit `vid`), waits until both have the interface. */
 async function linkWith(bed: Bed, initiatorArgs: string[], vid: number, underlay: Underlay) {
@@ -15,10 +23,9 @@ async function linkWith(bed: Bed, initiatorArgs: string[], vid: number, underlay
     "198.18.0.0/15",
     "--allow",
     "fd00::/8",
-    "--underlay",
-    underlay,
+    ...DATAPATHS[underlay],
   ]);
-  const initiator = bed.vela(bed.a, ["--vid", String(vid), ...initiatorArgs, "--underlay", underlay]);
+  const initiator = bed.vela(bed.a, ["--vid", String(vid), ...initiatorArgs, ...DATAPATHS[underlay]]);
   const ifname = `vela${vid}`;
   await bed.until(
     async () => (await bed.hasLink(bed.a, ifname)) && (await bed.hasLink(bed.b, ifname)),
@@ -44,7 +51,7 @@ async function stopCleanly(
   assert.equal(listenerStatus.code, 0, processes.listener.output());
 }
 
-for (const underlay of ["libc", "deno"] as const) {
+for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
   const link = (bed: Bed, initiatorArgs: string[], vid = 3) => linkWith(bed, initiatorArgs, vid, underlay);
 
   netnsTest(
