@@ -5,7 +5,7 @@ import { type Command, type DaemonArgs, HELP, parseCommandLine, UsageError } fro
 import { ConfigError, readConfigFile } from "./src/config_file.ts";
 import { answerControl } from "./src/control_commands.ts";
 import { sendControl } from "./src/control_client.ts";
-import { formatConnect, nok, parseReply } from "./src/control_protocol.ts";
+import { type DeviceInfo, formatConnect, nok, parseReply } from "./src/control_protocol.ts";
 import { ControlServer } from "./src/control_server.ts";
 import type { CircuitStatus, Daemon, DaemonStatus } from "./src/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
@@ -136,18 +136,14 @@ async function run(command: Command): Promise<void> {
     }
     case "devices": {
       const reply = await ask(command.control, "DEVICES? JSON");
-      const devices = reply.json as {
-        ifname: string;
-        mode: string;
-        mtu: number;
-        peer: string;
-        vid: number;
-        state: string;
-      }[];
-      if (command.json) console.log(JSON.stringify(devices, null, 2));
-      else {for (const d of devices) {
-          console.log(`${d.ifname}\t${d.mode}\tmtu ${d.mtu}\t${d.peer} vid ${d.vid}\t${d.state}`);
-        }}
+      const devices = reply.json as DeviceInfo[];
+      if (command.json) {
+        console.log(JSON.stringify(devices, null, 2));
+        return;
+      }
+      for (const d of devices) {
+        console.log(`${d.ifname}\t${d.mode}\tmtu ${d.mtu}\t${d.peer} vid ${d.vid}\t${d.state}`);
+      }
       return;
     }
     case "close": {

@@ -4,11 +4,8 @@ import denoJson from "../deno.json" with { type: "json" };
 import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from "./control_protocol.ts";
 import type { Daemon } from "./daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
-import type { IpAddress } from "./ip.ts";
 import { DEFAULT_PORT } from "./cli.ts";
-
-/** Resolves a peer name for CONNECT (the daemon's resolver). */
-export type Resolve = (host: string, family?: 4 | 6) => Promise<IpAddress>;
+import { circuitSpec, type Resolve } from "./startup.ts";
 
 /** The DEVICES? view of a daemon's status. */
 export function devicesOf(daemon: Daemon): DeviceInfo[] {
@@ -43,17 +40,7 @@ export async function answerControl(daemon: Daemon, resolve: Resolve, line: stri
     case "CONNECT": {
       const circuit = request.circuit;
       try {
-        daemon.connect({
-          peerName: circuit.host,
-          peer: await resolve(circuit.host, circuit.family),
-          port: request.port ?? DEFAULT_PORT,
-          vid: circuit.vid,
-          mode: circuit.mode,
-          addresses: circuit.addresses,
-          mtu: circuit.mtu,
-          ifname: circuit.ifname,
-          family: circuit.family,
-        });
+        daemon.connect(await circuitSpec(circuit, request.port ?? DEFAULT_PORT, resolve));
       } catch (error) {
         if (error instanceof RuntimeFailure) return nok(error.message);
         throw error;

@@ -134,10 +134,6 @@ export class Datapath implements DatapathEngine {
     if (circuit) this.#stop(circuit);
   }
 
-  circuitCounters(address: string, vid: number): CircuitCounters | undefined {
-    return this.#lookup(address, vid)?.counters;
-  }
-
   /** Nothing to do here: closing the underlay and the devices ends this datapath. */
   stop(): Promise<void> {
     return Promise.resolve();

@@ -1,12 +1,35 @@
 /** From the command line (and --config, --key-file) to a daemon configuration, peers resolved. */
 
-import type { DaemonArgs } from "./cli.ts";
+import type { CircuitArgs, DaemonArgs } from "./cli.ts";
+import type { IpAddress } from "./ip.ts";
 import { ConfigError, type FileConfig, readConfigFile } from "./config_file.ts";
 import type { CircuitSpec, DaemonConfig } from "./daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 import { KeyError, readKeyFile } from "./keys.ts";
 import { resolvePeer } from "./resolve.ts";
 import { DEFAULT_PORT } from "./cli.ts";
+
+/** Resolves a peer name to one address of the wanted family (resolvePeer, or a fake in tests). */
+export type Resolve = (host: string, family?: 4 | 6) => Promise<IpAddress>;
+
+/** A circuit as given (flags, config file or CONNECT) with its peer resolved: what the daemon starts. */
+export async function circuitSpec(
+  circuit: CircuitArgs,
+  port: number,
+  resolve: Resolve,
+): Promise<CircuitSpec> {
+  return {
+    peerName: circuit.host,
+    peer: await resolve(circuit.host, circuit.family),
+    port,
+    vid: circuit.vid,
+    mode: circuit.mode,
+    addresses: circuit.addresses,
+    mtu: circuit.mtu,
+    ifname: circuit.ifname,
+    family: circuit.family,
+  };
+}
 
 /** The settings of a daemon as a config file would give them. */
 function fromArgs(args: DaemonArgs): FileConfig {
@@ -54,17 +77,9 @@ export async function buildDaemonConfig(
   const localPort = settings.port ?? (settings.listen ? DEFAULT_PORT : 0);
   const circuits: CircuitSpec[] = [];
   for (const circuit of settings.circuits) {
-    circuits.push({
-      peerName: circuit.peer,
-      peer: await resolvePeer(circuit.peer, circuit.family),
-      port: circuit.port ?? DEFAULT_PORT,
-      vid: circuit.vid,
-      mode: circuit.mode,
-      addresses: circuit.addresses,
-      mtu: circuit.mtu,
-      ifname: circuit.ifname,
-      family: circuit.family,
-    });
+    circuits.push(
+      await circuitSpec({ ...circuit, host: circuit.peer }, circuit.port ?? DEFAULT_PORT, resolvePeer),
+    );
   }
   return {
     port: localPort,

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { sendControl } from "../src/control_client.ts";
-import { answerControl, type Resolve } from "../src/control_commands.ts";
+import { answerControl } from "../src/control_commands.ts";
+import type { Resolve } from "../src/startup.ts";
 import { MAX_COMMAND_LENGTH, parseReply, replyLineCount } from "../src/control_protocol.ts";
 import { ControlServer } from "../src/control_server.ts";
 import type { DaemonConfig, DaemonStatus } from "../src/daemon.ts";
