@@ -22,6 +22,8 @@ const symbols = {
    */
   read_frame: { name: "read", parameters: ["i32", "buffer", "usize"], result: "i32" },
   write_frame: { name: "write", parameters: ["i32", "buffer", "usize"], result: "i32" },
+  /** ssize_t writev(int fd, const struct iovec *iov, int iovcnt); the result as write_frame's */
+  writev_frame: { name: "writev", parameters: ["i32", "buffer", "i32"], result: "i32" },
   /** int ioctl(int fd, unsigned long request, void *argp); */
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   /** int ioctl(int fd, unsigned long request, unsigned long value); for requests that take a value */

@@ -233,7 +233,11 @@ export const MMsgHdr = {
   LEN: 56,
 } as const;
 
-/** The address of a buffer's first byte, for pointers stored inside structs. */
+/**
+ * The address of a buffer's first byte, for pointers stored inside structs. The address is good only
+ * while the buffer is reachable from JavaScript: a buffer that nothing but a struct points at is garbage
+ * to V8 and its memory is reused.
+ */
 export function addressOf(buffer: Uint8Array<ArrayBuffer>): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
 }

@@ -10,7 +10,7 @@
 /// <reference lib="deno.worker" />
 
 import { libc } from "../ffi/libc.ts";
-import { addressOf, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
+import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { TcpCoalescer } from "./coalescing.ts";
 import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
@@ -89,11 +89,15 @@ for (const buffer of [...txBuffers, scratch]) {
 const wakeBuffer = new Uint8Array(8);
 
 /**
- * A size for a size_t parameter. Deno's FFI takes a plain number for 64-bit integer parameters (its
- * types say bigint); passing the number avoids one BigInt per frame.
+ * Every size_t argument the loop passes, made once. Deno's fast FFI calls take a 64-bit integer only as a
+ * BigInt: a plain number sends V8 back from the optimized loop to slow code (a deoptimization, over and
+ * over under load), and a BigInt made per call would be an allocation per frame.
  */
+const SIZES: readonly bigint[] = Array.from({ length: BUFFER_SIZE + 1 }, (_, n) => BigInt(n));
+
+/** The BigInt for a size (0 to BUFFER_SIZE), without allocating. */
 function size(n: number): bigint {
-  return n as unknown as bigint;
+  return SIZES[n];
 }
 
 function send(message: ToMain): void {
@@ -141,21 +145,45 @@ function flushCoalesced(): void {
 /** Per received message, room for its control messages (the UDP GRO segment size). */
 const CONTROL_SPACE = 64;
 const rxControl = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(CONTROL_SPACE));
+const rxControlViews = rxControl.map((b) => new DataView(b.buffer));
 for (let i = 0; i < WORKER_BATCH; i++) {
   rxHeaders.setBigUint64(i * MMsgHdr.SIZE + MMsgHdr.CONTROL, addressOf(rxControl[i]), true);
 }
-/** A frame that arrived inside a GRO'd message and has to be written with a zero virtio-net header. */
-const rxSingle = new Uint8Array(BUFFER_SIZE);
+/**
+ * A frame that arrived inside a GRO'd message is written where it lies, with writev: iovec 0 is a zero
+ * virtio-net header (for devices with offload), iovec 1 the frame in its receive buffer. The buffers'
+ * addresses are kept as 32-bit halves so that nothing is allocated per frame.
+ */
+// One allocation holds both iovecs and, after them, the zero header, so that the header lives as long as
+// the iovecs that point at it (a buffer only pointed at from a struct could be garbage-collected).
+const frameIovecsMemory = new Uint8Array(2 * Iovec.SIZE + VnetHdr.SIZE);
+const frameIovecs = frameIovecsMemory.subarray(0, 2 * Iovec.SIZE);
+const frameIovecsView = new DataView(frameIovecsMemory.buffer);
+frameIovecsView.setBigUint64(Iovec.BASE, addressOf(frameIovecsMemory) + BigInt(2 * Iovec.SIZE), true);
+frameIovecsView.setBigUint64(Iovec.LEN, BigInt(VnetHdr.SIZE), true);
+const frameIovecsFromFrame = frameIovecs.subarray(Iovec.SIZE);
+const rxAddressLow = rxBuffers.map((b) => Number(addressOf(b) & 0xffffffffn));
+const rxAddressHigh = rxBuffers.map((b) => Number(addressOf(b) >> 32n));
+
+/** Writes `length` bytes at `at` of receive buffer `i` to `fd`, after a zero virtio-net header if `vnet`. */
+function writeInPlace(fd: number, i: number, at: number, length: number, vnet: boolean): number {
+  const low = rxAddressLow[i] + at;
+  const carry = low > 0xffffffff ? 1 : 0;
+  frameIovecsView.setUint32(Iovec.SIZE + Iovec.BASE, low >>> 0, true);
+  frameIovecsView.setUint32(Iovec.SIZE + Iovec.BASE + 4, rxAddressHigh[i] + carry, true);
+  frameIovecsView.setUint32(Iovec.SIZE + Iovec.LEN, length, true);
+  return vnet ? c.writev_frame(fd, frameIovecs, 2) : c.writev_frame(fd, frameIovecsFromFrame, 1);
+}
 
 /**
  * The UDP GRO segment size of received message `i` (0 when the kernel did not join datagrams): a
  * struct cmsghdr { size_t len; int level; int type; } with level SOL_UDP and type UDP_GRO, then an int.
  */
 function groSize(i: number): number {
-  const controlLength = Number(rxHeaders.getBigUint64(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN, true));
-  const control = rxControl[i];
+  // msg_controllen is a size_t; its high half is zero for anything that fits CONTROL_SPACE.
+  const controlLength = rxHeaders.getUint32(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN, true);
   if (controlLength < 20) return 0;
-  const view = new DataView(control.buffer);
+  const view = rxControlViews[i];
   if (view.getInt32(8, true) !== Linux.SOL_UDP || view.getInt32(12, true) !== Linux.UDP_GRO) return 0;
   return view.getInt32(16, true);
 }
@@ -214,12 +242,12 @@ function deliver(i: number, at: number, length: number): void {
       buffer[VID_AT] = 0; // The 10 bytes before the frame are now a zero virtio-net header.
       written = c.write_frame(target.fd, buffer, size(FRAME_AT + frameLength));
     } else {
-      rxSingle.set(buffer.subarray(frameAt, frameAt + frameLength), FRAME_AT);
-      written = c.write_frame(target.fd, rxSingle, size(FRAME_AT + frameLength));
+      written = writeInPlace(target.fd, i, frameAt, frameLength, true);
     }
+  } else if (at === VID_AT) {
+    written = c.write_frame(target.fd, rxFrames[i], size(frameLength));
   } else {
-    const frame = at === VID_AT ? rxFrames[i] : buffer.subarray(frameAt);
-    written = c.write_frame(target.fd, frame, size(frameLength));
+    written = writeInPlace(target.fd, i, frameAt, frameLength, false);
   }
   if (udpGso && ++writesSinceYield >= YIELD_EVERY) {
     writesSinceYield = 0;

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
+import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 
 /**
@@ -213,6 +214,65 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
       await stopCleanly(bed, processes, processes.ifname);
     },
   );
+
+  for (const mode of ["tap", "tun"] as const) {
+    netnsTest(
+      `a UDP stream over a ${mode} link arrives with no frame refused by the device (${underlay} underlay)`,
+      async () => {
+        if (!(await requireProgram("iperf3", "iperf3"))) return;
+        await using bed = await Bed.create();
+        // Equal datagrams in a stream are what the offload path sends as one UDP GSO message and receives
+        // as one GRO message, then writes to the device frame by frame.
+        const processes = await link(bed, [
+          "--peer",
+          bed.b4,
+          "--mode",
+          mode,
+          "--address",
+          "198.18.207.21/30",
+        ]);
+        await bed.waitPing(bed.a, "198.18.207.22");
+        const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", "198.18.207.22"]);
+        await bed.until(
+          async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
+          "iperf3 -s",
+        );
+        const client = await bed.exec(bed.a, [
+          "iperf3",
+          "-c",
+          "198.18.207.22",
+          "-u",
+          "-b",
+          "50M",
+          "-l",
+          "1200",
+          "-t",
+          "2",
+          "-J",
+        ]);
+        assert.equal(client.code, 0, client.stdout + client.stderr);
+        await bed.stop(server);
+        const report = JSON.parse(client.stdout).end.sum;
+        const delivered = report.packets - report.lost_packets;
+        const status = await bed.velaCommand(bed.b, [
+          "status",
+          "--control",
+          processes.listener.control!,
+          "--json",
+        ]);
+        assert.equal(status.code, 0, status.stderr);
+        const [circuit] = (JSON.parse(status.stdout) as DaemonStatus).circuits;
+        console.log(
+          `UDP over ${mode}: ${delivered} of ${report.packets} datagrams delivered; the listener wrote ` +
+            `${circuit.rxPackets} frames, the device refused ${circuit.drops.deviceRefused}`,
+        );
+        assert.equal(circuit.drops.deviceRefused, 0, JSON.stringify(circuit));
+        assert.ok(circuit.rxPackets >= delivered, JSON.stringify(circuit));
+        assert.ok(delivered > report.packets / 2, `only ${delivered} of ${report.packets} datagrams arrived`);
+        await stopCleanly(bed, processes, processes.ifname);
+      },
+    );
+  }
 
   netnsTest(
     `an IPv6 underlay with an IPv6 peer literal carries the link (${underlay} underlay)`,
