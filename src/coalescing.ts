@@ -8,12 +8,15 @@
  */
 
 import { VnetHdr } from "../ffi/structs.ts";
-import { finishChecksum, onesSum } from "./segmentation.ts";
+import { finishChecksum } from "./segmentation.ts";
+import { copyBytes, onesSum } from "./bytes.ts";
 
 /** Where the frame starts in the coalescing buffer: after the virtio-net header. */
 export const FRAME_START = VnetHdr.SIZE;
 /** The largest superframe joined (an IPv4 total length must fit 16 bits). */
 export const MAX_SUPERFRAME = 65_000;
+/** The bytes a coalescer builds in: the header, the largest superframe and one more segment. */
+export const COALESCING_BUFFER_SIZE = FRAME_START + MAX_SUPERFRAME + 1600;
 
 const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
@@ -22,7 +25,7 @@ export type Offer = "started" | "appended" | "appended-last" | "flush-first" | "
 
 export class TcpCoalescer {
   /** The virtio-net header at 0, then the superframe. */
-  readonly buffer = new Uint8Array(FRAME_START + MAX_SUPERFRAME + 1600);
+  readonly buffer: Uint8Array;
   /** Who the pending superframe is for (the worker's slot); undefined when none is pending. */
   owner: unknown = undefined;
   /** Segments in the pending superframe, and its length (headers and payload). */
@@ -35,6 +38,17 @@ export class TcpCoalescer {
   #nextSeq = 0;
   #lastShort = false;
   #v4 = false;
+
+  /**
+   * `buffer`, when given, is where superframes are built (at least COALESCING_BUFFER_SIZE bytes): a view
+   * of the same ArrayBuffer as the frames offered lets them be copied without allocating.
+   */
+  constructor(buffer = new Uint8Array(COALESCING_BUFFER_SIZE)) {
+    if (buffer.length < COALESCING_BUFFER_SIZE) {
+      throw new RangeError(`A coalescing buffer needs ${COALESCING_BUFFER_SIZE} bytes`);
+    }
+    this.buffer = buffer;
+  }
 
   /**
    * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
@@ -68,7 +82,7 @@ export class TcpCoalescer {
     const seq = (((src[tcp + 4] << 24) >>> 0) + (src[tcp + 5] << 16) + (src[tcp + 6] << 8) + src[tcp + 7]) >>>
       0;
     if (this.count === 0) {
-      this.buffer.set(src.subarray(at, at + length), FRAME_START);
+      copyBytes(this.buffer, FRAME_START, src, at, at + length);
       this.owner = owner;
       this.count = 1;
       this.length = length;
@@ -89,7 +103,7 @@ export class TcpCoalescer {
     ) {
       return "flush-first";
     }
-    this.buffer.set(src.subarray(at + headerLength, at + length), FRAME_START + this.length);
+    copyBytes(this.buffer, FRAME_START + this.length, src, at + headerLength, at + length);
     this.length += payload;
     this.count++;
     this.#nextSeq = (seq + payload) >>> 0;

@@ -12,7 +12,7 @@
 import { libc } from "../ffi/libc.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
-import { TcpCoalescer } from "./coalescing.ts";
+import { COALESCING_BUFFER_SIZE, TcpCoalescer } from "./coalescing.ts";
 import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
 import {
   CIRCUIT_FIELDS,
@@ -65,20 +65,30 @@ let pollSlots: Slot[] = [];
 const VID_AT = 9;
 const FRAME_AT = 10;
 const BUFFER_SIZE = FRAME_AT + MAX_FRAME;
-const rxBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(BUFFER_SIZE));
+// The receive buffers and the coalescer's share one ArrayBuffer, as do the send buffers and the scratch
+// buffer: frames are copied between views of one ArrayBuffer without allocating (src/bytes.ts).
+const rxMemory = new ArrayBuffer(WORKER_BATCH * BUFFER_SIZE + COALESCING_BUFFER_SIZE);
+const rxBuffers = Array.from(
+  { length: WORKER_BATCH },
+  (_, i) => new Uint8Array(rxMemory, i * BUFFER_SIZE, BUFFER_SIZE),
+);
 const rxFrames = rxBuffers.map((b) => b.subarray(FRAME_AT));
 const rxNames = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(SockaddrIn6.SIZE));
 const rx = mmsghdrs(rxBuffers.map((b) => b.subarray(VID_AT)), rxNames);
 const rxHeaders = new DataView(rx.headers.buffer);
 
 // Send side: a batch of buffers, all sent to one peer (txName).
-const txBuffers = Array.from({ length: WORKER_BATCH }, () => new Uint8Array(BUFFER_SIZE));
+const txMemory = new ArrayBuffer((WORKER_BATCH + 1) * BUFFER_SIZE);
+const txBuffers = Array.from(
+  { length: WORKER_BATCH },
+  (_, i) => new Uint8Array(txMemory, i * BUFFER_SIZE, BUFFER_SIZE),
+);
 const txFrames = txBuffers.map((b) => b.subarray(FRAME_AT));
 const txName = new Uint8Array(SockaddrIn6.SIZE);
 const tx = mmsghdrs(txBuffers.map((b) => b.subarray(VID_AT)), txBuffers.map(() => txName));
 const txIovecs = new DataView(tx.iovecs.buffer);
 /** Where a TCP superframe is cut up from (swapped with the tx buffer it was read into). */
-let scratch = new Uint8Array(BUFFER_SIZE);
+let scratch = new Uint8Array(txMemory, WORKER_BATCH * BUFFER_SIZE, BUFFER_SIZE);
 let scratchFrame = scratch.subarray(FRAME_AT);
 /** Each buffer's wire start (its address + VID_AT) as two 32-bit halves, for iovec updates after a swap. */
 const wireAddress = new Map<Uint8Array, [number, number]>();
@@ -124,7 +134,9 @@ function sameAddress(a: Uint8Array, name: Uint8Array): boolean {
 }
 
 /** Segments from the underlay joined into superframes for devices with offload. */
-const coalescer = new TcpCoalescer();
+const coalescer = new TcpCoalescer(
+  new Uint8Array(rxMemory, WORKER_BATCH * BUFFER_SIZE, COALESCING_BUFFER_SIZE),
+);
 
 /** Writes the pending superframe (if any) to its device and counts it. */
 function flushCoalesced(): void {

@@ -6,18 +6,11 @@
  */
 
 import { VnetHdr } from "../ffi/structs.ts";
+import { copyBytes, onesSum } from "./bytes.ts";
 
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
-
-/** The 16-bit ones' complement sum of bytes [start, end) added to `sum` (not yet folded). */
-export function onesSum(bytes: Uint8Array, start: number, end: number, sum = 0): number {
-  let i = start;
-  for (; i + 1 < end; i += 2) sum += (bytes[i] << 8) | bytes[i + 1];
-  if (i < end) sum += bytes[i] << 8;
-  return sum;
-}
 
 /** Folds a sum to 16 bits and complements it: the Internet checksum. */
 export function finishChecksum(sum: number): number {
@@ -95,8 +88,8 @@ export function segmentTcp(
     const start = headerLength + i * gsoSize;
     const chunk = Math.min(gsoSize, length - start);
     const segmentLength = headerLength + chunk;
-    out.set(frame.subarray(0, headerLength), offset);
-    out.set(frame.subarray(start, start + chunk), offset + headerLength);
+    copyBytes(out, offset, frame, 0, headerLength);
+    copyBytes(out, offset + headerLength, frame, start, start + chunk);
     const ip = offset + ipOffset;
     const tcp = offset + tcpOffset;
     if (version === 4) {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { FRAME_START, TcpCoalescer } from "../src/coalescing.ts";
-import { finishChecksum, onesSum, segmentTcp } from "../src/segmentation.ts";
+import { COALESCING_BUFFER_SIZE, FRAME_START, TcpCoalescer } from "../src/coalescing.ts";
+import { finishChecksum, segmentTcp } from "../src/segmentation.ts";
+import { onesSum } from "../src/bytes.ts";
 import { VnetHdr } from "../ffi/structs.ts";
 
 /** An IPv4 or IPv6 TCP frame (optionally behind Ethernet) carrying `payload` counting bytes. */
@@ -134,4 +135,26 @@ Deno.test("TcpCoalescer leaves SYN, FIN, UDP and fragments alone, and a lone seg
   assert.deepEqual(c.buffer.subarray(0, VnetHdr.SIZE), new Uint8Array(VnetHdr.SIZE));
   assert.deepEqual(c.buffer.subarray(VnetHdr.SIZE, n), single);
   assert.equal(c.finish(), 0);
+});
+
+Deno.test("TcpCoalescer builds the same superframe in a view of the ArrayBuffer its segments live in", () => {
+  const pieces = segments(tcpFrame(4, 6000, 14, 0x18), 14, 1400);
+  const slot = 2000;
+  const memory = new ArrayBuffer(pieces.length * slot + COALESCING_BUFFER_SIZE);
+  const placed = pieces.map((piece, i) => {
+    const view = new Uint8Array(memory, i * slot, slot);
+    view.set(piece, 7);
+    return view;
+  });
+  const shared = new TcpCoalescer(new Uint8Array(memory, pieces.length * slot, COALESCING_BUFFER_SIZE));
+  const alone = new TcpCoalescer();
+  placed.forEach((view, i) => shared.offer(view, 7, pieces[i].length, 14, "slot"));
+  pieces.forEach((piece) => alone.offer(piece, 0, piece.length, 14, "slot"));
+  const n = alone.finish();
+  assert.equal(shared.finish(), n);
+  assert.deepEqual(shared.buffer.subarray(0, n), alone.buffer.subarray(0, n));
+});
+
+Deno.test("TcpCoalescer refuses a buffer too small for a superframe", () => {
+  assert.throws(() => new TcpCoalescer(new Uint8Array(COALESCING_BUFFER_SIZE - 1)), RangeError);
 });
