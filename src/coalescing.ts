@@ -121,21 +121,24 @@ export class TcpCoalescer {
 
   /** Headers that must match for a segment to join: all but lengths, ids, checksums and sequence. */
   #sameFlow(src: Uint8Array, at: number, tcpOffset: number, tcpHeader: number): boolean {
-    const b = this.buffer;
-    const f = FRAME_START;
-    for (let i = 0; i < this.#ipOffset; i++) if (b[f + i] !== src[at + i]) return false;
     const ip = this.#ipOffset;
-    const same = (from: number, to: number) => {
-      for (let i = from; i < to; i++) if (b[f + i] !== src[at + i]) return false;
-      return true;
-    };
     const ipSame = this.#v4
-      ? same(ip, ip + 2) && same(ip + 6, ip + 10) && same(ip + 12, ip + 20)
-      : same(ip, ip + 4) && same(ip + 6, ip + 40);
+      ? this.#same(src, at, 0, ip + 2) && this.#same(src, at, ip + 6, ip + 10) &&
+        this.#same(src, at, ip + 12, ip + 20)
+      : this.#same(src, at, 0, ip + 4) && this.#same(src, at, ip + 6, ip + 40);
     // Ports, ack, header length and window, then the options byte for byte.
-    return ipSame && same(tcpOffset, tcpOffset + 4) && same(tcpOffset + 8, tcpOffset + 13) &&
-      same(tcpOffset + 14, tcpOffset + 16) && same(tcpOffset + 20, tcpOffset + tcpHeader) &&
-      (b[f + tcpOffset + 13] & TCP_PSH) === 0;
+    return ipSame && this.#same(src, at, tcpOffset, tcpOffset + 4) &&
+      this.#same(src, at, tcpOffset + 8, tcpOffset + 13) &&
+      this.#same(src, at, tcpOffset + 14, tcpOffset + 16) &&
+      this.#same(src, at, tcpOffset + 20, tcpOffset + tcpHeader) &&
+      (this.buffer[FRAME_START + tcpOffset + 13] & TCP_PSH) === 0;
+  }
+
+  /** Whether bytes [from, to) of the pending superframe's headers equal those of the frame at `at`. */
+  #same(src: Uint8Array, at: number, from: number, to: number): boolean {
+    const b = this.buffer;
+    for (let i = from; i < to; i++) if (b[FRAME_START + i] !== src[at + i]) return false;
+    return true;
   }
 
   /**
