@@ -43,6 +43,8 @@ export const Linux = {
   TUN_F_CSUM: 0x01,
   TUN_F_TSO4: 0x02,
   TUN_F_TSO6: 0x04,
+  TUN_F_USO4: 0x20,
+  TUN_F_USO6: 0x40,
   IFF_UP: 0x1,
   IFNAMSIZ: 16,
   /** _IOW('T', 202, int) */
@@ -195,6 +197,7 @@ export const VnetHdr = {
   GSO_TCPV4: 1,
   GSO_UDP: 3,
   GSO_TCPV6: 4,
+  GSO_UDP_L4: 5,
   GSO_ECN: 0x80,
 } as const;
 

@@ -33,9 +33,19 @@ export class TunDevice implements LinkDevice {
    * superframes (only the datapath Worker reads and writes such a device).
    */
   readonly offload: boolean;
+  /** Frames written may be UDP superframes (USO): the kernel took TUN_F_USO4 and TUN_F_USO6. */
+  readonly udpOffload: boolean;
 
-  private constructor(fd: number, wakeFd: number, name: string, mode: LinkMode, offload: boolean) {
+  private constructor(
+    fd: number,
+    wakeFd: number,
+    name: string,
+    mode: LinkMode,
+    offload: boolean,
+    udpOffload: boolean,
+  ) {
     this.offload = offload;
+    this.udpOffload = udpOffload;
     this.#fd = fd;
     this.#wakeFd = wakeFd;
     this.name = name;
@@ -63,12 +73,22 @@ export class TunDevice implements LinkDevice {
     if (fd < 0) throw new SyscallError(`open(${TUN_PATH})`, errno());
     try {
       check(c.ioctl(fd, BigInt(Linux.TUNSETIFF), request), "ioctl(TUNSETIFF)");
+      let udpOffload = false;
       if (offload) {
         const features = Linux.TUN_F_CSUM | Linux.TUN_F_TSO4 | Linux.TUN_F_TSO6;
+        // A kernel that takes USO here (Linux 6.2 and later) also takes UDP superframes written to the
+        // device. Reads stay without them: the flags are set back to TCP only.
+        const uso = features | Linux.TUN_F_USO4 | Linux.TUN_F_USO6;
+        try {
+          check(c.ioctl_value(fd, BigInt(Linux.TUNSETOFFLOAD), BigInt(uso)), "ioctl(TUNSETOFFLOAD)");
+          udpOffload = true;
+        } catch (error) {
+          if (!(error instanceof SyscallError) || error.errno !== Errno.EINVAL) throw error;
+        }
         check(c.ioctl_value(fd, BigInt(Linux.TUNSETOFFLOAD), BigInt(features)), "ioctl(TUNSETOFFLOAD)");
       }
       const wakeFd = check(c.eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd");
-      return new TunDevice(fd, wakeFd, ifreqName(request), mode, offload);
+      return new TunDevice(fd, wakeFd, ifreqName(request), mode, offload, udpOffload);
     } catch (error) {
       c.close(fd);
       throw error;

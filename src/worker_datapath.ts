@@ -32,6 +32,7 @@ import {
 export interface LeasableDevice extends LinkDevice {
   readonly fd: number;
   readonly offload?: boolean;
+  readonly udpOffload?: boolean;
   retain(): void;
   release(): void;
 }
@@ -178,6 +179,7 @@ export class WorkerDatapath implements DatapathEngine {
       sockaddr: endpointSockaddr(remote),
       mtu,
       offload: device.offload ?? false,
+      udpOffload: device.udpOffload ?? false,
       ipOffset: device.mode === "tap" ? 14 : 0,
     });
     return live;

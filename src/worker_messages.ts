@@ -43,6 +43,8 @@ export type ToWorker =
     mtu: number;
     /** The device carries virtio-net headers and may hand over TCP superframes. */
     offload: boolean;
+    /** The device also takes UDP superframes (src/coalescing.ts, UdpCoalescer). */
+    udpOffload: boolean;
     /** Where the IP header starts in a frame: 14 for tap (Ethernet), 0 for tun. */
     ipOffset: number;
   }
