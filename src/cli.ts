@@ -110,7 +110,7 @@ Common options:
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
   --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by a
                       Worker thread with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
-  --no-offload        no offloads: devices without TCP segmentation and checksum offload, no UDP GSO
+  --no-offload        no offloads: devices without TCP or UDP segmentation and checksum offload, no UDP GSO
                       or GRO (the libc datapath uses them where the kernel allows; turn them off if a
                       kernel's GSO misbehaves)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
