@@ -35,6 +35,17 @@ async function linkWith(bed: Bed, initiatorArgs: string[], vid: number, underlay
   return { listener, initiator, ifname };
 }
 
+/**
+ * Waits until `ifname` in `ns` has MTU `expected` (the listener's interface appears a moment before the
+ * handshake configures it); throws, with the daemons' output, if it never does.
+ */
+async function expectMtu(bed: Bed, ns: string, ifname: string, expected: number): Promise<void> {
+  await bed.until(
+    async () => (await bed.link(ns, ifname)).mtu === expected,
+    `${ifname} in ${ns} to have MTU ${expected}`,
+  );
+}
+
 /** Stops both daemons with SIGTERM: each exits 0 and its interface is gone. */
 async function stopCleanly(
   bed: Bed,
@@ -67,10 +78,14 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
         "--address",
         "fd00:207::1/126",
       ]);
+      await expectMtu(bed, bed.a, processes.ifname, 1500 - 20 - 8 - 1 - 14);
+      await expectMtu(bed, bed.b, processes.ifname, 1500 - 20 - 8 - 1 - 14);
+      await bed.until(async () => {
+        const addrs = (await bed.link(bed.b, processes.ifname)).addrs;
+        return addrs.includes("198.18.207.2/30") && addrs.includes("fd00:207::2/126");
+      }, "the listener's interface to get the other address of each pair");
       const near = await bed.link(bed.a, processes.ifname);
       const far = await bed.link(bed.b, processes.ifname);
-      assert.equal(near.mtu, 1500 - 20 - 8 - 1 - 14);
-      assert.equal(far.mtu, near.mtu);
       assert.ok(
         near.addrs.includes("198.18.207.1/30") && near.addrs.includes("fd00:207::1/126"),
         near.addrs.join(),
@@ -205,8 +220,8 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
         "--address",
         "fd00:207::9/126",
       ]);
-      assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 29);
-      assert.equal((await bed.link(bed.b, processes.ifname)).mtu, 1500 - 29);
+      await expectMtu(bed, bed.a, processes.ifname, 1500 - 29);
+      await expectMtu(bed, bed.b, processes.ifname, 1500 - 29);
       const shown = await bed.exec(bed.b, ["ip", "-d", "link", "show", processes.ifname]);
       assert.match(shown.stdout, /tun type tun/);
       await bed.waitPing(bed.a, "198.18.207.10");
@@ -286,7 +301,7 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
         "--address",
         "fd00:207::d/126",
       ]);
-      assert.equal((await bed.link(bed.a, processes.ifname)).mtu, 1500 - 40 - 8 - 1 - 14);
+      await expectMtu(bed, bed.a, processes.ifname, 1500 - 40 - 8 - 1 - 14);
       await bed.waitPing(bed.a, "198.18.207.14");
       await bed.waitPing(bed.a, "fd00:207::e");
       await stopCleanly(bed, processes, processes.ifname);
@@ -298,9 +313,9 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
     async () => {
       await using bed = await Bed.create({ mtu: 9000 });
       const processes = await link(bed, ["--peer", bed.b4, "--address", "198.18.207.17/30"]);
-      const mtu = (await bed.link(bed.a, processes.ifname)).mtu;
-      assert.equal(mtu, 9000 - 29 - 14);
-      assert.equal((await bed.link(bed.b, processes.ifname)).mtu, mtu);
+      const mtu = 9000 - 29 - 14;
+      await expectMtu(bed, bed.a, processes.ifname, mtu);
+      await expectMtu(bed, bed.b, processes.ifname, mtu);
       await bed.waitPing(bed.a, "198.18.207.18");
       const big = await bed.exec(bed.a, [
         "ping",
