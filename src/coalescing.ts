@@ -23,21 +23,18 @@ const TCP_PSH = 0x08;
 
 export type Offer = "started" | "appended" | "appended-last" | "flush-first" | "ineligible";
 
-export class TcpCoalescer {
+/**
+ * What the TCP and UDP coalescers share: the buffer a superframe is built in, who it is for, how many
+ * frames and bytes it holds so far.
+ */
+export abstract class Coalescer {
   /** The virtio-net header at 0, then the superframe. */
   readonly buffer: Uint8Array;
   /** Who the pending superframe is for (the worker's slot); undefined when none is pending. */
   owner: unknown = undefined;
-  /** Segments in the pending superframe, and its length (headers and payload). */
+  /** Frames in the pending superframe, and its length (headers and payload). */
   count = 0;
   length = 0;
-  #ipOffset = 0;
-  #tcpOffset = 0;
-  #headerLength = 0;
-  #gsoSize = 0;
-  #nextSeq = 0;
-  #lastShort = false;
-  #v4 = false;
 
   /**
    * `buffer`, when given, is where superframes are built (at least COALESCING_BUFFER_SIZE bytes): a view
@@ -52,32 +49,67 @@ export class TcpCoalescer {
 
   /**
    * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
+   * "appended": taken. "appended-last": taken, and the superframe must be written now. "flush-first":
+   * write the pending superframe, then offer again. "ineligible": write this frame as it is.
+   */
+  abstract offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer;
+
+  /**
+   * Makes the pending superframe ready to write, with its virtio-net header (a zero one for a lone frame).
+   * Returns the bytes to write from buffer[0] (0 when nothing is pending) and forgets the superframe.
+   */
+  abstract finish(): number;
+
+  /** The answer for a frame that cannot join: write the pending superframe first, if there is one. */
+  protected refuse(): Offer {
+    return this.count ? "flush-first" : "ineligible";
+  }
+
+  /** Whether bytes [from, to) of the pending superframe equal those of the frame at `at` in `src`. */
+  protected same(src: Uint8Array, at: number, from: number, to: number): boolean {
+    const b = this.buffer;
+    for (let i = from; i < to; i++) if (b[FRAME_START + i] !== src[at + i]) return false;
+    return true;
+  }
+}
+
+export class TcpCoalescer extends Coalescer {
+  #ipOffset = 0;
+  #tcpOffset = 0;
+  #headerLength = 0;
+  #gsoSize = 0;
+  #nextSeq = 0;
+  #lastShort = false;
+  #v4 = false;
+
+  /**
+   * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
    * "appended": taken. "appended-last": taken, and the superframe must be written now (PSH). "flush-first":
    * write the pending superframe, then offer again. "ineligible": write this frame as it is.
    */
   offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer {
     const ip = at + ipOffset;
-    if (length < ipOffset + 40) return this.count ? "flush-first" : "ineligible";
+    if (length < ipOffset + 40) return this.refuse();
     const v4 = src[ip] === 0x45;
     let tcp: number;
     if (v4) {
       const total = (src[ip + 2] << 8) | src[ip + 3];
       const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
-      if (src[ip + 9] !== 6 || fragment !== 0 || total !== length - ipOffset) return this.#refuse();
+      if (src[ip + 9] !== 6 || fragment !== 0 || total !== length - ipOffset) return this.refuse();
       tcp = ip + 20;
     } else if (src[ip] >> 4 === 6) {
       const payload = (src[ip + 4] << 8) | src[ip + 5];
-      if (src[ip + 6] !== 6 || payload !== length - ipOffset - 40) return this.#refuse();
+      if (src[ip + 6] !== 6 || payload !== length - ipOffset - 40) return this.refuse();
       tcp = ip + 40;
     } else {
-      return this.#refuse();
+      return this.refuse();
     }
     const tcpHeader = (src[tcp + 12] >> 4) * 4;
     const headerLength = tcp - at + tcpHeader;
     const payload = length - headerLength;
     const flags = src[tcp + 13];
     if (tcpHeader < 20 || payload <= 0 || (flags & ~(TCP_ACK | TCP_PSH)) !== 0 || !(flags & TCP_ACK)) {
-      return this.#refuse();
+      return this.refuse();
     }
     const seq = (((src[tcp + 4] << 24) >>> 0) + (src[tcp + 5] << 16) + (src[tcp + 6] << 8) + src[tcp + 7]) >>>
       0;
@@ -115,30 +147,19 @@ export class TcpCoalescer {
     return "appended";
   }
 
-  #refuse(): Offer {
-    return this.count ? "flush-first" : "ineligible";
-  }
-
   /** Headers that must match for a segment to join: all but lengths, ids, checksums and sequence. */
   #sameFlow(src: Uint8Array, at: number, tcpOffset: number, tcpHeader: number): boolean {
     const ip = this.#ipOffset;
     const ipSame = this.#v4
-      ? this.#same(src, at, 0, ip + 2) && this.#same(src, at, ip + 6, ip + 10) &&
-        this.#same(src, at, ip + 12, ip + 20)
-      : this.#same(src, at, 0, ip + 4) && this.#same(src, at, ip + 6, ip + 40);
+      ? this.same(src, at, 0, ip + 2) && this.same(src, at, ip + 6, ip + 10) &&
+        this.same(src, at, ip + 12, ip + 20)
+      : this.same(src, at, 0, ip + 4) && this.same(src, at, ip + 6, ip + 40);
     // Ports, ack, header length and window, then the options byte for byte.
-    return ipSame && this.#same(src, at, tcpOffset, tcpOffset + 4) &&
-      this.#same(src, at, tcpOffset + 8, tcpOffset + 13) &&
-      this.#same(src, at, tcpOffset + 14, tcpOffset + 16) &&
-      this.#same(src, at, tcpOffset + 20, tcpOffset + tcpHeader) &&
+    return ipSame && this.same(src, at, tcpOffset, tcpOffset + 4) &&
+      this.same(src, at, tcpOffset + 8, tcpOffset + 13) &&
+      this.same(src, at, tcpOffset + 14, tcpOffset + 16) &&
+      this.same(src, at, tcpOffset + 20, tcpOffset + tcpHeader) &&
       (this.buffer[FRAME_START + tcpOffset + 13] & TCP_PSH) === 0;
-  }
-
-  /** Whether bytes [from, to) of the pending superframe's headers equal those of the frame at `at`. */
-  #same(src: Uint8Array, at: number, from: number, to: number): boolean {
-    const b = this.buffer;
-    for (let i = from; i < to; i++) if (b[FRAME_START + i] !== src[at + i]) return false;
-    return true;
   }
 
   /**
@@ -237,11 +258,7 @@ export const MAX_UDP_SEGMENTS = 64;
  * written with "UDP, segment size N", so that the device takes one write instead of dozens. The kernel
  * cuts it up again before any socket or next hop sees it. Nothing allocated per frame.
  */
-export class UdpCoalescer {
-  readonly buffer: Uint8Array;
-  owner: unknown = undefined;
-  count = 0;
-  length = 0;
+export class UdpCoalescer extends Coalescer {
   #ipOffset = 0;
   #udpOffset = 0;
   #gsoSize = 0;
@@ -252,39 +269,36 @@ export class UdpCoalescer {
 
   /** `buffer` as for TcpCoalescer; at most `maxSegments` datagrams (up to MAX_UDP_SEGMENTS) are joined. */
   constructor(buffer = new Uint8Array(COALESCING_BUFFER_SIZE), maxSegments = MAX_UDP_SEGMENTS) {
-    if (buffer.length < COALESCING_BUFFER_SIZE) {
-      throw new RangeError(`A coalescing buffer needs ${COALESCING_BUFFER_SIZE} bytes`);
-    }
+    super(buffer);
     if (!(maxSegments >= 1 && maxSegments <= MAX_UDP_SEGMENTS)) {
       throw new RangeError(`A UDP superframe joins 1 to ${MAX_UDP_SEGMENTS} datagrams`);
     }
-    this.buffer = buffer;
     this.#maxSegments = maxSegments;
   }
 
   /** As TcpCoalescer.offer(), for UDP datagrams ("appended-last" is never returned). */
   offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer {
     const ip = at + ipOffset;
-    if (length < ipOffset + 28) return this.#refuse();
+    if (length < ipOffset + 28) return this.refuse();
     const v4 = src[ip] === 0x45;
     let udp: number;
     if (v4) {
       const total = (src[ip + 2] << 8) | src[ip + 3];
       const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
-      if (src[ip + 9] !== 17 || fragment !== 0 || total !== length - ipOffset) return this.#refuse();
+      if (src[ip + 9] !== 17 || fragment !== 0 || total !== length - ipOffset) return this.refuse();
       udp = ip + 20;
     } else if (src[ip] >> 4 === 6) {
       const payloadLength = (src[ip + 4] << 8) | src[ip + 5];
       if (length < ipOffset + 48 || src[ip + 6] !== 17 || payloadLength !== length - ipOffset - 40) {
-        return this.#refuse();
+        return this.refuse();
       }
       udp = ip + 40;
     } else {
-      return this.#refuse();
+      return this.refuse();
     }
     const udpLength = (src[udp + 4] << 8) | src[udp + 5];
     const payload = udpLength - 8;
-    if (udpLength !== at + length - udp || payload <= 0) return this.#refuse();
+    if (udpLength !== at + length - udp || payload <= 0) return this.refuse();
     if (this.count === 0) {
       copyBytes(this.buffer, FRAME_START, src, at, at + length);
       this.owner = owner;
@@ -312,24 +326,14 @@ export class UdpCoalescer {
     return "appended";
   }
 
-  #refuse(): Offer {
-    return this.count ? "flush-first" : "ineligible";
-  }
-
   /** The link header, the IP header but for lengths, id and checksum, and the ports. */
   #sameFlow(src: Uint8Array, at: number): boolean {
     const ip = this.#ipOffset;
     const udp = this.#udpOffset;
     return this.#v4
-      ? this.#same(src, at, 0, ip + 2) && this.#same(src, at, ip + 6, ip + 10) &&
-        this.#same(src, at, ip + 12, udp + 4)
-      : this.#same(src, at, 0, ip + 4) && this.#same(src, at, ip + 6, udp + 4);
-  }
-
-  #same(src: Uint8Array, at: number, from: number, to: number): boolean {
-    const b = this.buffer;
-    for (let i = from; i < to; i++) if (b[FRAME_START + i] !== src[at + i]) return false;
-    return true;
+      ? this.same(src, at, 0, ip + 2) && this.same(src, at, ip + 6, ip + 10) &&
+        this.same(src, at, ip + 12, udp + 4)
+      : this.same(src, at, 0, ip + 4) && this.same(src, at, ip + 6, udp + 4);
   }
 
   /** As TcpCoalescer.finish(); a joined superframe also gets its UDP length. */

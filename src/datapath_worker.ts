@@ -12,7 +12,7 @@
 import { libc } from "../ffi/libc.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
-import { COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
+import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
 import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
 import {
   CIRCUIT_FIELDS,
@@ -154,7 +154,6 @@ const udpCoalescer = new UdpCoalescer(
   new Uint8Array(rxMemory, WORKER_BATCH * BUFFER_SIZE + COALESCING_BUFFER_SIZE, COALESCING_BUFFER_SIZE),
   UDP_SEGMENTS_PER_WRITE,
 );
-type Coalescer = TcpCoalescer | UdpCoalescer;
 const TCP_ONLY: readonly Coalescer[] = [tcpCoalescer];
 const TCP_AND_UDP: readonly Coalescer[] = [tcpCoalescer, udpCoalescer];
 
