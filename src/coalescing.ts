@@ -24,6 +24,35 @@ const TCP_PSH = 0x08;
 export type Offer = "started" | "appended" | "appended-last" | "flush-first" | "ineligible";
 
 /**
+ * Where the transport header starts in `src` (an index) for the frame at `src[at .. at + length)` with its
+ * IP header at `ipOffset`, or -1 unless it is one whole packet of `protocol` that a superframe can hold:
+ * IPv4 without options and not a fragment, or IPv6 without extension headers, whose length field matches
+ * the frame and that has room for `minHeader` bytes of transport header.
+ */
+function transportAt(
+  src: Uint8Array,
+  at: number,
+  length: number,
+  ipOffset: number,
+  protocol: number,
+  minHeader: number,
+): number {
+  const ip = at + ipOffset;
+  if (src[ip] === 0x45) {
+    if (length < ipOffset + 20 + minHeader) return -1;
+    const total = (src[ip + 2] << 8) | src[ip + 3];
+    const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
+    return src[ip + 9] === protocol && fragment === 0 && total === length - ipOffset ? ip + 20 : -1;
+  }
+  if (src[ip] >> 4 === 6) {
+    if (length < ipOffset + 40 + minHeader) return -1;
+    const payload = (src[ip + 4] << 8) | src[ip + 5];
+    return src[ip + 6] === protocol && payload === length - ipOffset - 40 ? ip + 40 : -1;
+  }
+  return -1;
+}
+
+/**
  * What the TCP and UDP coalescers share: the buffer a superframe is built in, who it is for, how many
  * frames and bytes it holds so far.
  */
@@ -88,22 +117,9 @@ export class TcpCoalescer extends Coalescer {
    * write the pending superframe, then offer again. "ineligible": write this frame as it is.
    */
   offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer {
-    const ip = at + ipOffset;
-    if (length < ipOffset + 40) return this.refuse();
-    const v4 = src[ip] === 0x45;
-    let tcp: number;
-    if (v4) {
-      const total = (src[ip + 2] << 8) | src[ip + 3];
-      const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
-      if (src[ip + 9] !== 6 || fragment !== 0 || total !== length - ipOffset) return this.refuse();
-      tcp = ip + 20;
-    } else if (src[ip] >> 4 === 6) {
-      const payload = (src[ip + 4] << 8) | src[ip + 5];
-      if (src[ip + 6] !== 6 || payload !== length - ipOffset - 40) return this.refuse();
-      tcp = ip + 40;
-    } else {
-      return this.refuse();
-    }
+    const tcp = transportAt(src, at, length, ipOffset, 6, 20);
+    if (tcp < 0) return this.refuse();
+    const v4 = src[at + ipOffset] === 0x45;
     const tcpHeader = (src[tcp + 12] >> 4) * 4;
     const headerLength = tcp - at + tcpHeader;
     const payload = length - headerLength;
@@ -278,24 +294,9 @@ export class UdpCoalescer extends Coalescer {
 
   /** As TcpCoalescer.offer(), for UDP datagrams ("appended-last" is never returned). */
   offer(src: Uint8Array, at: number, length: number, ipOffset: number, owner: unknown): Offer {
-    const ip = at + ipOffset;
-    if (length < ipOffset + 28) return this.refuse();
-    const v4 = src[ip] === 0x45;
-    let udp: number;
-    if (v4) {
-      const total = (src[ip + 2] << 8) | src[ip + 3];
-      const fragment = ((src[ip + 6] & 0x3f) << 8) | src[ip + 7];
-      if (src[ip + 9] !== 17 || fragment !== 0 || total !== length - ipOffset) return this.refuse();
-      udp = ip + 20;
-    } else if (src[ip] >> 4 === 6) {
-      const payloadLength = (src[ip + 4] << 8) | src[ip + 5];
-      if (length < ipOffset + 48 || src[ip + 6] !== 17 || payloadLength !== length - ipOffset - 40) {
-        return this.refuse();
-      }
-      udp = ip + 40;
-    } else {
-      return this.refuse();
-    }
+    const udp = transportAt(src, at, length, ipOffset, 17, 8);
+    if (udp < 0) return this.refuse();
+    const v4 = src[at + ipOffset] === 0x45;
     const udpLength = (src[udp + 4] << 8) | src[udp + 5];
     const payload = udpLength - 8;
     if (udpLength !== at + length - udp || payload <= 0) return this.refuse();

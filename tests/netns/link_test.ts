@@ -1,7 +1,7 @@
 /** VELA as real processes in two namespaces: a link that carries frames both ways, in every shape. */
 
 import assert from "node:assert/strict";
-import { Bed } from "../../testbed/netns.ts";
+import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 
@@ -44,6 +44,33 @@ async function expectMtu(bed: Bed, ns: string, ifname: string, expected: number)
     async () => (await bed.link(ns, ifname)).mtu === expected,
     `${ifname} in ${ns} to have MTU ${expected}`,
   );
+}
+
+/** A full-size IPv4 packet for `mtu` crosses from a to `address` without fragmentation (don't fragment). */
+async function expectFullSizePing(bed: Bed, address: string, mtu: number): Promise<void> {
+  const ping = await bed.exec(bed.a, [
+    "ping",
+    "-c",
+    "2",
+    "-W",
+    "2",
+    "-M",
+    "do",
+    "-s",
+    String(mtu - 28),
+    address,
+  ]);
+  assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+}
+
+/** Starts a one-shot `iperf3 -s` in b bound to `address` and waits until it listens. */
+async function startIperf3Server(bed: Bed, address: string): Promise<BedProcess> {
+  const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", address]);
+  await bed.until(
+    async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
+    "iperf3 -s",
+  );
+  return server;
 }
 
 /** Stops both daemons with SIGTERM: each exits 0 and its interface is gone. */
@@ -99,27 +126,10 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
       await bed.waitPing(bed.a, "fd00:207::2");
       await bed.waitPing(bed.b, "198.18.207.1");
       await bed.waitPing(bed.b, "fd00:207::1");
-      // A full-size frame crosses without fragmentation (don't fragment, payload = MTU - 28).
-      const big = await bed.exec(bed.a, [
-        "ping",
-        "-c",
-        "2",
-        "-W",
-        "2",
-        "-M",
-        "do",
-        "-s",
-        String(near.mtu - 28),
-        "198.18.207.2",
-      ]);
-      assert.equal(big.code, 0, big.stdout + big.stderr);
+      await expectFullSizePing(bed, "198.18.207.2", near.mtu);
 
       if (await requireProgram("iperf3", "iperf3")) {
-        const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", "198.18.207.2"]);
-        await bed.until(
-          async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
-          "iperf3 -s",
-        );
+        const server = await startIperf3Server(bed, "198.18.207.2");
         const client = await bed.exec(bed.a, ["iperf3", "-c", "198.18.207.2", "-t", "2", "-J"]);
         assert.equal(client.code, 0, client.stderr);
         const report = JSON.parse(client.stdout);
@@ -247,11 +257,7 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
           "198.18.207.21/30",
         ]);
         await bed.waitPing(bed.a, "198.18.207.22");
-        const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", "198.18.207.22"]);
-        await bed.until(
-          async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
-          "iperf3 -s",
-        );
+        const server = await startIperf3Server(bed, "198.18.207.22");
         const client = await bed.exec(bed.a, [
           "iperf3",
           "-c",
@@ -317,19 +323,7 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
       await expectMtu(bed, bed.a, processes.ifname, mtu);
       await expectMtu(bed, bed.b, processes.ifname, mtu);
       await bed.waitPing(bed.a, "198.18.207.18");
-      const big = await bed.exec(bed.a, [
-        "ping",
-        "-c",
-        "2",
-        "-W",
-        "2",
-        "-M",
-        "do",
-        "-s",
-        String(mtu - 28),
-        "198.18.207.18",
-      ]);
-      assert.equal(big.code, 0, big.stdout + big.stderr);
+      await expectFullSizePing(bed, "198.18.207.18", mtu);
       await stopCleanly(bed, processes, processes.ifname);
     },
   );
