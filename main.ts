@@ -48,7 +48,10 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
   );
   let metrics: { close(): Promise<void> } | undefined;
   try {
-    daemon = startKernelDaemon(config, args.underlay, { offload: args.offload });
+    daemon = startKernelDaemon(config, args.underlay, {
+      offload: args.offload,
+      datapathThreads: args.datapathThreads,
+    });
     if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
   } catch (error) {
     await control.close();

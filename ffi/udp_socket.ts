@@ -2,6 +2,10 @@
  * A UDP socket made through libc: one dual-stack socket ([::]:port, IPv4 peers as mapped addresses),
  * nonblocking, with large kernel buffers, batched with recvmmsg and sendmmsg. The datapath Worker uses
  * its descriptor directly; the main isolate sends control datagrams on it with sendto.
+ *
+ * Beside it, the datapath opens one peer socket per peer (openPeerSocket): bound to the same port and
+ * connected to the peer, it receives that peer's datagrams (the kernel prefers a connected socket) and
+ * sends to it without a route lookup per datagram (bench/: 3-4% more TCP without offloads).
  */
 
 import type { DeliverDatagram, Endpoint, Underlay } from "../src/underlay.ts";
@@ -36,6 +40,58 @@ export function sockaddrEndpoint(sockaddr: Uint8Array): Endpoint {
   return { address: formatIp(address), port: view.getUint16(SockaddrIn6.PORT, false) };
 }
 
+const int = (value: number) => new Uint8Array(new Int32Array([value]).buffer);
+
+/** A nonblocking dual-stack UDP socket with large kernel buffers, not yet bound. */
+function dualStackSocket(): number {
+  const c = libc();
+  const fd = check(
+    c.socket(Linux.AF_INET6, Linux.SOCK_DGRAM | Linux.SOCK_NONBLOCK | Linux.SOCK_CLOEXEC, 0),
+    "socket(AF_INET6, SOCK_DGRAM)",
+  );
+  try {
+    check(c.setsockopt(fd, Linux.IPPROTO_IPV6, Linux.IPV6_V6ONLY, int(0), 4), "setsockopt(IPV6_V6ONLY)");
+    for (
+      const [force, plain, name] of [
+        [Linux.SO_RCVBUFFORCE, Linux.SO_RCVBUF, "SO_RCVBUF"],
+        [Linux.SO_SNDBUFFORCE, Linux.SO_SNDBUF, "SO_SNDBUF"],
+      ] as const
+    ) {
+      // The forced size needs CAP_NET_ADMIN, which a VELA daemon has; otherwise take what rmem_max allows.
+      if (c.setsockopt(fd, Linux.SOL_SOCKET, force, int(SOCKET_BUFFER_BYTES), 4) < 0) {
+        check(c.setsockopt(fd, Linux.SOL_SOCKET, plain, int(SOCKET_BUFFER_BYTES), 4), `setsockopt(${name})`);
+      }
+    }
+    return fd;
+  } catch (error) {
+    c.close(fd);
+    throw error;
+  }
+}
+
+/**
+ * A peer socket: bound to [::]:port, the port of a LibcUdpSocket, and connected to `peer`. It receives
+ * the peer's datagrams from then on (the shared socket keeps everyone else's) and sends to the peer
+ * with a route the kernel keeps; with `gro`, it joins received datagrams as the shared socket does
+ * (enableGro). Returns its descriptor, which the caller closes. Throws SyscallError.
+ */
+export function openPeerSocket(port: number, peer: Endpoint, gro = false): number {
+  const c = libc();
+  const fd = dualStackSocket();
+  try {
+    if (gro) check(c.setsockopt(fd, Linux.SOL_UDP, Linux.UDP_GRO, int(1), 4), "setsockopt(UDP_GRO)");
+    check(c.setsockopt(fd, Linux.SOL_SOCKET, Linux.SO_REUSEADDR, int(1), 4), "setsockopt(SO_REUSEADDR)");
+    const any = sockaddrIn6(new Uint8Array(16), port);
+    check(c.bind(fd, any, any.length), `bind([::]:${port})`);
+    const to = endpointSockaddr(peer);
+    check(c.connect(fd, to, to.length), `connect(${peer.address} port ${peer.port})`);
+    return fd;
+  } catch (error) {
+    c.close(fd);
+    throw error;
+  }
+}
+
 export class LibcUdpSocket implements Underlay {
   readonly fd: number;
   readonly port: number;
@@ -57,33 +113,17 @@ export class LibcUdpSocket implements Underlay {
   /** Binds [::]:port (0 = any free port). Throws Deno.errors.AddrInUse when the port is taken. */
   static bind(port: number): LibcUdpSocket {
     const c = libc();
-    const fd = check(
-      c.socket(Linux.AF_INET6, Linux.SOCK_DGRAM | Linux.SOCK_NONBLOCK | Linux.SOCK_CLOEXEC, 0),
-      "socket(AF_INET6, SOCK_DGRAM)",
-    );
+    const fd = dualStackSocket();
     try {
-      const int = (value: number) => new Uint8Array(new Int32Array([value]).buffer);
-      check(c.setsockopt(fd, Linux.IPPROTO_IPV6, Linux.IPV6_V6ONLY, int(0), 4), "setsockopt(IPV6_V6ONLY)");
-      for (
-        const [force, plain, name] of [
-          [Linux.SO_RCVBUFFORCE, Linux.SO_RCVBUF, "SO_RCVBUF"],
-          [Linux.SO_SNDBUFFORCE, Linux.SO_SNDBUF, "SO_SNDBUF"],
-        ] as const
-      ) {
-        // The forced size needs CAP_NET_ADMIN, which a VELA daemon has; otherwise take what rmem_max allows.
-        if (c.setsockopt(fd, Linux.SOL_SOCKET, force, int(SOCKET_BUFFER_BYTES), 4) < 0) {
-          check(
-            c.setsockopt(fd, Linux.SOL_SOCKET, plain, int(SOCKET_BUFFER_BYTES), 4),
-            `setsockopt(${name})`,
-          );
-        }
-      }
       const any = sockaddrIn6(new Uint8Array(16), port);
       if (c.bind(fd, any, any.length) < 0) {
         const code = errno();
         if (code === Errno.EADDRINUSE) throw new Deno.errors.AddrInUse(`UDP port ${port} is in use`);
         throw new SyscallError(`bind([::]:${port})`, code);
       }
+      // Set after bind, so a socket that asks for it (a peer socket) may share the port, while a plain
+      // bind, such as a second daemon's on the same port, still fails with EADDRINUSE.
+      check(c.setsockopt(fd, Linux.SOL_SOCKET, Linux.SO_REUSEADDR, int(1), 4), "setsockopt(SO_REUSEADDR)");
       const local = new Uint8Array(SockaddrIn6.SIZE);
       const length = new Uint8Array(new Uint32Array([local.length]).buffer);
       check(c.getsockname(fd, local, length), "getsockname");
@@ -99,8 +139,7 @@ export class LibcUdpSocket implements Underlay {
    * messages at the segment size it reports. False where the kernel does not offer it.
    */
   enableGro(): boolean {
-    const on = new Uint8Array(new Int32Array([1]).buffer);
-    return libc().setsockopt(this.fd, Linux.SOL_UDP, Linux.UDP_GRO, on, 4) === 0;
+    return libc().setsockopt(this.fd, Linux.SOL_UDP, Linux.UDP_GRO, int(1), 4) === 0;
   }
 
   /** Sends one datagram at once (sendto); false when the kernel refused it. */

@@ -41,6 +41,8 @@ export interface DaemonArgs {
   underlay: "libc" | "deno";
   /** TCP segmentation and checksum offload on the devices (libc underlay only). */
   offload: boolean;
+  /** Worker threads of the libc datapath (--datapath-threads); unset, by the machine's CPUs. */
+  datapathThreads?: 1 | 2;
 }
 
 /** One circuit as given on the command line or in a CONNECT command, its peer not yet resolved. */
@@ -108,11 +110,13 @@ Common options:
   --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
                       talk to it; two daemons on one host need two paths
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
-  --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by a
-                      Worker thread with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
+  --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by
+                      Worker threads with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
   --no-offload        no offloads: devices without TCP or UDP segmentation and checksum offload, no UDP GSO
                       or GRO (the libc datapath uses them where the kernel allows; turn them off if a
                       kernel's GSO misbehaves)
+  --datapath-threads 1|2  Worker threads of the libc datapath: 2, one receiving and one sending
+                      (default where the machine has 2 CPUs or more), or 1 doing both (default on 1 CPU)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
@@ -290,6 +294,7 @@ export function parseCommandLine(argv: string[]): Command {
         metrics: { type: "string" },
         underlay: { type: "string" },
         "no-offload": { type: "boolean" },
+        "datapath-threads": { type: "string" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -316,7 +321,16 @@ export function parseCommandLine(argv: string[]): Command {
   const keyFile = v["key-file"];
   if (keyFile === "") throw new UsageError("--key-file needs a file name");
   if (v.config !== undefined) {
-    const alongside = ["config", "verbose", "quiet", "control", "metrics", "underlay", "no-offload"];
+    const alongside = [
+      "config",
+      "verbose",
+      "quiet",
+      "control",
+      "metrics",
+      "underlay",
+      "no-offload",
+      "datapath-threads",
+    ];
     const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
       throw new UsageError(
@@ -362,6 +376,10 @@ export function parseCommandLine(argv: string[]): Command {
     underlay: (v.underlay ?? "libc") as "libc" | "deno",
     offload: !v["no-offload"],
   };
+  if (v["datapath-threads"] !== undefined) {
+    args.datapathThreads = integer(v["datapath-threads"], "--datapath-threads", 1, 2) as 1 | 2;
+    if (v.underlay === "deno") throw new UsageError("--datapath-threads goes with the libc underlay");
+  }
   if (args.underlay !== "libc" && args.underlay !== "deno") {
     throw new UsageError(`--underlay is libc or deno, not "${v.underlay}"`);
   }

@@ -1,10 +1,11 @@
 /**
- * The datapath Worker (the libc underlay): a synchronous loop on its own thread. It sleeps in poll() on
- * the UDP socket, the devices and a wake-up eventfd; drains the socket with recvmmsg into device writes
- * and each readable device into sendmmsg batches; hands control datagrams (first byte 0) up to the main
- * isolate. Commands from the main isolate arrive as messages; the main isolate signals the eventfd so
- * that the loop stops sleeping and reads them. Counters live in shared memory; nothing is allocated per
- * frame.
+ * A datapath Worker (the libc underlay): a synchronous loop on its own thread. It sleeps in poll() on a
+ * wake-up eventfd and, by its role (worker_messages.ts, WorkerRole), on the UDP socket, on the devices,
+ * or on both. Receiving, it drains the socket with recvmmsg into device writes and hands control
+ * datagrams (first byte 0) up to the main isolate; sending, it drains each readable device into sendmmsg
+ * batches. Commands from the main isolate arrive as messages; the main isolate signals the eventfd so
+ * that the loop stops sleeping and reads them. Counters live in shared memory (each counter is written
+ * by one role only); nothing is allocated per frame.
  */
 
 /// <reference lib="deno.worker" />
@@ -21,6 +22,7 @@ import {
   type ToMain,
   type ToWorker,
   WORKER_BATCH,
+  type WorkerRole,
 } from "./worker_messages.ts";
 
 /** Largest datagram or frame handled. */
@@ -32,6 +34,10 @@ interface Slot {
   readonly slot: number;
   readonly vid: number;
   readonly fd: number;
+  /** The socket connected to the peer, or -1: then the shared socket (udpFd) carries the circuit. */
+  readonly peerFd: number;
+  /** Where frames to the peer go: the peer socket, or the shared one (see sendBatch). */
+  sendFd: number;
   /** The peer's sockaddr_in6 (28 bytes) and its 16 address bytes, to match senders against. */
   readonly sockaddr: Uint8Array<ArrayBuffer>;
   readonly address: Uint8Array;
@@ -44,6 +50,7 @@ interface Slot {
 }
 
 const c = libc();
+let role: WorkerRole = "both";
 let udpFd = -1;
 let wakeFd = -1;
 let circuitCounters: Float64Array<ArrayBufferLike> = new Float64Array(0);
@@ -57,6 +64,8 @@ const byVid: Slot[][] = Array.from({ length: 256 }, () => []);
 let pollSet = new Uint8Array(0);
 let pollView = new DataView(pollSet.buffer);
 let pollSlots: Slot[] = [];
+/** The peer sockets a receiving Worker drains, after the devices in the poll set. */
+let pollSockets: number[] = [];
 
 // Receive side: a batch of full-size buffers with their sender addresses.
 //
@@ -116,11 +125,18 @@ function send(message: ToMain): void {
   self.postMessage(message);
 }
 
+/**
+ * Entry 0 is the shared UDP socket (-1, which poll() skips, for a sending Worker), 1 the eventfd, then
+ * the devices (if this Worker sends), then the peer sockets (if it receives).
+ */
 function rebuildPollSet(): void {
-  pollSlots = [...slots.values()];
-  pollSet = new Uint8Array(PollFd.SIZE * (2 + pollSlots.length));
+  pollSlots = role === "receive" ? [] : [...slots.values()];
+  pollSockets = role === "send"
+    ? []
+    : [...new Set([...slots.values()].map((s) => s.peerFd))].filter((fd) => fd >= 0);
+  pollSet = new Uint8Array(PollFd.SIZE * (2 + pollSlots.length + pollSockets.length));
   pollView = new DataView(pollSet.buffer);
-  [udpFd, wakeFd, ...pollSlots.map((s) => s.fd)].forEach((fd, i) => {
+  [role === "send" ? -1 : udpFd, wakeFd, ...pollSlots.map((s) => s.fd), ...pollSockets].forEach((fd, i) => {
     pollView.setInt32(i * PollFd.SIZE + PollFd.FD, fd, true);
     pollView.setInt16(i * PollFd.SIZE + PollFd.EVENTS, Linux.POLLIN, true);
   });
@@ -317,14 +333,15 @@ function deliver(i: number, at: number, length: number): void {
   }
 }
 
-/** recvmmsg until the socket is empty (or a turn is used up); data to devices, control up. */
-function receiveFromUnderlay(): void {
+/** recvmmsg until a socket is empty (or a turn is used up); data to devices, control up. */
+function receiveFromUnderlay(socketFd: number): void {
   for (let turn = 0; turn < BATCHES_PER_TURN; turn++) {
     for (let i = 0; i < WORKER_BATCH; i++) {
       rxHeaders.setUint32(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN, CONTROL_SPACE, true);
       rxHeaders.setUint32(i * MMsgHdr.SIZE + MMsgHdr.CONTROLLEN + 4, 0, true);
     }
-    const got = c.recvmmsg(udpFd, rx.headers, WORKER_BATCH, Linux.MSG_DONTWAIT, null);
+    // A peer socket may report an ICMP error (ECONNREFUSED) here instead of data; reading clears it.
+    const got = c.recvmmsg(socketFd, rx.headers, WORKER_BATCH, Linux.MSG_DONTWAIT, null);
     if (got <= 0) return;
     for (let i = 0; i < got; i++) {
       const length = rxHeaders.getUint32(i * MMsgHdr.SIZE + MMsgHdr.LEN, true);
@@ -364,12 +381,52 @@ let udpGso = true;
 const GSO_MAX_SEGMENTS = 64;
 const GSO_MAX_BYTES = 65_000;
 
+/** The errno of the last failed call. */
+function lastErrno(): number {
+  return new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
+}
+
 /**
- * Sends tx buffers [0, count) to txName; returns how many datagrams went out. Runs of datagrams of one
- * size (the segments of a TCP superframe, or a stream of equal packets), the last maybe shorter, go
- * out as one message with UDP_SEGMENT, so the kernel handles them as one.
+ * Errors of a send that say nothing against the socket: EINTR, EAGAIN, ENOBUFS, and ECONNREFUSED (an
+ * ICMP port unreachable from a peer that was down, reported once on a connected socket).
  */
-function flush(count: number): number {
+const PASSING_SEND_ERRORS = new Set([4, 11, 105, 111]);
+
+/**
+ * Sends tx buffers [0, count) to the slot's peer; returns how many datagrams went out. A peer socket
+ * that fails otherwise (its local address was removed: ENETUNREACH or EINVAL) is given up for the
+ * shared socket, which picks a source address per datagram.
+ */
+function sendBatch(count: number, slot: Slot): number {
+  if (count === 0) return 0;
+  nameMessages(slot.sendFd === udpFd);
+  const sent = flush(count, slot.sendFd);
+  if (sent > 0 || slot.sendFd === udpFd || PASSING_SEND_ERRORS.has(lastErrno())) return sent;
+  slot.sendFd = udpFd;
+  nameMessages(true);
+  return flush(count, udpFd);
+}
+
+/**
+ * Whether sent messages carry the peer's address (txName): yes on the shared socket; no on a peer
+ * socket, which then uses the route it keeps (with an address the kernel looks the route up again).
+ */
+let messagesNamed = true;
+function nameMessages(named: boolean): void {
+  if (named === messagesNamed) return;
+  messagesNamed = named;
+  for (let j = 0; j < WORKER_BATCH; j++) {
+    txHeaders.setUint32(j * MMsgHdr.SIZE + MMsgHdr.NAMELEN, named ? SockaddrIn6.SIZE : 0, true);
+  }
+}
+
+/**
+ * Sends tx buffers [0, count) on `socketFd` (to txName, unless it is a peer socket); returns how many
+ * datagrams went out. Runs of datagrams of one size (the segments of a TCP superframe, or a stream of
+ * equal packets), the last maybe shorter, go out as one message with UDP_SEGMENT, so the kernel handles
+ * them as one.
+ */
+function flush(count: number, socketFd: number): number {
   let messages = 0;
   for (let k = 0; k < count;) {
     const size0 = txLengths[k];
@@ -400,12 +457,13 @@ function flush(count: number): number {
   let sent = 0;
   while (sentMessages < messages) {
     const headers = sentMessages === 0 ? tx.headers : tx.headers.subarray(sentMessages * MMsgHdr.SIZE);
-    const n = c.sendmmsg(udpFd, headers, messages - sentMessages, 0);
+    const n = c.sendmmsg(socketFd, headers, messages - sentMessages, 0);
     if (n <= 0) {
-      if (udpGso && sent === 0 && messages < count) {
-        // The kernel refused UDP_SEGMENT (EIO or EINVAL on an old kernel or device): go without.
+      if (udpGso && sent === 0 && messages < count && socketFd === udpFd) {
+        // The kernel refused UDP_SEGMENT (EIO or EINVAL on an old kernel or device): go without. (A peer
+        // socket's failure is first retried on the shared socket, by sendBatch.)
         udpGso = false;
-        return flush(count);
+        return flush(count, socketFd);
       }
       break;
     }
@@ -466,7 +524,7 @@ function sendFromDevice(slot: Slot): boolean {
         : c.read_frame(slot.fd, txFrames[count], size(slot.readSize));
       if (n <= 0) {
         if (n < 0 && count === 0 && turn === 0) {
-          const code = new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
+          const code = lastErrno();
           if (code !== 11 && code !== 4) return false; // Not EAGAIN or EINTR: the device is gone.
         }
         break;
@@ -513,13 +571,13 @@ function sendFromDevice(slot: Slot): boolean {
         done += wrote;
         if (sink.count < WORKER_BATCH) break;
         // The batch is full and segments remain: send it and go on.
-        sent += flush(sink.count);
+        sent += sendBatch(sink.count, slot);
         sink.count = 0;
       }
     }
     if (sink.total === 0 && dropped === 0) return true;
     const batch = sink.count;
-    sent += flush(batch);
+    sent += sendBatch(batch, slot);
     circuitCounters[base + Counter.TX_PACKETS] += sent;
     circuitCounters[base + Counter.TX_BYTES] += sink.bytes;
     circuitCounters[base + Counter.TX_DROPPED] += dropped + sink.total - sent;
@@ -532,6 +590,7 @@ function handle(message: ToWorker): void {
   handled++;
   switch (message.type) {
     case "init":
+      role = message.role;
       udpFd = message.udpFd;
       wakeFd = message.wakeFd;
       circuitCounters = new Float64Array(message.circuitCounters);
@@ -547,6 +606,8 @@ function handle(message: ToWorker): void {
         slot: message.slot,
         vid: message.vid,
         fd: message.fd,
+        peerFd: message.peerFd,
+        sendFd: message.peerFd >= 0 ? message.peerFd : udpFd,
         sockaddr: message.sockaddr,
         address,
         readSize: Math.min(MAX_FRAME - 1, message.mtu + 18),
@@ -560,8 +621,8 @@ function handle(message: ToWorker): void {
       break;
     }
     case "remove":
-      forget(message.slot);
-      send({ type: "removed", slot: message.slot });
+      // A slot this Worker dropped itself (its device failed) was reported then, not again.
+      if (forget(message.slot)) send({ type: "removed", slot: message.slot });
       break;
     case "stop":
       stopping = true;
@@ -569,12 +630,14 @@ function handle(message: ToWorker): void {
   }
 }
 
-function forget(slotNumber: number): void {
+/** Drops a slot; false if this Worker did not have it. */
+function forget(slotNumber: number): boolean {
   const slot = slots.get(slotNumber);
-  if (!slot) return;
+  if (!slot) return false;
   slots.delete(slotNumber);
   byVid[slot.vid] = byVid[slot.vid].filter((s) => s !== slot);
   rebuildPollSet();
+  return true;
 }
 
 /** Lets the event loop deliver every message the main isolate has posted so far. */
@@ -587,9 +650,13 @@ async function readMessages(): Promise<void> {
 
 async function run(): Promise<void> {
   while (!stopping) {
-    const ready = c.poll(pollSet, size(2 + pollSlots.length), 1000);
+    const ready = c.poll(pollSet, size(2 + pollSlots.length + pollSockets.length), 1000);
     if (ready > 0) {
-      if (revents(0) & Linux.POLLIN) receiveFromUnderlay();
+      if (revents(0) & Linux.POLLIN) receiveFromUnderlay(udpFd);
+      const sockets = 2 + pollSlots.length;
+      for (let i = 0; i < pollSockets.length; i++) {
+        if (revents(sockets + i) !== 0) receiveFromUnderlay(pollSockets[i]);
+      }
       for (let i = 0; i < pollSlots.length; i++) {
         if (revents(2 + i) === 0) continue;
         const slot = pollSlots[i];

@@ -18,7 +18,7 @@ export type UnderlayKind = "libc" | "deno";
 export function startKernelDaemon(
   config: DaemonConfig,
   underlay: UnderlayKind = "libc",
-  options: { offload?: boolean } = {},
+  options: { offload?: boolean; datapathThreads?: 1 | 2 } = {},
 ): Daemon {
   const daemon = new Daemon(config, {
     network: kernelNetwork,
@@ -27,7 +27,13 @@ export function startKernelDaemon(
     bindUnderlay: (port) => underlay === "libc" ? LibcUdpSocket.bind(port) : DenoUnderlay.bind(port),
     createDatapath: underlay === "libc"
       ? (socket, onControl, onDeviceFailure) =>
-        new WorkerDatapath(socket as LibcUdpSocket, onControl, onDeviceFailure, options.offload ?? true)
+        new WorkerDatapath(
+          socket as LibcUdpSocket,
+          onControl,
+          onDeviceFailure,
+          options.offload ?? true,
+          options.datapathThreads,
+        )
       : undefined,
     now: () => performance.now(),
     wallClock: () => Date.now(),

@@ -22,9 +22,16 @@ export const CIRCUIT_FIELDS = 6;
 export const Drop = { UNKNOWN_CIRCUIT: 0, RUNT: 1, EMPTY: 2, CONTROL: 3 } as const;
 export const DROP_FIELDS = 4;
 
+/**
+ * What one datapath Worker serves: "receive", the UDP socket into the devices; "send", the devices into
+ * the UDP socket; "both", everything (the single-Worker datapath).
+ */
+export type WorkerRole = "receive" | "send" | "both";
+
 export type ToWorker =
   | {
     type: "init";
+    role: WorkerRole;
     udpFd: number;
     wakeFd: number;
     circuitCounters: SharedArrayBuffer;
@@ -39,6 +46,8 @@ export type ToWorker =
     slot: number;
     vid: number;
     fd: number;
+    /** The socket connected to this peer (-1: none; the shared socket carries the circuit). */
+    peerFd: number;
     sockaddr: Uint8Array<ArrayBuffer>;
     mtu: number;
     /** The device carries virtio-net headers and may hand over TCP superframes. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { endpointSockaddr, LibcUdpSocket, sockaddrEndpoint } from "../ffi/udp_socket.ts";
+import { endpointSockaddr, LibcUdpSocket, openPeerSocket, sockaddrEndpoint } from "../ffi/udp_socket.ts";
+import { libc } from "../ffi/libc.ts";
 import { addressOf, Iovec, MMsgHdr, mmsghdrs } from "../ffi/structs.ts";
 
 Deno.test("endpointSockaddr() maps IPv4 into a sockaddr_in6 and sockaddrEndpoint() reads it back", () => {
@@ -64,5 +65,37 @@ Deno.test("binding a libc UDP socket to a port in use throws AddrInUse", () => {
     assert.throws(() => LibcUdpSocket.bind(a.port), Deno.errors.AddrInUse);
   } finally {
     a.close();
+  }
+});
+
+Deno.test("a peer socket on the shared port gets its peer's datagrams, and the shared socket everyone else's", async () => {
+  const shared = LibcUdpSocket.bind(0);
+  const peer = LibcUdpSocket.bind(0);
+  const stranger = LibcUdpSocket.bind(0);
+  const c = libc();
+  const fd = openPeerSocket(shared.port, { address: "127.0.0.1", port: peer.port });
+  try {
+    const to = { address: "127.0.0.1", port: shared.port };
+    assert.ok(peer.sendTo(new Uint8Array([1, 1]), 2, to));
+    assert.ok(stranger.sendTo(new Uint8Array([2, 2, 2]), 3, to));
+    // Loopback delivers within sendto: both datagrams are queued by now.
+    const buffer = new Uint8Array(64);
+    assert.equal(Number(c.read(fd, buffer, 64n)), 2);
+    assert.deepEqual([...buffer.subarray(0, 2)], [1, 1]);
+    assert.equal(Number(c.read(fd, buffer, 64n)), -1, "the stranger's datagram went to the peer socket");
+    const got: { data: number[]; port: number }[] = [];
+    assert.ok(await shared.receiveBatch((d, from) => got.push({ data: [...d], port: from.port })));
+    assert.deepEqual(got, [{ data: [2, 2, 2], port: stranger.port }]);
+
+    // Sent without an address, from the shared port.
+    assert.equal(Number(c.write(fd, new Uint8Array([3]), 1n)), 1);
+    const back: { data: number[]; port: number }[] = [];
+    assert.ok(await peer.receiveBatch((d, from) => back.push({ data: [...d], port: from.port })));
+    assert.deepEqual(back, [{ data: [3], port: shared.port }]);
+  } finally {
+    c.close(fd);
+    shared.close();
+    peer.close();
+    stranger.close();
   }
 });

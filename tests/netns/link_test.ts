@@ -6,12 +6,14 @@ import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 
 /**
- * The datapaths: the libc Worker with offloads (the default), the same without offloads, and Deno's own
- * UDP socket. Every test here runs over each.
+ * The datapaths: the libc Workers with offloads (the default: two Workers on two CPUs or more), the same
+ * without offloads, one libc Worker doing both directions, and Deno's own UDP socket. Every test here
+ * runs over each.
  */
 const DATAPATHS = {
   "libc": ["--underlay", "libc"],
   "libc --no-offload": ["--underlay", "libc", "--no-offload"],
+  "libc --datapath-threads 1": ["--underlay", "libc", "--datapath-threads", "1"],
   "deno": ["--underlay", "deno"],
 } as const;
 type Underlay = keyof typeof DATAPATHS;

@@ -23,6 +23,15 @@ async function velaExpect(bed: Bed, ns: string, args: string[], code = 0): Promi
   return result;
 }
 
+/** The connected UDP sockets in `ns`, as "local peer" (IPv4-mapped addresses shown as IPv4). */
+async function connectedUdp(bed: Bed, ns: string): Promise<string[]> {
+  const result = await bed.exec(ns, ["ss", "-H", "-u", "-n", "state", "established"], { check: true });
+  return result.stdout.trim().split("\n").filter((line) => line !== "").map((line) => {
+    const [local, peer] = line.trim().split(/\s+/).slice(-2);
+    return `${local} ${peer}`.replaceAll("[::ffff:", "").replaceAll("]", "");
+  });
+}
+
 /** Waits until the daemon's control socket answers `vela status`. */
 async function waitControl(bed: Bed, ns: string, daemon: BedProcess): Promise<void> {
   await bed.until(
@@ -163,6 +172,10 @@ netnsTest("vela connect sets up a whole link from one machine and vela close tak
   assert.equal(circuit.vid, 7);
   assert.equal(circuit.state, "established");
   assert.equal(circuit.port, 4455);
+  // Each side's datapath has a socket connected to the other (its peer socket), on its own port.
+  assert.deepEqual(await connectedUdp(bed, bed.a), [`${bed.a4}:4456 ${bed.b4}:4455`]);
+  await bed.until(async () => (await connectedUdp(bed, bed.b)).length === 1, "b's peer socket");
+  assert.deepEqual(await connectedUdp(bed, bed.b), [`${bed.b4}:4455 ${bed.a4}:4456`]);
 
   const closed = await velaExpect(bed, bed.a, [
     "close",
@@ -177,6 +190,8 @@ netnsTest("vela connect sets up a whole link from one machine and vela close tak
   assert.equal(await bed.hasLink(bed.a, "vela7"), false, "a's vela7 is gone when close returns");
   await bed.until(async () => !(await bed.hasLink(bed.b, "vela7")), "b to remove vela7 after CREQ");
   assert.deepEqual((await statusOf(bed, bed.a, daemon)).circuits, []);
+  await bed.until(async () => (await connectedUdp(bed, bed.a)).length === 0, "a to close its peer socket");
+  await bed.until(async () => (await connectedUdp(bed, bed.b)).length === 0, "b to close its peer socket");
 
   // Closing it again is an error that says so.
   const again = await velaExpect(
