@@ -19,6 +19,7 @@ import {
 import { check, libc } from "../ffi/libc.ts";
 import { Linux } from "../ffi/structs.ts";
 import { endpointSockaddr, type LibcUdpSocket, openPeerSocket } from "../ffi/udp_socket.ts";
+import { type PeerSocket, PeerSockets } from "./peer_sockets.ts";
 import {
   CIRCUIT_FIELDS,
   Counter,
@@ -57,13 +58,6 @@ interface Slot {
   readonly peerSocket?: PeerSocket;
 }
 
-/** A socket connected to one peer (ffi/udp_socket.ts, openPeerSocket), shared by that peer's circuits. */
-interface PeerSocket {
-  readonly key: string;
-  readonly fd: number;
-  slots: number;
-}
-
 /** One datapath Worker, the eventfd that wakes it, and its count of messages posted to it. */
 interface WorkerThread {
   readonly role: WorkerRole;
@@ -97,10 +91,7 @@ export class WorkerDatapath implements DatapathEngine {
   #stopping = false;
   readonly #onControl: ControlHandler;
   readonly #onDeviceFailure: DeviceFailureHandler;
-  readonly #port: number;
-  /** Peer sockets join received datagrams (UDP GRO), as the shared socket does. */
-  readonly #udpGro: boolean;
-  readonly #peerSockets = new Map<string, PeerSocket>();
+  readonly #peerSockets: PeerSockets;
 
   /**
    * With `offload` false no UDP GSO or GRO is used either (--no-offload). `threads` is the number of
@@ -115,12 +106,14 @@ export class WorkerDatapath implements DatapathEngine {
   ) {
     this.#onControl = onControl;
     this.#onDeviceFailure = onDeviceFailure;
-    this.#port = socket.port;
     this.#circuitCounters = new Float64Array(new SharedArrayBuffer(8 * CIRCUIT_FIELDS * WORKER_SLOTS));
     this.#drops = new Float64Array(new SharedArrayBuffer(8 * DROP_FIELDS));
     this.#stopped = new Promise((resolve) => this.#resolveStopped = resolve);
     const udpGso = offload && socket.enableGro();
-    this.#udpGro = udpGso;
+    this.#peerSockets = new PeerSockets(
+      (peer) => openPeerSocket(socket.port, peer, udpGso),
+      (fd) => libc().close(fd),
+    );
     const roles: WorkerRole[] = threads === 2 ? ["receive", "send"] : ["both"];
     this.#threads = roles.map((role) => this.#startThread(role, socket.fd, udpGso));
   }
@@ -216,35 +209,10 @@ export class WorkerDatapath implements DatapathEngine {
     this.#slots.delete(slot.slot);
     this.#freeSlots.push(slot.slot);
     slot.device.release();
-    if (slot.peerSocket) this.#closePeerSocket(slot.peerSocket);
+    if (slot.peerSocket) this.#peerSockets.release(slot.peerSocket);
   }
 
-  /**
-   * The peer socket for `remote`, opened on first use. Without one (the kernel refused it) the circuit
-   * goes through the shared socket, which works the same, with a route lookup per datagram.
-   */
-  #peerSocketFor(remote: Endpoint): PeerSocket | undefined {
-    const key = `${remote.address}|${remote.port}`;
-    let peer = this.#peerSockets.get(key);
-    if (!peer) {
-      try {
-        peer = { key, fd: openPeerSocket(this.#port, remote, this.#udpGro), slots: 0 };
-      } catch {
-        return undefined;
-      }
-      this.#peerSockets.set(key, peer);
-    }
-    peer.slots++;
-    return peer;
-  }
-
-  #closePeerSocket(peer: PeerSocket): void {
-    if (--peer.slots > 0) return;
-    this.#peerSockets.delete(peer.key);
-    libc().close(peer.fd);
-  }
-
-  /** Resolves when the Worker has stopped. */
+  /** Resolves when the Workers have stopped. */
   run(): Promise<void> {
     return this.#stopped;
   }
@@ -264,7 +232,7 @@ export class WorkerDatapath implements DatapathEngine {
     this.#circuitCounters.fill(0, slot * CIRCUIT_FIELDS, (slot + 1) * CIRCUIT_FIELDS);
     const live = counters ?? zeroCounters();
     device.retain();
-    const peerSocket = this.#peerSocketFor(remote);
+    const peerSocket = this.#peerSockets.acquire(remote);
     this.#slots.set(slot, {
       slot,
       vid,
@@ -320,7 +288,7 @@ export class WorkerDatapath implements DatapathEngine {
     }
   }
 
-  /** Stops the Worker and waits for it; then the devices and the socket may be closed. */
+  /** Stops the Workers and waits for them; then the devices and the socket may be closed. */
   async stop(): Promise<void> {
     if (this.#stopping) return this.#stopped;
     this.#stopping = true;
@@ -334,8 +302,7 @@ export class WorkerDatapath implements DatapathEngine {
       libc().close(thread.wakeFd);
     }
     for (const slot of this.#slots.values()) slot.device.release();
-    for (const peer of this.#peerSockets.values()) libc().close(peer.fd);
-    this.#peerSockets.clear();
+    this.#peerSockets.close();
     this.#slots.clear();
     this.#byKey.clear();
     this.#resolveStopped();
