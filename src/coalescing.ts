@@ -89,6 +89,14 @@ export abstract class Coalescer {
    */
   abstract finish(): number;
 
+  /** Starts a superframe for `owner` with the frame at `src[at .. at + length)`. */
+  protected begin(src: Uint8Array, at: number, length: number, owner: unknown): void {
+    copyBytes(this.buffer, FRAME_START, src, at, at + length);
+    this.owner = owner;
+    this.count = 1;
+    this.length = length;
+  }
+
   /** The answer for a frame that cannot join: write the pending superframe first, if there is one. */
   protected refuse(): Offer {
     return this.count ? "flush-first" : "ineligible";
@@ -130,10 +138,7 @@ export class TcpCoalescer extends Coalescer {
     const seq = (((src[tcp + 4] << 24) >>> 0) + (src[tcp + 5] << 16) + (src[tcp + 6] << 8) + src[tcp + 7]) >>>
       0;
     if (this.count === 0) {
-      copyBytes(this.buffer, FRAME_START, src, at, at + length);
-      this.owner = owner;
-      this.count = 1;
-      this.length = length;
+      this.begin(src, at, length, owner);
       this.#ipOffset = ipOffset;
       this.#tcpOffset = tcp - at;
       this.#headerLength = headerLength;
@@ -301,10 +306,7 @@ export class UdpCoalescer extends Coalescer {
     const payload = udpLength - 8;
     if (udpLength !== at + length - udp || payload <= 0) return this.refuse();
     if (this.count === 0) {
-      copyBytes(this.buffer, FRAME_START, src, at, at + length);
-      this.owner = owner;
-      this.count = 1;
-      this.length = length;
+      this.begin(src, at, length, owner);
       this.#ipOffset = ipOffset;
       this.#udpOffset = udp - at;
       this.#gsoSize = payload;
