@@ -292,6 +292,15 @@ Deno.test("-4 with -6 is a usage error", () => {
   refused([...CIRCUIT, "-4", "-6"], "-4", "-6");
 });
 
+Deno.test("--datapath-threads takes 1 or 2, for the libc underlay only", () => {
+  assert.equal(daemon(CIRCUIT).datapathThreads, undefined, "unset: chosen by the CPU count");
+  assert.equal(daemon([...CIRCUIT, "--datapath-threads", "1"]).datapathThreads, 1);
+  assert.equal(daemon([...CIRCUIT, "--datapath-threads", "2", "--underlay", "libc"]).datapathThreads, 2);
+  refused([...CIRCUIT, "--datapath-threads", "3"], "--datapath-threads", "1 to 2");
+  refused([...CIRCUIT, "--datapath-threads", "two"], "--datapath-threads");
+  refused([...CIRCUIT, "--datapath-threads", "1", "--underlay", "deno"], "--datapath-threads", "libc");
+});
+
 // --- help text -------------------------------------------------------------------------------------
 
 /** The names in parseCommandLine's parseArgs options object, as written in src/cli.ts. */
@@ -309,6 +318,7 @@ const LONG_OPTIONS = [
   "insecure-accept-any",
   "ipv4",
   "ipv6",
+  "datapath-threads",
   "verbose",
   "quiet",
   "help",
