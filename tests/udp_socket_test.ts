@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { endpointSockaddr, LibcUdpSocket, openPeerSocket, sockaddrEndpoint } from "../ffi/udp_socket.ts";
-import { libc } from "../ffi/libc.ts";
+import { Errno, errno, libc } from "../ffi/libc.ts";
+import { Linux, sockaddrIn6 } from "../ffi/structs.ts";
 import { addressOf, Iovec, MMsgHdr, mmsghdrs } from "../ffi/structs.ts";
 
 Deno.test("endpointSockaddr() maps IPv4 into a sockaddr_in6 and sockaddrEndpoint() reads it back", () => {
@@ -97,5 +98,31 @@ Deno.test("a peer socket on the shared port gets its peer's datagrams, and the s
     shared.close();
     peer.close();
     stranger.close();
+  }
+});
+
+Deno.test("a socket with SO_REUSEADDR can bind neither the shared socket's port nor one address of it", () => {
+  const shared = LibcUdpSocket.bind(0);
+  const c = libc();
+  try {
+    for (
+      const address of [new Uint8Array(16), new Uint8Array([...Array(10).fill(0), 0xff, 0xff, 127, 0, 0, 1])]
+    ) {
+      const fd = c.socket(Linux.AF_INET6, Linux.SOCK_DGRAM, 0);
+      assert.ok(fd >= 0);
+      try {
+        assert.equal(
+          c.setsockopt(fd, Linux.SOL_SOCKET, 2, /* SO_REUSEADDR */ new Uint8Array([1, 0, 0, 0]), 4),
+          0,
+        );
+        const name = sockaddrIn6(address, shared.port);
+        assert.equal(c.bind(fd, name, name.length), -1, "the port was shared with a stranger");
+        assert.equal(errno(), Errno.EADDRINUSE);
+      } finally {
+        c.close(fd);
+      }
+    }
+  } finally {
+    shared.close();
   }
 });
