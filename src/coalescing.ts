@@ -89,12 +89,46 @@ export abstract class Coalescer {
    */
   abstract finish(): number;
 
-  /** Starts a superframe for `owner` with the frame at `src[at .. at + length)`. */
-  protected begin(src: Uint8Array, at: number, length: number, owner: unknown): void {
+  /** Where the IP header starts in the pending superframe's frames, and whether it is IPv4. */
+  protected ipOffset = 0;
+  protected v4 = false;
+  /** The payload size of the first frame: every later one is at most this. */
+  protected gsoSize = 0;
+  /** A frame shorter than gsoSize joined: it must be the last. */
+  protected lastShort = false;
+
+  /** Starts a superframe for `owner` with the frame at `src[at .. at + length)`, of `payload` bytes. */
+  protected begin(
+    src: Uint8Array,
+    at: number,
+    length: number,
+    owner: unknown,
+    ipOffset: number,
+    v4: boolean,
+    payload: number,
+  ): void {
     copyBytes(this.buffer, FRAME_START, src, at, at + length);
     this.owner = owner;
     this.count = 1;
     this.length = length;
+    this.ipOffset = ipOffset;
+    this.v4 = v4;
+    this.gsoSize = payload;
+    this.lastShort = false;
+  }
+
+  /** Whether a frame of `payload` bytes may follow the pending ones, as far as both coalescers care. */
+  protected fits(owner: unknown, ipOffset: number, v4: boolean, payload: number): boolean {
+    return owner === this.owner && v4 === this.v4 && ipOffset === this.ipOffset && payload <= this.gsoSize &&
+      !this.lastShort && this.length + payload <= MAX_SUPERFRAME;
+  }
+
+  /** Appends `payload` bytes, `src[from .. from + payload)`, to the pending superframe. */
+  protected append(src: Uint8Array, from: number, payload: number): void {
+    copyBytes(this.buffer, FRAME_START + this.length, src, from, from + payload);
+    this.length += payload;
+    this.count++;
+    this.lastShort = payload < this.gsoSize;
   }
 
   /** The answer for a frame that cannot join: write the pending superframe first, if there is one. */
@@ -111,13 +145,9 @@ export abstract class Coalescer {
 }
 
 export class TcpCoalescer extends Coalescer {
-  #ipOffset = 0;
   #tcpOffset = 0;
   #headerLength = 0;
-  #gsoSize = 0;
   #nextSeq = 0;
-  #lastShort = false;
-  #v4 = false;
 
   /**
    * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
@@ -138,29 +168,20 @@ export class TcpCoalescer extends Coalescer {
     const seq = (((src[tcp + 4] << 24) >>> 0) + (src[tcp + 5] << 16) + (src[tcp + 6] << 8) + src[tcp + 7]) >>>
       0;
     if (this.count === 0) {
-      this.begin(src, at, length, owner);
-      this.#ipOffset = ipOffset;
+      this.begin(src, at, length, owner, ipOffset, v4, payload);
       this.#tcpOffset = tcp - at;
       this.#headerLength = headerLength;
-      this.#gsoSize = payload;
       this.#nextSeq = (seq + payload) >>> 0;
-      this.#lastShort = false;
-      this.#v4 = v4;
       return flags & TCP_PSH ? "appended-last" : "started";
     }
     if (
-      owner !== this.owner || v4 !== this.#v4 || ipOffset !== this.#ipOffset ||
-      headerLength !== this.#headerLength ||
-      seq !== this.#nextSeq || payload > this.#gsoSize || this.#lastShort ||
-      this.length + payload > MAX_SUPERFRAME || !this.#sameFlow(src, at, tcp - at, tcpHeader)
+      !this.fits(owner, ipOffset, v4, payload) || headerLength !== this.#headerLength ||
+      seq !== this.#nextSeq || !this.#sameFlow(src, at, tcp - at, tcpHeader)
     ) {
       return "flush-first";
     }
-    copyBytes(this.buffer, FRAME_START + this.length, src, at + headerLength, at + length);
-    this.length += payload;
-    this.count++;
+    this.append(src, at + headerLength, payload);
     this.#nextSeq = (seq + payload) >>> 0;
-    this.#lastShort = payload < this.#gsoSize;
     if (flags & TCP_PSH) {
       this.buffer[FRAME_START + this.#tcpOffset + 13] |= TCP_PSH;
       return "appended-last";
@@ -170,8 +191,8 @@ export class TcpCoalescer extends Coalescer {
 
   /** Headers that must match for a segment to join: all but lengths, ids, checksums and sequence. */
   #sameFlow(src: Uint8Array, at: number, tcpOffset: number, tcpHeader: number): boolean {
-    const ip = this.#ipOffset;
-    const ipSame = this.#v4
+    const ip = this.ipOffset;
+    const ipSame = this.v4
       ? this.same(src, at, 0, ip + 2) && this.same(src, at, ip + 6, ip + 10) &&
         this.same(src, at, ip + 12, ip + 20)
       : this.same(src, at, 0, ip + 4) && this.same(src, at, ip + 6, ip + 40);
@@ -194,15 +215,15 @@ export class TcpCoalescer extends Coalescer {
     this.buffer.fill(0, 0, VnetHdr.SIZE);
     if (this.count > 1) {
       prepareSuperframe(this.buffer, {
-        v4: this.#v4,
-        ipOffset: this.#ipOffset,
+        v4: this.v4,
+        ipOffset: this.ipOffset,
         l4Offset: this.#tcpOffset,
         total,
         protocol: 6,
         checkAt: 16,
-        gsoType: this.#v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6,
+        gsoType: this.v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6,
         headerLength: this.#headerLength,
-        gsoSize: this.#gsoSize,
+        gsoSize: this.gsoSize,
       });
     }
     this.count = 0;
@@ -280,11 +301,7 @@ export const MAX_UDP_SEGMENTS = 64;
  * cuts it up again before any socket or next hop sees it. Nothing allocated per frame.
  */
 export class UdpCoalescer extends Coalescer {
-  #ipOffset = 0;
   #udpOffset = 0;
-  #gsoSize = 0;
-  #lastShort = false;
-  #v4 = false;
 
   readonly #maxSegments: number;
 
@@ -306,34 +323,25 @@ export class UdpCoalescer extends Coalescer {
     const payload = udpLength - 8;
     if (udpLength !== at + length - udp || payload <= 0) return this.refuse();
     if (this.count === 0) {
-      this.begin(src, at, length, owner);
-      this.#ipOffset = ipOffset;
+      this.begin(src, at, length, owner, ipOffset, v4, payload);
       this.#udpOffset = udp - at;
-      this.#gsoSize = payload;
-      this.#lastShort = false;
-      this.#v4 = v4;
       return "started";
     }
     if (
-      owner !== this.owner || v4 !== this.#v4 || ipOffset !== this.#ipOffset ||
-      udp - at !== this.#udpOffset ||
-      payload > this.#gsoSize || this.#lastShort || this.count >= this.#maxSegments ||
-      this.length + payload > MAX_SUPERFRAME || !this.#sameFlow(src, at)
+      !this.fits(owner, ipOffset, v4, payload) || udp - at !== this.#udpOffset ||
+      this.count >= this.#maxSegments || !this.#sameFlow(src, at)
     ) {
       return "flush-first";
     }
-    copyBytes(this.buffer, FRAME_START + this.length, src, udp + 8, at + length);
-    this.length += payload;
-    this.count++;
-    this.#lastShort = payload < this.#gsoSize;
+    this.append(src, udp + 8, payload);
     return "appended";
   }
 
   /** The link header, the IP header but for lengths, id and checksum, and the ports. */
   #sameFlow(src: Uint8Array, at: number): boolean {
-    const ip = this.#ipOffset;
+    const ip = this.ipOffset;
     const udp = this.#udpOffset;
-    return this.#v4
+    return this.v4
       ? this.same(src, at, 0, ip + 2) && this.same(src, at, ip + 6, ip + 10) &&
         this.same(src, at, ip + 12, udp + 4)
       : this.same(src, at, 0, ip + 4) && this.same(src, at, ip + 6, udp + 4);
@@ -351,15 +359,15 @@ export class UdpCoalescer extends Coalescer {
       b[udp + 4] = udpLength >> 8;
       b[udp + 5] = udpLength & 0xff;
       prepareSuperframe(b, {
-        v4: this.#v4,
-        ipOffset: this.#ipOffset,
+        v4: this.v4,
+        ipOffset: this.ipOffset,
         l4Offset: this.#udpOffset,
         total,
         protocol: 17,
         checkAt: 6,
         gsoType: VnetHdr.GSO_UDP_L4,
         headerLength: this.#udpOffset + 8,
-        gsoSize: this.#gsoSize,
+        gsoSize: this.gsoSize,
       });
     }
     this.count = 0;
