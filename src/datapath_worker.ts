@@ -10,7 +10,7 @@
 
 /// <reference lib="deno.worker" />
 
-import { libc } from "../ffi/libc.ts";
+import { errno, libc } from "../ffi/libc.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
@@ -381,11 +381,6 @@ let udpGso = true;
 const GSO_MAX_SEGMENTS = 64;
 const GSO_MAX_BYTES = 65_000;
 
-/** The errno of the last failed call. */
-function lastErrno(): number {
-  return new Deno.UnsafePointerView(c.__errno_location()!).getInt32();
-}
-
 /**
  * Errors of a send that say nothing against the socket: EINTR, EAGAIN, ENOBUFS, and ECONNREFUSED (an
  * ICMP port unreachable from a peer that was down, reported once on a connected socket).
@@ -401,7 +396,7 @@ function sendBatch(count: number, slot: Slot): number {
   if (count === 0) return 0;
   nameMessages(slot.sendFd === udpFd);
   const sent = flush(count, slot.sendFd);
-  if (sent > 0 || slot.sendFd === udpFd || PASSING_SEND_ERRORS.has(lastErrno())) return sent;
+  if (sent > 0 || slot.sendFd === udpFd || PASSING_SEND_ERRORS.has(errno())) return sent;
   slot.sendFd = udpFd;
   nameMessages(true);
   return flush(count, udpFd);
@@ -524,7 +519,7 @@ function sendFromDevice(slot: Slot): boolean {
         : c.read_frame(slot.fd, txFrames[count], size(slot.readSize));
       if (n <= 0) {
         if (n < 0 && count === 0 && turn === 0) {
-          const code = lastErrno();
+          const code = errno();
           if (code !== 11 && code !== 4) return false; // Not EAGAIN or EINTR: the device is gone.
         }
         break;
