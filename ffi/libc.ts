@@ -34,6 +34,11 @@ const symbols = {
   poll_wait: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   /** int sched_yield(void); */
   sched_yield: { parameters: [], result: "i32" },
+  /**
+   * long syscall(long number, ...); for sched_getattr(pid, attr, size, flags) and
+   * sched_setattr(pid, attr, flags), which glibc before 2.41 does not wrap (ffi/scheduling.ts)
+   */
+  syscall_sched_attr: { name: "syscall", parameters: ["i64", "i32", "buffer", "u32", "u32"], result: "i64" },
   /** int eventfd(unsigned int initval, int flags); */
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   /** int socket(int domain, int type, int protocol); */

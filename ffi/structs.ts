@@ -203,6 +203,57 @@ export const VnetHdr = {
 } as const;
 
 /** struct pollfd (8 bytes each): fd i32 at 0, events i16 at 4, revents i16 at 6. */
+/**
+ * struct sched_attr as first published (SCHED_ATTR_SIZE_VER0, 48 bytes): u32 size, u32 sched_policy,
+ * u64 sched_flags, s32 sched_nice, u32 sched_priority, u64 sched_runtime, u64 sched_deadline,
+ * u64 sched_period. For SCHED_OTHER and SCHED_BATCH, Linux 6.12 and later read sched_runtime as the
+ * thread's own time slice (0: the default one); older kernels ignore it there.
+ */
+export const SchedAttr = {
+  SIZE: 48,
+  SIZE_FIELD: 0,
+  POLICY: 4,
+  FLAGS: 8,
+  NICE: 16,
+  PRIORITY: 20,
+  RUNTIME: 24,
+  DEADLINE: 32,
+  PERIOD: 40,
+  SCHED_OTHER: 0,
+  SCHED_BATCH: 3,
+  /** The one flag kept when a read sched_attr is written back (others need a larger struct). */
+  FLAG_RESET_ON_FORK: 0x1,
+} as const;
+
+/** A zeroed sched_attr with its size field set, for sched_getattr to fill. */
+export function schedAttr(): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(SchedAttr.SIZE);
+  new DataView(bytes.buffer).setUint32(SchedAttr.SIZE_FIELD, SchedAttr.SIZE, true);
+  return bytes;
+}
+
+/**
+ * The sched_attr to write back after reading `current`: the same policy, nice and reset-on-fork flag, with
+ * `sliceNs` as the time slice; null if the policy is not SCHED_OTHER or SCHED_BATCH (real-time or idle
+ * threads are left as the operator made them).
+ */
+export function schedAttrWithSlice(current: Uint8Array, sliceNs: number): Uint8Array<ArrayBuffer> | null {
+  const from = new DataView(current.buffer, current.byteOffset, current.byteLength);
+  const policy = from.getUint32(SchedAttr.POLICY, true);
+  if (policy !== SchedAttr.SCHED_OTHER && policy !== SchedAttr.SCHED_BATCH) return null;
+  const bytes = schedAttr();
+  const to = new DataView(bytes.buffer);
+  to.setUint32(SchedAttr.POLICY, policy, true);
+  to.setBigUint64(
+    SchedAttr.FLAGS,
+    from.getBigUint64(SchedAttr.FLAGS, true) & BigInt(SchedAttr.FLAG_RESET_ON_FORK),
+    true,
+  );
+  to.setInt32(SchedAttr.NICE, from.getInt32(SchedAttr.NICE, true), true);
+  to.setBigUint64(SchedAttr.RUNTIME, BigInt(sliceNs), true);
+  return bytes;
+}
+
 export const PollFd = { SIZE: 8, FD: 0, EVENTS: 4, REVENTS: 6 } as const;
 
 export function pollFds(fds: readonly number[], events: number): Uint8Array<ArrayBuffer> {

@@ -11,6 +11,8 @@
 /// <reference lib="deno.worker" />
 
 import { errno, libc } from "../ffi/libc.ts";
+import { setOwnTimeSlice } from "../ffi/scheduling.ts";
+import { DATAPATH_TIME_SLICE_MS } from "./timing.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
@@ -592,6 +594,14 @@ function handle(message: ToWorker): void {
       drops = new Float64Array(message.drops);
       posted = new Int32Array(message.posted);
       udpGso = message.udpGso;
+      try {
+        setOwnTimeSlice(DATAPATH_TIME_SLICE_MS * 1_000_000);
+      } catch (error) {
+        send({
+          type: "warning",
+          text: `The ${role} Worker keeps the default time slice: ${(error as Error).message}`,
+        });
+      }
       rebuildPollSet();
       run();
       break;

@@ -20,6 +20,7 @@ import { check, libc } from "../ffi/libc.ts";
 import { Linux } from "../ffi/structs.ts";
 import { endpointSockaddr, type LibcUdpSocket, openPeerSocket } from "../ffi/udp_socket.ts";
 import { type PeerSocket, PeerSockets } from "./peer_sockets.ts";
+import { logger } from "./log.ts";
 import {
   CIRCUIT_FIELDS,
   Counter,
@@ -92,6 +93,7 @@ export class WorkerDatapath implements DatapathEngine {
   readonly #onControl: ControlHandler;
   readonly #onDeviceFailure: DeviceFailureHandler;
   readonly #peerSockets: PeerSockets;
+  readonly #log = logger("datapath");
 
   /**
    * With `offload` false no UDP GSO or GRO is used either (--no-offload). `threads` is the number of
@@ -195,6 +197,9 @@ export class WorkerDatapath implements DatapathEngine {
         this.#onDeviceFailure(slot.vid, slot.remote, new Error(`reading ${slot.device.name} failed`));
         break;
       }
+      case "warning":
+        this.#log.warn(message.text);
+        break;
       case "stopped":
         thread.stopped = true;
         if (this.#threads.every((t) => t.stopped)) this.#resolveStopped();

@@ -64,4 +64,6 @@ export type ToMain =
   | { type: "control"; datagram: Uint8Array; from: Endpoint }
   | { type: "removed"; slot: number }
   | { type: "device-failed"; slot: number }
-  | { type: "stopped" };
+  | { type: "stopped" }
+  /** Something the operator should know that did not stop the Worker. */
+  | { type: "warning"; text: string };

@@ -13,6 +13,9 @@ import {
   Linux,
   pollFds,
   pollRevents,
+  SchedAttr,
+  schedAttr,
+  schedAttrWithSlice,
   sockaddrIn,
   sockaddrIn6,
   validInterfaceName,
@@ -225,4 +228,49 @@ Deno.test("ifreqWithHardwareAddress() puts ARPHRD_ETHER and the MAC in ifr_hwadd
   assert.equal(bytes.length, 40);
   assert.deepEqual([...bytes.subarray(16, 24)], [1, 0, 2, 1, 2, 3, 4, 5]);
   assert.throws(() => ifreqWithHardwareAddress("vela3", new Uint8Array(5)), RangeError);
+});
+
+// --- sched_attr ------------------------------------------------------------------------------------
+
+/** A sched_attr as sched_getattr would fill it. */
+function readSchedAttr(policy: number, flags: bigint, nice: number, runtime = 0n): Uint8Array {
+  const bytes = schedAttr();
+  const view = new DataView(bytes.buffer);
+  view.setUint32(SchedAttr.POLICY, policy, true);
+  view.setBigUint64(SchedAttr.FLAGS, flags, true);
+  view.setInt32(SchedAttr.NICE, nice, true);
+  view.setBigUint64(SchedAttr.RUNTIME, runtime, true);
+  return bytes;
+}
+
+Deno.test("schedAttr() is 48 zero bytes with its size in the first field", () => {
+  const bytes = schedAttr();
+  assert.equal(bytes.length, 48);
+  assert.deepEqual(bytesAt(bytes, 0, 4), [48, 0, 0, 0]);
+  assert.ok(bytes.subarray(4).every((b) => b === 0));
+});
+
+Deno.test("schedAttrWithSlice() keeps policy, nice and reset-on-fork and sets the slice", () => {
+  const wanted = schedAttrWithSlice(readSchedAttr(SchedAttr.SCHED_BATCH, 0x61n, 7), 10_000_000);
+  assert.ok(wanted);
+  const view = new DataView(wanted.buffer);
+  assert.equal(view.getUint32(SchedAttr.SIZE_FIELD, true), 48);
+  assert.equal(view.getUint32(SchedAttr.POLICY, true), SchedAttr.SCHED_BATCH);
+  // 0x20 and 0x40 (utilization clamps) need the larger struct; only reset-on-fork (0x1) is kept.
+  assert.equal(view.getBigUint64(SchedAttr.FLAGS, true), 1n);
+  assert.equal(view.getInt32(SchedAttr.NICE, true), 7);
+  assert.equal(view.getBigUint64(SchedAttr.RUNTIME, true), 10_000_000n);
+  assert.deepEqual(bytesAt(wanted, SchedAttr.DEADLINE, 16), new Array(16).fill(0));
+});
+
+Deno.test("schedAttrWithSlice() keeps a negative nice value", () => {
+  const wanted = schedAttrWithSlice(readSchedAttr(SchedAttr.SCHED_OTHER, 0n, -5), 3_000_000);
+  assert.ok(wanted);
+  assert.equal(new DataView(wanted.buffer).getInt32(SchedAttr.NICE, true), -5);
+});
+
+Deno.test("schedAttrWithSlice() leaves real-time and idle threads alone", () => {
+  for (const policy of [1, 2, 5, 6]) { // SCHED_FIFO, SCHED_RR, SCHED_IDLE, SCHED_DEADLINE
+    assert.equal(schedAttrWithSlice(readSchedAttr(policy, 0n, 0), 10_000_000), null);
+  }
 });

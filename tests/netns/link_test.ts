@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
+import { DATAPATH_TIME_SLICE_MS } from "../../src/timing.ts";
 
 /**
  * The datapaths: the libc Workers with offloads (the default: two Workers on two CPUs or more), the same
@@ -330,3 +331,56 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
     },
   );
 }
+
+/** Each thread of process `pid` with its name and its time slice in ns (null where the kernel shows none). */
+async function threadSlices(pid: number): Promise<{ tid: number; name: string; slice: number | null }[]> {
+  const threads = [];
+  for await (const entry of Deno.readDir(`/proc/${pid}/task`)) {
+    const tid = Number(entry.name);
+    const name = (await Deno.readTextFile(`/proc/${pid}/task/${tid}/comm`)).trim();
+    const sched = await Deno.readTextFile(`/proc/${pid}/task/${tid}/sched`).catch(() => "");
+    const slice = /^se\.slice\s*:\s*(\d+)/m.exec(sched);
+    threads.push({ tid, name, slice: slice ? Number(slice[1]) : null });
+  }
+  return threads;
+}
+
+/** Linux 6.12 and later take a thread's own time slice through sched_setattr. */
+function kernelTakesTimeSlices(): boolean {
+  const [major, minor] = Deno.osRelease().split(/[.-]/).map(Number);
+  return major > 6 || (major === 6 && minor >= 12);
+}
+
+netnsTest(
+  "the datapath Workers run with their own 10 ms time slice, the main thread with the default",
+  async () => {
+    if (!kernelTakesTimeSlices()) {
+      console.warn(`SKIPPED: kernel ${Deno.osRelease()} has no per-thread time slice (Linux 6.12 and later)`);
+      return;
+    }
+    await using bed = await Bed.create();
+    const processes = await linkWith(bed, ["--peer", bed.b4, "--address", "198.18.207.21/30"], 3, "libc");
+    await bed.waitPing(bed.a, "198.18.207.22");
+    for (const daemon of [processes.initiator, processes.listener]) {
+      const threads = await threadSlices(daemon.pid);
+      const report = JSON.stringify(threads);
+      if (threads.every((t) => t.slice === null)) {
+        console.warn("SKIPPED: this kernel does not show se.slice in /proc/PID/task/TID/sched");
+        return;
+      }
+      const main = threads.find((t) => t.tid === daemon.pid);
+      assert.ok(
+        main && main.slice !== DATAPATH_TIME_SLICE_MS * 1_000_000,
+        `the main thread keeps the default slice: ${report}`,
+      );
+      const workers = threads.filter((t) => t.slice === DATAPATH_TIME_SLICE_MS * 1_000_000);
+      const expected = navigator.hardwareConcurrency >= 2 ? 2 : 1;
+      assert.equal(
+        workers.length,
+        expected,
+        `${expected} datapath Worker(s) with the datapath slice: ${report}`,
+      );
+    }
+    await stopCleanly(bed, processes, processes.ifname);
+  },
+);
