@@ -12,7 +12,6 @@
 
 import { errno, libc } from "../ffi/libc.ts";
 import { setOwnTimeSlice } from "../ffi/scheduling.ts";
-import { DATAPATH_TIME_SLICE_MS } from "./timing.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
@@ -595,7 +594,7 @@ function handle(message: ToWorker): void {
       posted = new Int32Array(message.posted);
       udpGso = message.udpGso;
       try {
-        setOwnTimeSlice(DATAPATH_TIME_SLICE_MS * 1_000_000);
+        if (message.timeSliceNs > 0) setOwnTimeSlice(message.timeSliceNs);
       } catch (error) {
         send({
           type: "warning",

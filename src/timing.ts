@@ -25,10 +25,13 @@ export const IREQ_RATE_PER_SECOND = 5;
 export const IREQ_BURST = 10;
 
 /**
- * The time slice each datapath Worker asks the scheduler for (ffi/scheduling.ts, Linux 6.12 and later;
- * the default is 0.7-3 ms). When iperf3 and both Workers share two cores, a longer slice means fewer
- * preemptions in the middle of a batch: TCP without offloads carried 1627 Mbit/s on average with 10 ms
- * against 1434 with the default (10 runs each, alternating), and 1539 with 3 ms; 0.1 ms lost a quarter.
- * It is not a priority: the Workers' share of the CPU is unchanged.
+ * The time slice each datapath Worker asks the scheduler for under --no-offload (ffi/scheduling.ts, Linux
+ * 6.12 and later; the default slice is 0.7-3 ms). Without offloads a batch is dozens of small frames, and
+ * when iperf3 and both Workers share two cores a longer slice means fewer preemptions in the middle of
+ * one: TCP carried 1627 Mbit/s on average with 10 ms against 1434 with the default (10 runs each,
+ * alternating), 1539 with 3 ms, and a quarter less with 0.1 ms; it took both Workers (the sending one
+ * alone gained nothing). With offloads the same slice cost 20-25% (a superframe written to the device
+ * wants its reader to run at once), so there the Workers keep the default. It is not a priority: the
+ * Workers' share of the CPU is unchanged.
  */
-export const DATAPATH_TIME_SLICE_MS = 10;
+export const NO_OFFLOAD_TIME_SLICE_MS = 10;

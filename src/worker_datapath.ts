@@ -21,6 +21,7 @@ import { Linux } from "../ffi/structs.ts";
 import { endpointSockaddr, type LibcUdpSocket, openPeerSocket } from "../ffi/udp_socket.ts";
 import { type PeerSocket, PeerSockets } from "./peer_sockets.ts";
 import { logger } from "./log.ts";
+import { NO_OFFLOAD_TIME_SLICE_MS } from "./timing.ts";
 import {
   CIRCUIT_FIELDS,
   Counter,
@@ -117,10 +118,11 @@ export class WorkerDatapath implements DatapathEngine {
       (fd) => libc().close(fd),
     );
     const roles: WorkerRole[] = threads === 2 ? ["receive", "send"] : ["both"];
-    this.#threads = roles.map((role) => this.#startThread(role, socket.fd, udpGso));
+    const timeSliceNs = offload ? 0 : NO_OFFLOAD_TIME_SLICE_MS * 1_000_000;
+    this.#threads = roles.map((role) => this.#startThread(role, socket.fd, udpGso, timeSliceNs));
   }
 
-  #startThread(role: WorkerRole, udpFd: number, udpGso: boolean): WorkerThread {
+  #startThread(role: WorkerRole, udpFd: number, udpGso: boolean, timeSliceNs: number): WorkerThread {
     const thread: WorkerThread = {
       role,
       worker: new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" }),
@@ -147,6 +149,7 @@ export class WorkerDatapath implements DatapathEngine {
       drops: this.#drops.buffer,
       posted: thread.posted.buffer,
       udpGso,
+      timeSliceNs,
     });
     return thread;
   }

@@ -40,6 +40,8 @@ export type ToWorker =
     posted: SharedArrayBuffer;
     /** Send runs of equal datagrams with UDP GSO (the socket joins received ones with UDP GRO). */
     udpGso: boolean;
+    /** The time slice the Worker asks the scheduler for, in ns; 0 keeps the default (see timing.ts). */
+    timeSliceNs: number;
   }
   | {
     type: "add";

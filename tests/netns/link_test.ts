@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
-import { DATAPATH_TIME_SLICE_MS } from "../../src/timing.ts";
+import { NO_OFFLOAD_TIME_SLICE_MS } from "../../src/timing.ts";
 
 /**
  * The datapaths: the libc Workers with offloads (the default: two Workers on two CPUs or more), the same
@@ -351,36 +351,46 @@ function kernelTakesTimeSlices(): boolean {
   return major > 6 || (major === 6 && minor >= 12);
 }
 
-netnsTest(
-  "the datapath Workers run with their own 10 ms time slice, the main thread with the default",
-  async () => {
-    if (!kernelTakesTimeSlices()) {
-      console.warn(`SKIPPED: kernel ${Deno.osRelease()} has no per-thread time slice (Linux 6.12 and later)`);
-      return;
-    }
-    await using bed = await Bed.create();
-    const processes = await linkWith(bed, ["--peer", bed.b4, "--address", "198.18.207.21/30"], 3, "libc");
-    await bed.waitPing(bed.a, "198.18.207.22");
-    for (const daemon of [processes.initiator, processes.listener]) {
-      const threads = await threadSlices(daemon.pid);
-      const report = JSON.stringify(threads);
-      if (threads.every((t) => t.slice === null)) {
-        console.warn("SKIPPED: this kernel does not show se.slice in /proc/PID/task/TID/sched");
+for (const [underlay, workersWithSlice] of [["libc --no-offload", true], ["libc", false]] as const) {
+  netnsTest(
+    `the datapath Workers ${
+      workersWithSlice ? `ask for a ${NO_OFFLOAD_TIME_SLICE_MS} ms time slice` : "keep the default time slice"
+    } (${underlay} underlay)`,
+    async () => {
+      if (!kernelTakesTimeSlices()) {
+        console.warn(
+          `SKIPPED: kernel ${Deno.osRelease()} has no per-thread time slice (Linux 6.12 and later)`,
+        );
         return;
       }
-      const main = threads.find((t) => t.tid === daemon.pid);
-      assert.ok(
-        main && main.slice !== DATAPATH_TIME_SLICE_MS * 1_000_000,
-        `the main thread keeps the default slice: ${report}`,
-      );
-      const workers = threads.filter((t) => t.slice === DATAPATH_TIME_SLICE_MS * 1_000_000);
-      const expected = navigator.hardwareConcurrency >= 2 ? 2 : 1;
-      assert.equal(
-        workers.length,
-        expected,
-        `${expected} datapath Worker(s) with the datapath slice: ${report}`,
-      );
-    }
-    await stopCleanly(bed, processes, processes.ifname);
-  },
-);
+      await using bed = await Bed.create();
+      const processes = await linkWith(bed, ["--peer", bed.b4, "--address", "198.18.207.21/30"], 3, underlay);
+      await bed.waitPing(bed.a, "198.18.207.22");
+      const slice = NO_OFFLOAD_TIME_SLICE_MS * 1_000_000;
+      for (const daemon of [processes.initiator, processes.listener]) {
+        const threads = await threadSlices(daemon.pid);
+        const report = JSON.stringify(threads);
+        if (threads.every((t) => t.slice === null)) {
+          console.warn("SKIPPED: this kernel does not show se.slice in /proc/PID/task/TID/sched");
+          return;
+        }
+        const main = threads.find((t) => t.tid === daemon.pid);
+        assert.ok(
+          main && main.slice !== null && main.slice !== slice,
+          `the main thread keeps the default: ${report}`,
+        );
+        const expected = !workersWithSlice ? 0 : navigator.hardwareConcurrency >= 2 ? 2 : 1;
+        assert.equal(
+          threads.filter((t) => t.slice === slice).length,
+          expected,
+          `${expected} thread(s) with a ${NO_OFFLOAD_TIME_SLICE_MS} ms slice: ${report}`,
+        );
+        assert.ok(
+          threads.every((t) => t.slice === slice || t.slice === main.slice),
+          `no other thread has a slice of its own: ${report}`,
+        );
+      }
+      await stopCleanly(bed, processes, processes.ifname);
+    },
+  );
+}
