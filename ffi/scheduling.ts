@@ -22,15 +22,13 @@ function ownSchedAttr(getattr: bigint): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * Asks for `sliceNs` as the calling thread's time slice, keeping its policy and nice value. False where it
- * does not apply: an architecture not listed here, or a real-time or idle thread. A kernel before 6.12
- * accepts the call and keeps its default slice. Throws a SyscallError if a call fails.
+ * Asks for `sliceNs` as the calling thread's time slice, keeping its policy and nice value. Does nothing on
+ * an architecture not listed here or for a real-time or idle thread; a kernel before 6.12 accepts the call
+ * and keeps its default slice. Throws a SyscallError if a call fails.
  */
-export function setOwnTimeSlice(sliceNs: number): boolean {
+export function setOwnTimeSlice(sliceNs: number): void {
   const numbers = SYSCALL_NUMBERS[Deno.build.arch];
-  if (!numbers) return false;
+  if (!numbers) return;
   const wanted = schedAttrWithSlice(ownSchedAttr(numbers.getattr), sliceNs);
-  if (!wanted) return false;
-  check(libc().syscall_sched_attr(numbers.setattr, 0, wanted, 0, 0), "sched_setattr");
-  return true;
+  if (wanted) check(libc().syscall_sched_attr(numbers.setattr, 0, wanted, 0, 0), "sched_setattr");
 }

@@ -202,7 +202,6 @@ export const VnetHdr = {
   GSO_ECN: 0x80,
 } as const;
 
-/** struct pollfd (8 bytes each): fd i32 at 0, events i16 at 4, revents i16 at 6. */
 /**
  * struct sched_attr as first published (SCHED_ATTR_SIZE_VER0, 48 bytes): u32 size, u32 sched_policy,
  * u64 sched_flags, s32 sched_nice, u32 sched_priority, u64 sched_runtime, u64 sched_deadline,
@@ -254,6 +253,7 @@ export function schedAttrWithSlice(current: Uint8Array, sliceNs: number): Uint8A
   return bytes;
 }
 
+/** struct pollfd (8 bytes each): fd i32 at 0, events i16 at 4, revents i16 at 6. */
 export const PollFd = { SIZE: 8, FD: 0, EVENTS: 4, REVENTS: 6 } as const;
 
 export function pollFds(fds: readonly number[], events: number): Uint8Array<ArrayBuffer> {

@@ -233,13 +233,12 @@ Deno.test("ifreqWithHardwareAddress() puts ARPHRD_ETHER and the MAC in ifr_hwadd
 // --- sched_attr ------------------------------------------------------------------------------------
 
 /** A sched_attr as sched_getattr would fill it. */
-function readSchedAttr(policy: number, flags: bigint, nice: number, runtime = 0n): Uint8Array {
+function readSchedAttr(policy: number, flags: bigint, nice: number): Uint8Array {
   const bytes = schedAttr();
   const view = new DataView(bytes.buffer);
   view.setUint32(SchedAttr.POLICY, policy, true);
   view.setBigUint64(SchedAttr.FLAGS, flags, true);
   view.setInt32(SchedAttr.NICE, nice, true);
-  view.setBigUint64(SchedAttr.RUNTIME, runtime, true);
   return bytes;
 }
 
