@@ -466,11 +466,13 @@ run_peer() {
 
   # UDP: unlimited rate (-b 0) -> max delivered pps.  If that lost >= 1%,
   # offer paced fixed rates (multiples x of that pps): x=1.0, then x1.5 steps up
-  # while loss stays < 1%, plus one bisection step; if x=1.0 already fails, step
-  # down 0.8/0.6/0.4/0.25/0.1.  Report the highest delivered pps with < 1% loss.
+  # while loss stays < 1%, or, if x=1.0 already fails, steps down 0.8/0.6/0.4/0.25/0.1
+  # until one passes; then two geometric bisection steps between the highest
+  # passing and the lowest failing x (a grid of about 10%, not 20-25%).
+  # Report the highest delivered pps with < 1% loss.
   locked m_udp "$d/udp_max" 0
   UMAX=-; U1=-
-  local pps lp f rate maxpps best=""
+  local pps lp f rate maxpps best="" i
   udp_step() {  # FACTOR -> sets pps lp, returns 0 when loss < 1%
     rate=$(echo "$maxpps*$1*$UDP_LEN*8/1" | bc)
     [ "$rate" -gt 0 ] || return 2
@@ -478,6 +480,7 @@ run_peer() {
     read -r pps lp < <(udp_res "$d/udp_x$1.json") || return 1
     [ -n "${pps:-}" ] && [ "$(echo "$lp < 1" | bc)" = 1 ]
   }
+  passed() { [ -z "$best" ] || [ "$pps" -gt "$best" ] && best=$pps; lo=$1; }
   read -r pps lp < <(udp_res "$d/udp_max.json")
   if [ -n "${pps:-}" ]; then
     UMAX="$pps($(printf '%.1f' "$lp"))"; maxpps=$pps
@@ -486,14 +489,18 @@ run_peer() {
     else
       local lo="" hi=""
       for f in 1.0 1.5 2.25 3.4 5.1 7.6; do
-        if udp_step $f; then best=$pps; lo=$f; else hi=$f; break; fi
+        if udp_step $f; then passed $f; else hi=$f; break; fi
       done
-      if [ -n "$lo" ] && [ -n "$hi" ]; then      # one bisection step (geometric)
-        f=$(echo "scale=2; sqrt($lo*$hi)/1" | bc)
-        udp_step $f && best=$pps
+      if [ -z "$lo" ]; then
+        for f in 0.8 0.6 0.4 0.25 0.1; do
+          if udp_step $f; then passed $f; break; else hi=$f; fi
+        done
       fi
-      if [ -z "$best" ]; then
-        for f in 0.8 0.6 0.4 0.25 0.1; do udp_step $f && { best=$pps; break; }; done
+      if [ -n "$lo" ] && [ -n "$hi" ]; then
+        for i in 1 2; do
+          f=$(echo "scale=3; sqrt($lo*$hi)/1" | bc)
+          if udp_step $f; then passed $f; else hi=$f; fi
+        done
       fi
     fi
     U1=${best:--}
