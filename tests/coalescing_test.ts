@@ -104,6 +104,22 @@ for (const [version, l2] of [[4, 0], [4, 14], [6, 0], [6, 14]] as const) {
   });
 }
 
+Deno.test("TcpCoalescer joins segments across the 2^32 sequence wrap and still asks for a flush on a gap", () => {
+  const coalescer = new TcpCoalescer();
+  const first = tcpFrame(4, 1000, 0, 0x10, 0xffff_fc18); // 2^32 - 1000: the next segment starts at 0
+  assert.equal(coalescer.offer(first, 0, first.length, 0, "slot"), "started");
+  const second = tcpFrame(4, 1000, 0, 0x10, 0);
+  assert.equal(coalescer.offer(second, 0, second.length, 0, "slot"), "appended");
+  const gap = tcpFrame(4, 1000, 0, 0x10, 1001);
+  assert.equal(coalescer.offer(gap, 0, gap.length, 0, "slot"), "flush-first");
+  const high = tcpFrame(4, 1000, 0, 0x10, 0x8000_0000);
+  coalescer.finish();
+  assert.equal(coalescer.offer(high, 0, high.length, 0, "slot"), "started");
+  const next = tcpFrame(4, 1000, 0, 0x10, 0x8000_03e8);
+  assert.equal(coalescer.offer(next, 0, next.length, 0, "slot"), "appended");
+  assert.equal(coalescer.count, 2);
+});
+
 Deno.test("TcpCoalescer asks for a flush on a gap, another flow, another owner, or a segment after a short one", () => {
   const c = new TcpCoalescer();
   assert.equal(c.offer(tcpFrame(4, 1000, 0, 0x10, 1000), 0, 1052, 0, "a"), "started");
