@@ -72,8 +72,9 @@ export function segmentTcp(
   if (tcpHeaderLength < 20 || headerLength > length) return -1;
   const payload = length - headerLength;
   const count = Math.max(1, Math.ceil(payload / gsoSize));
-  const firstSeq = ((frame[tcpOffset + 4] << 24) >>> 0) + (frame[tcpOffset + 5] << 16) +
-    (frame[tcpOffset + 6] << 8) +
+  // Sequence numbers as signed 32-bit integers (see TcpCoalescer in src/coalescing.ts): V8 keeps them in
+  // registers as int32 and never meets a value it did not expect above 2^31.
+  const firstSeq = (frame[tcpOffset + 4] << 24) | (frame[tcpOffset + 5] << 16) | (frame[tcpOffset + 6] << 8) |
     frame[tcpOffset + 7];
   const firstId = version === 4 ? (frame[ipOffset + 4] << 8) | frame[ipOffset + 5] : 0;
   const flags = frame[tcpOffset + 13];
@@ -109,7 +110,7 @@ export function segmentTcp(
       out[ip + 4] = payloadLength >> 8;
       out[ip + 5] = payloadLength & 0xff;
     }
-    const seq = (firstSeq + i * gsoSize) >>> 0;
+    const seq = (firstSeq + i * gsoSize) | 0;
     out[tcp + 4] = seq >>> 24;
     out[tcp + 5] = (seq >>> 16) & 0xff;
     out[tcp + 6] = (seq >>> 8) & 0xff;
