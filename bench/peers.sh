@@ -19,6 +19,8 @@
 #   OUT=dir                 where results/logs go (default ./results/tmp/<stamp>-mtu<N>)
 #   VELA_DIR=dir            the VELA checkout whose main.ts runs (default: this file's ..)
 #   VELA_ARGS="..."         extra arguments for both VELA daemons, e.g. "--underlay libc"
+#   UDP_ARGS="..."          extra arguments for the UDP iperf3 client, e.g. "-w 4M" (the receiver's
+#                           socket buffer too); default none, as in every committed result
 #   DENO=path               the deno binary (default: deno on PATH)
 #   SMOKE=1                 one-shot check: only `none` and `vela-tap`, T=1, UDP_T=1,
 #                           a single UDP step, a private lock (never waits for another run)
@@ -53,6 +55,7 @@ NSA=pb-$$-a; NSB=pb-$$-b              # namespace names carry our PID
 WGA=pbwg$$a; WGB=pbwg$$b              # wireguard-go's socket path (/var/run/wireguard) is global
 VELA_DIR=${VELA_DIR:-$(dirname "$HERE")}
 VELA_ARGS=${VELA_ARGS:-}
+UDP_ARGS=${UDP_ARGS:-}
 DENO=${DENO:-deno}
 VELA_CTL_A=/tmp/vela-bench-$$-a.sock; VELA_CTL_B=/tmp/vela-bench-$$-b.sock
 UA=198.18.1.1; UB=198.18.1.2          # underlay (veth)
@@ -60,7 +63,7 @@ TA=198.19.1.1; TB=198.19.1.2          # tunnel inner
 TA6=fd00:198:19:1::1                  # VELA's inner IPv6 (it always sets one); b gets ::2
 UDP_LEN=$((TUN_MTU - 28))             # iperf3 UDP payload that fits the tunnel MTU unfragmented
 HZ=$(getconf CLK_TCK)
-export NSA NSB T UDP_T UDP_LEN
+export NSA NSB T UDP_T UDP_LEN UDP_ARGS
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 for c in ip iperf3 jq bc ping flock ss; do
@@ -160,8 +163,9 @@ m_tcp() {  # OUTPREFIX REVFLAG PIDS...
   echo "$((c1-c0)) $((s1-s0))" >"$out.cpu"
 }
 m_udp() {  # OUTPREFIX RATE
+  # shellcheck disable=SC2086 # UDP_ARGS is split into words on purpose
   timeout $((UDP_T + 20)) ip netns exec $NSA iperf3 -c "$DST" -u -b "$2" -l "$UDP_LEN" -t "$UDP_T" -J \
-    --connect-timeout 3000 >"$1.json" 2>"$1.err"
+    --connect-timeout 3000 $UDP_ARGS >"$1.json" 2>"$1.err"
 }
 export -f proc_ticks sys_ticks m_tcp m_udp
 # locked FN ARGS...: `flock $LOCK FN ARGS` in the background + wait, so that a
@@ -530,7 +534,7 @@ row() {
 }
 
 {
-  echo "# peers.sh $STAMP  host=$(hostname) kernel=$(uname -r) cpus=$(nproc)  veth_mtu=$VETH_MTU tun_mtu=$TUN_MTU udp_len=$UDP_LEN T=${T}s UDP_T=${UDP_T}s tcp_cc=$(sysctl -n net.ipv4.tcp_congestion_control) vela=$(git -C "$VELA_DIR" describe --always --dirty 2>/dev/null || echo '?') vela_args=${VELA_ARGS:-none} smoke=$SMOKE"
+  echo "# peers.sh $STAMP  host=$(hostname) kernel=$(uname -r) cpus=$(nproc)  veth_mtu=$VETH_MTU tun_mtu=$TUN_MTU udp_len=$UDP_LEN T=${T}s UDP_T=${UDP_T}s tcp_cc=$(sysctl -n net.ipv4.tcp_congestion_control) vela=$(git -C "$VELA_DIR" describe --always --dirty 2>/dev/null || echo '?') vela_args=${VELA_ARGS:-none}${UDP_ARGS:+ udp_args=${UDP_ARGS// /_}} smoke=$SMOKE"
   echo "$HDR"; echo "$UNITS"
 } | tee "$OUT/table.txt"
 for p in $PEERS; do

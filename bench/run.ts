@@ -282,7 +282,9 @@ export function markdown(result: Result): string {
       i.T ?? "?"
     }, UDP steps ${i.UDP_T ?? "?"}; congestion control ${i.tcp_cc ?? "?"}; VELA ${i.vela ?? "?"}, VELA_ARGS ${
       i.vela_args ?? "none"
-    }; mode ${result.mode}; took ${Math.round(result.duration_s)} s. Made by \`deno task bench${
+    }${i.udp_args ? `, UDP_ARGS ${i.udp_args.replaceAll("_", " ")}` : ""}; mode ${result.mode}; took ${
+      Math.round(result.duration_s)
+    } s. Made by \`deno task bench${
       result.jumbo ? " --jumbo" : ""
     }\` (bench/run.ts running bench/peers.sh); columns explained in bench/README.md.`,
     "",
