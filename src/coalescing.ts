@@ -153,6 +153,8 @@ export class TcpCoalescer extends Coalescer {
    * of the whole receive path at once (a burst of recompiling, measured in the middle of a UDP test).
    */
   readonly #nextSeq = new Int32Array(1);
+  /** Filled in by finish() for each superframe, so that none is allocated. */
+  readonly #superframe = newSuperframe(6, 16);
 
   /**
    * Offers the frame at `src[at .. at + length)` (IP header at `ipOffset` within it). "started" or
@@ -218,17 +220,15 @@ export class TcpCoalescer extends Coalescer {
     const total = this.length;
     this.buffer.fill(0, 0, VnetHdr.SIZE);
     if (this.count > 1) {
-      prepareSuperframe(this.buffer, {
-        v4: this.v4,
-        ipOffset: this.ipOffset,
-        l4Offset: this.#tcpOffset,
-        total,
-        protocol: 6,
-        checkAt: 16,
-        gsoType: this.v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6,
-        headerLength: this.#headerLength,
-        gsoSize: this.gsoSize,
-      });
+      const frame = this.#superframe;
+      frame.v4 = this.v4;
+      frame.ipOffset = this.ipOffset;
+      frame.l4Offset = this.#tcpOffset;
+      frame.total = total;
+      frame.gsoType = this.v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6;
+      frame.headerLength = this.#headerLength;
+      frame.gsoSize = this.gsoSize;
+      prepareSuperframe(this.buffer, frame);
     }
     this.count = 0;
     this.owner = undefined;
@@ -250,6 +250,21 @@ interface Superframe {
   gsoType: number;
   headerLength: number;
   gsoSize: number;
+}
+
+/** A Superframe to fill in, for TCP or UDP (`protocol`) with its checksum at `checkAt`. */
+function newSuperframe(protocol: number, checkAt: number, gsoType = 0): Superframe {
+  return {
+    v4: false,
+    ipOffset: 0,
+    l4Offset: 0,
+    total: 0,
+    protocol,
+    checkAt,
+    gsoType,
+    headerLength: 0,
+    gsoSize: 0,
+  };
 }
 
 /**
@@ -306,6 +321,8 @@ export const MAX_UDP_SEGMENTS = 64;
  */
 export class UdpCoalescer extends Coalescer {
   #udpOffset = 0;
+  /** Filled in by finish() for each superframe, so that none is allocated. */
+  readonly #superframe = newSuperframe(17, 6, VnetHdr.GSO_UDP_L4);
 
   readonly #maxSegments: number;
 
@@ -362,17 +379,14 @@ export class UdpCoalescer extends Coalescer {
       const udpLength = total - this.#udpOffset;
       b[udp + 4] = udpLength >> 8;
       b[udp + 5] = udpLength & 0xff;
-      prepareSuperframe(b, {
-        v4: this.v4,
-        ipOffset: this.ipOffset,
-        l4Offset: this.#udpOffset,
-        total,
-        protocol: 17,
-        checkAt: 6,
-        gsoType: VnetHdr.GSO_UDP_L4,
-        headerLength: this.#udpOffset + 8,
-        gsoSize: this.gsoSize,
-      });
+      const frame = this.#superframe;
+      frame.v4 = this.v4;
+      frame.ipOffset = this.ipOffset;
+      frame.l4Offset = this.#udpOffset;
+      frame.total = total;
+      frame.headerLength = this.#udpOffset + 8;
+      frame.gsoSize = this.gsoSize;
+      prepareSuperframe(b, frame);
     }
     this.count = 0;
     this.owner = undefined;

@@ -472,14 +472,16 @@ const runLength = new Int32Array(WORKER_BATCH);
 
 /** Exchanges tx buffer `index` with the scratch buffer, keeping its iovec pointing at the new one. */
 function swapWithScratch(index: number): void {
+  // The views change places too (a subarray made here would be garbage per superframe).
   const buffer = txBuffers[index];
+  const frame = txFrames[index];
   txBuffers[index] = scratch;
   txFrames[index] = scratchFrame;
   scratch = buffer;
-  scratchFrame = buffer.subarray(FRAME_AT);
-  const [low, high] = wireAddress.get(txBuffers[index])!;
-  txIovecs.setUint32(index * 16 + 0, low, true);
-  txIovecs.setUint32(index * 16 + 4, high, true);
+  scratchFrame = frame;
+  const address = wireAddress.get(txBuffers[index])!;
+  txIovecs.setUint32(index * 16 + 0, address[0], true);
+  txIovecs.setUint32(index * 16 + 4, address[1], true);
 }
 
 /** The sink segmentTcp() writes into: the tx buffers from `count` on, frames at FRAME_AT. */
