@@ -97,6 +97,21 @@ export abstract class Coalescer {
   /** A frame shorter than gsoSize joined: it must be the last. */
   protected lastShort = false;
 
+  /**
+   * Prepares the joined superframe in `buffer` (see prepareSuperframe) through `frame`, the coalescer's own
+   * Superframe, filled in here so that none is allocated per superframe.
+   */
+  protected prepareJoined(frame: Superframe, l4Offset: number, headerLength: number, gsoType: number): void {
+    frame.v4 = this.v4;
+    frame.ipOffset = this.ipOffset;
+    frame.l4Offset = l4Offset;
+    frame.total = this.length;
+    frame.headerLength = headerLength;
+    frame.gsoType = gsoType;
+    frame.gsoSize = this.gsoSize;
+    prepareSuperframe(this.buffer, frame);
+  }
+
   /** Starts a superframe for `owner` with the frame at `src[at .. at + length)`, of `payload` bytes. */
   protected begin(
     src: Uint8Array,
@@ -153,7 +168,7 @@ export class TcpCoalescer extends Coalescer {
    * of the whole receive path at once (a burst of recompiling, measured in the middle of a UDP test).
    */
   readonly #nextSeq = new Int32Array(1);
-  /** Filled in by finish() for each superframe, so that none is allocated. */
+  /** Filled in for each superframe by prepareJoined(). */
   readonly #superframe = newSuperframe(6, 16);
 
   /**
@@ -220,15 +235,8 @@ export class TcpCoalescer extends Coalescer {
     const total = this.length;
     this.buffer.fill(0, 0, VnetHdr.SIZE);
     if (this.count > 1) {
-      const frame = this.#superframe;
-      frame.v4 = this.v4;
-      frame.ipOffset = this.ipOffset;
-      frame.l4Offset = this.#tcpOffset;
-      frame.total = total;
-      frame.gsoType = this.v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6;
-      frame.headerLength = this.#headerLength;
-      frame.gsoSize = this.gsoSize;
-      prepareSuperframe(this.buffer, frame);
+      const gsoType = this.v4 ? VnetHdr.GSO_TCPV4 : VnetHdr.GSO_TCPV6;
+      this.prepareJoined(this.#superframe, this.#tcpOffset, this.#headerLength, gsoType);
     }
     this.count = 0;
     this.owner = undefined;
@@ -252,8 +260,8 @@ interface Superframe {
   gsoSize: number;
 }
 
-/** A Superframe to fill in, for TCP or UDP (`protocol`) with its checksum at `checkAt`. */
-function newSuperframe(protocol: number, checkAt: number, gsoType = 0): Superframe {
+/** A Superframe for prepareJoined() to fill in, for TCP or UDP (`protocol`) with its checksum at `checkAt`. */
+function newSuperframe(protocol: number, checkAt: number): Superframe {
   return {
     v4: false,
     ipOffset: 0,
@@ -261,7 +269,7 @@ function newSuperframe(protocol: number, checkAt: number, gsoType = 0): Superfra
     total: 0,
     protocol,
     checkAt,
-    gsoType,
+    gsoType: 0,
     headerLength: 0,
     gsoSize: 0,
   };
@@ -321,8 +329,8 @@ export const MAX_UDP_SEGMENTS = 64;
  */
 export class UdpCoalescer extends Coalescer {
   #udpOffset = 0;
-  /** Filled in by finish() for each superframe, so that none is allocated. */
-  readonly #superframe = newSuperframe(17, 6, VnetHdr.GSO_UDP_L4);
+  /** Filled in for each superframe by prepareJoined(). */
+  readonly #superframe = newSuperframe(17, 6);
 
   readonly #maxSegments: number;
 
@@ -379,14 +387,7 @@ export class UdpCoalescer extends Coalescer {
       const udpLength = total - this.#udpOffset;
       b[udp + 4] = udpLength >> 8;
       b[udp + 5] = udpLength & 0xff;
-      const frame = this.#superframe;
-      frame.v4 = this.v4;
-      frame.ipOffset = this.ipOffset;
-      frame.l4Offset = this.#udpOffset;
-      frame.total = total;
-      frame.headerLength = this.#udpOffset + 8;
-      frame.gsoSize = this.gsoSize;
-      prepareSuperframe(b, frame);
+      this.prepareJoined(this.#superframe, this.#udpOffset, this.#udpOffset + 8, VnetHdr.GSO_UDP_L4);
     }
     this.count = 0;
     this.owner = undefined;
