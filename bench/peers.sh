@@ -21,6 +21,9 @@
 #   VELA_ARGS="..."         extra arguments for both VELA daemons, e.g. "--underlay libc"
 #   UDP_ARGS="..."          extra arguments for the UDP iperf3 client, e.g. "-w 4M" (the receiver's
 #                           socket buffer too); default none, as in every committed result
+#   PIN=1                   each namespace on its own core: every process in a (tunnel, iperf3
+#                           client) on CPU 0, every process in b on CPU 1; default 0 (the scheduler
+#                           places them), as in every committed result
 #   DENO=path               the deno binary (default: deno on PATH)
 #   SMOKE=1                 one-shot check: only `none` and `vela-tap`, T=1, UDP_T=1,
 #                           a single UDP step, a private lock (never waits for another run)
@@ -56,6 +59,8 @@ WGA=pbwg$$a; WGB=pbwg$$b              # wireguard-go's socket path (/var/run/wir
 VELA_DIR=${VELA_DIR:-$(dirname "$HERE")}
 VELA_ARGS=${VELA_ARGS:-}
 UDP_ARGS=${UDP_ARGS:-}
+PIN=${PIN:-0}
+CLIENT_PIN=""; [ "$PIN" = 1 ] && CLIENT_PIN="taskset -c 0"
 DENO=${DENO:-deno}
 VELA_CTL_A=/tmp/vela-bench-$$-a.sock; VELA_CTL_B=/tmp/vela-bench-$$-b.sock
 UA=198.18.1.1; UB=198.18.1.2          # underlay (veth)
@@ -63,7 +68,7 @@ TA=198.19.1.1; TB=198.19.1.2          # tunnel inner
 TA6=fd00:198:19:1::1                  # VELA's inner IPv6 (it always sets one); b gets ::2
 UDP_LEN=$((TUN_MTU - 28))             # iperf3 UDP payload that fits the tunnel MTU unfragmented
 HZ=$(getconf CLK_TCK)
-export NSA NSB T UDP_T UDP_LEN UDP_ARGS
+export NSA NSB T UDP_T UDP_LEN UDP_ARGS CLIENT_PIN
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 for c in ip iperf3 jq bc ping flock ss; do
@@ -157,14 +162,14 @@ m_tcp() {  # OUTPREFIX REVFLAG PIDS...
   local out=$1 rev=$2; shift 2
   local c0 s0 c1 s1
   c0=$(proc_ticks "$@"); s0=$(sys_ticks)
-  timeout $((T + 20)) ip netns exec $NSA iperf3 -c "$DST" -t "$T" $rev -J --connect-timeout 3000 \
+  timeout $((T + 20)) ip netns exec $NSA $CLIENT_PIN iperf3 -c "$DST" -t "$T" $rev -J --connect-timeout 3000 \
     >"$out.json" 2>"$out.err"
   c1=$(proc_ticks "$@"); s1=$(sys_ticks)
   echo "$((c1-c0)) $((s1-s0))" >"$out.cpu"
 }
 m_udp() {  # OUTPREFIX RATE
   # shellcheck disable=SC2086 # UDP_ARGS is split into words on purpose
-  timeout $((UDP_T + 20)) ip netns exec $NSA iperf3 -c "$DST" -u -b "$2" -l "$UDP_LEN" -t "$UDP_T" -J \
+  timeout $((UDP_T + 20)) ip netns exec $NSA $CLIENT_PIN iperf3 -c "$DST" -u -b "$2" -l "$UDP_LEN" -t "$UDP_T" -J \
     --connect-timeout 3000 $UDP_ARGS >"$1.json" 2>"$1.err"
 }
 export -f proc_ticks sys_ticks m_tcp m_udp
@@ -450,6 +455,10 @@ run_peer() {
   fi
   spawn $NSB "$d/iperf3-server.log" iperf3 -s
   for _ in $(seq 20); do ip netns exec $NSB ss -ltn 2>/dev/null | grep -q ':5201 ' && break; sleep 0.1; done
+  if [ "$PIN" = 1 ]; then  # every thread of every process in a namespace (children inherit it)
+    for p in $(ip netns pids $NSA); do taskset -a -p -c 0 "$p" >/dev/null; done
+    for p in $(ip netns pids $NSB); do taskset -a -p -c 1 "$p" >/dev/null; done
+  fi
   local pids; pids=$(tunnel_pids | tr '\n' ' ')
   echo "$pids" >"$d/tunnel_pids"
   for p in $pids; do echo "$p $(tr '\0' ' ' </proc/$p/cmdline)"; done >"$d/tunnel_procs"
@@ -534,7 +543,7 @@ row() {
 }
 
 {
-  echo "# peers.sh $STAMP  host=$(hostname) kernel=$(uname -r) cpus=$(nproc)  veth_mtu=$VETH_MTU tun_mtu=$TUN_MTU udp_len=$UDP_LEN T=${T}s UDP_T=${UDP_T}s tcp_cc=$(sysctl -n net.ipv4.tcp_congestion_control) vela=$(git -C "$VELA_DIR" describe --always --dirty 2>/dev/null || echo '?') vela_args=${VELA_ARGS:-none}${UDP_ARGS:+ udp_args=${UDP_ARGS// /_}} smoke=$SMOKE"
+  echo "# peers.sh $STAMP  host=$(hostname) kernel=$(uname -r) cpus=$(nproc)  veth_mtu=$VETH_MTU tun_mtu=$TUN_MTU udp_len=$UDP_LEN T=${T}s UDP_T=${UDP_T}s tcp_cc=$(sysctl -n net.ipv4.tcp_congestion_control) vela=$(git -C "$VELA_DIR" describe --always --dirty 2>/dev/null || echo '?') vela_args=${VELA_ARGS:-none}${UDP_ARGS:+ udp_args=${UDP_ARGS// /_}}$([ "$PIN" = 1 ] && echo " pin=1") smoke=$SMOKE"
   echo "$HDR"; echo "$UNITS"
 } | tee "$OUT/table.txt"
 for p in $PEERS; do

@@ -1,5 +1,6 @@
 /**
  * deno task bench [--jumbo] [--systems a,b,c] [--smoke] [--install] [--underlay deno|libc] [--vela-args "..."]
+ *                  [--pin]
  *
  * VELA's benchmark: runs bench/peers.sh (two network namespaces per system, iperf3 TCP forward and reverse, a
  * UDP search for the highest rate with under 1% loss, CPU seconds per GB of the tunnel processes), adds the
@@ -282,10 +283,12 @@ export function markdown(result: Result): string {
       i.T ?? "?"
     }, UDP steps ${i.UDP_T ?? "?"}; congestion control ${i.tcp_cc ?? "?"}; VELA ${i.vela ?? "?"}, VELA_ARGS ${
       i.vela_args ?? "none"
-    }${i.udp_args ? `, UDP_ARGS ${i.udp_args.replaceAll("_", " ")}` : ""}; mode ${result.mode}; took ${
-      Math.round(result.duration_s)
-    } s. Made by \`deno task bench${
+    }${i.udp_args ? `, UDP_ARGS ${i.udp_args.replaceAll("_", " ")}` : ""}${
+      i.pin === "1" ? "; each namespace pinned to its own core (--pin)" : ""
+    }; mode ${result.mode}; took ${Math.round(result.duration_s)} s. Made by \`deno task bench${
       result.jumbo ? " --jumbo" : ""
+    }${
+      i.pin === "1" ? " --pin" : ""
     }\` (bench/run.ts running bench/peers.sh); columns explained in bench/README.md.`,
     "",
     `| ${head.join(" | ")} |`,
@@ -340,7 +343,7 @@ function stampNow(): string {
 }
 
 const USAGE = `Usage: deno task bench [--jumbo] [--systems a,b,c] [--smoke] [--install]
-                       [--underlay deno|libc] [--vela-args "..."]
+                       [--underlay deno|libc] [--vela-args "..."] [--pin]
 
   --jumbo            veth MTU 9000 and tunnel MTU 8900 (default 1500 and 1400)
   --systems a,b,c    run these systems only (default: ${
@@ -351,6 +354,8 @@ const USAGE = `Usage: deno task bench [--jumbo] [--systems a,b,c] [--smoke] [--i
   --install          apt-get update and apt-get install -y ${INSTALL_PACKAGES.join(" ")}
   --underlay MODE    pass --underlay MODE to both VELA daemons (a datapath to compare)
   --vela-args "..."  more arguments for both VELA daemons
+  --pin              every process of namespace a on CPU 0, of b on CPU 1 (a diagnosis: by default the
+                     scheduler places them, as in the committed tables)
 Needs root (network namespaces). Results: bench/results/<stamp>-mtu<N>.{json,md} and latest-mtu<N>.{json,md}.
 `;
 
@@ -368,6 +373,7 @@ async function main(argv: string[]): Promise<number> {
         install: { type: "boolean" },
         underlay: { type: "string" },
         "vela-args": { type: "string" },
+        pin: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -460,6 +466,7 @@ async function main(argv: string[]): Promise<number> {
       VELA_DIR: PROJECT_DIR.replace(/\/$/, ""),
       VELA_ARGS: velaArgs,
       DENO: Deno.execPath(),
+      PIN: v.pin ? "1" : "0",
     };
     console.error(
       `bench: bench/peers.sh with ${Object.entries(env).map(([k, x]) => `${k}="${x}"`).join(" ")}`,

@@ -49,3 +49,12 @@ Deno.test("markdown() names the UDP_ARGS a diagnostic run used, and says nothing
   assert.match(text, /VELA_ARGS none; mode full/);
   assert.doesNotMatch(text, /UDP_ARGS/);
 });
+
+Deno.test("markdown() says when each namespace was pinned to its own core, and names --pin", () => {
+  const pinned = HEADER.replace(" udp_args=-w_4M", " pin=1");
+  assert.equal(parseHeader(pinned).pin, "1");
+  const text = markdown(result(pinned, LINES));
+  assert.match(text, /VELA_ARGS none; each namespace pinned to its own core \(--pin\); mode full/);
+  assert.match(text, /Made by `deno task bench --pin`/);
+  assert.doesNotMatch(markdown(result(HEADER, LINES)), /pinned|--pin/);
+});
