@@ -51,6 +51,7 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     daemon = startKernelDaemon(config, args.underlay, {
       offload: args.offload,
       datapathThreads: args.datapathThreads,
+      moderationUs: args.moderationUs,
     });
     if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
   } catch (error) {

@@ -34,6 +34,8 @@ const symbols = {
   poll_wait: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   /** int sched_yield(void); */
   sched_yield: { parameters: [], result: "i32" },
+  /** int usleep(useconds_t usec); */
+  usleep: { parameters: ["u32"], result: "i32" },
   /**
    * long syscall(long number, ...); for sched_getattr(pid, attr, size, flags) and
    * sched_setattr(pid, attr, flags), which glibc before 2.41 does not wrap (ffi/scheduling.ts)

@@ -6,6 +6,7 @@ import type { LinkMode } from "./link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { MIN_LINK_MTU } from "./session.ts";
+import { MODERATION_WAIT_US } from "./timing.ts";
 
 export const DEFAULT_PORT = 4455;
 export const MAX_LINK_MTU = 65_535;
@@ -43,6 +44,8 @@ export interface DaemonArgs {
   offload: boolean;
   /** Worker threads of the libc datapath (--datapath-threads); unset, by the machine's CPUs. */
   datapathThreads?: 1 | 2;
+  /** The sending Worker's wait under bulk traffic, in microseconds (--moderation-us); unset, the default. */
+  moderationUs?: number;
 }
 
 /** One circuit as given on the command line or in a CONNECT command, its peer not yet resolved. */
@@ -117,6 +120,9 @@ Common options:
                       kernel's GSO misbehaves)
   --datapath-threads 1|2  Worker threads of the libc datapath: 2, one receiving and one sending
                       (default where the machine has 2 CPUs or more), or 1 doing both (default on 1 CPU)
+  --moderation-us N   while the devices carry over 200 Mbit/s, the libc datapath waits N microseconds
+                      (0-1000, default ${MODERATION_WAIT_US}) after each wake-up before it reads them, so
+                      one sendmmsg carries more frames; 0 never waits (less delay, more CPU under load)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only
@@ -295,6 +301,7 @@ export function parseCommandLine(argv: string[]): Command {
         underlay: { type: "string" },
         "no-offload": { type: "boolean" },
         "datapath-threads": { type: "string" },
+        "moderation-us": { type: "string" },
         ipv4: { type: "boolean", short: "4" },
         ipv6: { type: "boolean", short: "6" },
         verbose: { type: "boolean", short: "v" },
@@ -330,6 +337,7 @@ export function parseCommandLine(argv: string[]): Command {
       "underlay",
       "no-offload",
       "datapath-threads",
+      "moderation-us",
     ];
     const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
@@ -379,6 +387,10 @@ export function parseCommandLine(argv: string[]): Command {
   if (v["datapath-threads"] !== undefined) {
     args.datapathThreads = integer(v["datapath-threads"], "--datapath-threads", 1, 2) as 1 | 2;
     if (v.underlay === "deno") throw new UsageError("--datapath-threads goes with the libc underlay");
+  }
+  if (v["moderation-us"] !== undefined) {
+    args.moderationUs = integer(v["moderation-us"], "--moderation-us", 0, 1000);
+    if (v.underlay === "deno") throw new UsageError("--moderation-us goes with the libc underlay");
   }
   if (args.underlay !== "libc" && args.underlay !== "deno") {
     throw new UsageError(`--underlay is libc or deno, not "${v.underlay}"`);

@@ -145,6 +145,8 @@ export interface DaemonStatus {
   circuits: CircuitStatus[];
   /** Datagrams dropped on the way in, by reason. */
   drops: Record<string, number>;
+  /** Wake-ups of the sending Worker that waited for more frames under bulk traffic (--moderation-us). */
+  moderatedWakeups: number;
 }
 
 export function circuitKey(address: string, vid: number): string {
@@ -214,7 +216,13 @@ export class Daemon {
       rxBytes: c.counters.rxBytes,
       drops: { sendFailed: c.counters.txDropped, deviceRefused: c.counters.rxDropped },
     }));
-    return { port: this.port, listen: this.#config.listen, circuits, drops: this.#dropCounts() };
+    return {
+      port: this.port,
+      listen: this.#config.listen,
+      circuits,
+      drops: this.#dropCounts(),
+      moderatedWakeups: this.#datapath?.counters.moderatedWakeups ?? 0,
+    };
   }
 
   /** Starts one more circuit in the running daemon; throws RuntimeFailure. */

@@ -39,6 +39,8 @@ export interface DatapathCounters {
   empty: number;
   /** Control datagrams handed up. */
   control: number;
+  /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/send_moderation.ts). */
+  moderatedWakeups: number;
 }
 
 /** What the daemon needs of a datapath: this in-isolate one, or src/worker_datapath.ts on its own thread. */
@@ -80,7 +82,13 @@ export function zeroCounters(): CircuitCounters {
 }
 
 export class Datapath implements DatapathEngine {
-  readonly counters: DatapathCounters = { unknownCircuit: 0, runt: 0, empty: 0, control: 0 };
+  readonly counters: DatapathCounters = {
+    unknownCircuit: 0,
+    runt: 0,
+    empty: 0,
+    control: 0,
+    moderatedWakeups: 0,
+  };
   readonly #underlay: Underlay;
   readonly #onControl: ControlHandler;
   readonly #onDeviceFailure: DeviceFailureHandler;

@@ -12,6 +12,7 @@
 
 import { errno, libc } from "../ffi/libc.ts";
 import { setOwnTimeSlice } from "../ffi/scheduling.ts";
+import { SendModeration } from "./send_moderation.ts";
 import { addressOf, Iovec, Linux, MMsgHdr, mmsghdrs, PollFd, SockaddrIn6, VnetHdr } from "../ffi/structs.ts";
 import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
@@ -19,7 +20,7 @@ import { sockaddrEndpoint } from "../ffi/udp_socket.ts";
 import {
   CIRCUIT_FIELDS,
   Counter,
-  Drop,
+  DatapathCount,
   type ToMain,
   type ToWorker,
   WORKER_BATCH,
@@ -55,13 +56,17 @@ let role: WorkerRole = "both";
 let udpFd = -1;
 let wakeFd = -1;
 let circuitCounters: Float64Array<ArrayBufferLike> = new Float64Array(0);
-let drops: Float64Array<ArrayBufferLike> = new Float64Array(0);
+let datapathCounts: Float64Array<ArrayBufferLike> = new Float64Array(0);
 let posted: Int32Array<ArrayBufferLike> = new Int32Array(0);
 let handled = 0;
 let stopping = false;
 const slots = new Map<number, Slot>();
 /** Slots by vid, for the receive path (usually one each). */
 const byVid: Slot[][] = Array.from({ length: 256 }, () => []);
+/** Waits before draining the devices under bulk traffic (src/send_moderation.ts). */
+let moderation = new SendModeration(0);
+/** Bytes read from the devices in the current drain. */
+let drainedBytes = 0;
 let pollSet = new Uint8Array(0);
 let pollView = new DataView(pollSet.buffer);
 let pollSlots: Slot[] = [];
@@ -280,12 +285,12 @@ let writesSinceYield = 0;
 function deliver(i: number, at: number, length: number): void {
   const buffer = rxBuffers[i];
   if (length === 0) {
-    drops[Drop.EMPTY]++;
+    datapathCounts[DatapathCount.EMPTY]++;
     return;
   }
   const vid = buffer[at];
   if (vid === 0) {
-    drops[Drop.CONTROL]++;
+    datapathCounts[DatapathCount.CONTROL]++;
     send({ type: "control", datagram: buffer.slice(at, at + length), from: sockaddrEndpoint(rxNames[i]) });
     return;
   }
@@ -298,11 +303,11 @@ function deliver(i: number, at: number, length: number): void {
     }
   }
   if (target === undefined) {
-    drops[Drop.UNKNOWN_CIRCUIT]++;
+    datapathCounts[DatapathCount.UNKNOWN_CIRCUIT]++;
     return;
   }
   if (length < 2) {
-    drops[Drop.RUNT]++;
+    datapathCounts[DatapathCount.RUNT]++;
     return;
   }
   const frameAt = at + 1;
@@ -520,6 +525,7 @@ function sendFromDevice(slot: Slot): boolean {
       const n = slot.offload
         ? c.read_frame(slot.fd, txBuffers[count], size(BUFFER_SIZE))
         : c.read_frame(slot.fd, txFrames[count], size(slot.readSize));
+      if (n > 0) drainedBytes += n;
       if (n <= 0) {
         if (n < 0 && count === 0 && turn === 0) {
           const code = errno();
@@ -592,10 +598,11 @@ function handle(message: ToWorker): void {
       udpFd = message.udpFd;
       wakeFd = message.wakeFd;
       circuitCounters = new Float64Array(message.circuitCounters);
-      drops = new Float64Array(message.drops);
+      datapathCounts = new Float64Array(message.datapathCounts);
       posted = new Int32Array(message.posted);
       udpGso = message.udpGso;
       try {
+        moderation = new SendModeration(message.moderationUs);
         if (message.timeSliceNs > 0) setOwnTimeSlice(message.timeSliceNs);
       } catch (error) {
         send({
@@ -654,6 +661,31 @@ async function readMessages(): Promise<void> {
   }
 }
 
+/** Drains every ready device into sendmmsg batches; a device that failed is forgotten and reported. */
+function drainDevices(): void {
+  if (pollSlots.length === 0) return;
+  let ready = false;
+  for (let i = 0; i < pollSlots.length && !ready; i++) ready = revents(2 + i) !== 0;
+  if (!ready) return;
+  const wait = moderation.wake(performance.now());
+  // An early wake (EINTR) only shortens the wait, so the result is not checked.
+  if (wait > 0) {
+    c.usleep(wait);
+    datapathCounts[DatapathCount.MODERATED_WAKEUPS]++;
+  }
+  drainedBytes = 0;
+  for (let i = 0; i < pollSlots.length; i++) {
+    if (revents(2 + i) === 0) continue;
+    const slot = pollSlots[i];
+    if (!sendFromDevice(slot)) {
+      forget(slot.slot);
+      send({ type: "device-failed", slot: slot.slot });
+      break;
+    }
+  }
+  moderation.drained(drainedBytes, performance.now());
+}
+
 async function run(): Promise<void> {
   while (!stopping) {
     const ready = c.poll(pollSet, size(2 + pollSlots.length + pollSockets.length), 1000);
@@ -663,15 +695,7 @@ async function run(): Promise<void> {
       for (let i = 0; i < pollSockets.length; i++) {
         if (revents(sockets + i) !== 0) receiveFromUnderlay(pollSockets[i]);
       }
-      for (let i = 0; i < pollSlots.length; i++) {
-        if (revents(2 + i) === 0) continue;
-        const slot = pollSlots[i];
-        if (!sendFromDevice(slot)) {
-          forget(slot.slot);
-          send({ type: "device-failed", slot: slot.slot });
-          break;
-        }
-      }
+      drainDevices();
       if (revents(1) & Linux.POLLIN) await readMessages();
     } else if (handled < Atomics.load(posted, 0)) {
       await readMessages();

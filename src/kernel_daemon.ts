@@ -18,7 +18,7 @@ export type UnderlayKind = "libc" | "deno";
 export function startKernelDaemon(
   config: DaemonConfig,
   underlay: UnderlayKind = "libc",
-  options: { offload?: boolean; datapathThreads?: 1 | 2 } = {},
+  options: { offload?: boolean; datapathThreads?: 1 | 2; moderationUs?: number } = {},
 ): Daemon {
   const daemon = new Daemon(config, {
     network: kernelNetwork,
@@ -27,13 +27,11 @@ export function startKernelDaemon(
     bindUnderlay: (port) => underlay === "libc" ? LibcUdpSocket.bind(port) : DenoUnderlay.bind(port),
     createDatapath: underlay === "libc"
       ? (socket, onControl, onDeviceFailure) =>
-        new WorkerDatapath(
-          socket as LibcUdpSocket,
-          onControl,
-          onDeviceFailure,
-          options.offload ?? true,
-          options.datapathThreads,
-        )
+        new WorkerDatapath(socket as LibcUdpSocket, onControl, onDeviceFailure, {
+          offload: options.offload,
+          threads: options.datapathThreads,
+          moderationUs: options.moderationUs,
+        })
       : undefined,
     now: () => performance.now(),
     wallClock: () => Date.now(),

@@ -70,6 +70,12 @@ export function formatMetrics(status: DaemonStatus): string {
   for (const [reason, count] of Object.entries(status.drops)) {
     lines.push(`vela_dropped_datagrams_total{reason="${label(reason)}"} ${count}`);
   }
+  family(
+    "vela_moderated_wakeups_total",
+    "counter",
+    "Wake-ups of the sending Worker that waited for more frames under bulk traffic",
+  );
+  lines.push(`vela_moderated_wakeups_total ${status.moderatedWakeups}`);
   return lines.join("\n") + "\n";
 }
 

@@ -21,12 +21,12 @@ import { Linux } from "../ffi/structs.ts";
 import { endpointSockaddr, type LibcUdpSocket, openPeerSocket } from "../ffi/udp_socket.ts";
 import { type PeerSocket, PeerSockets } from "./peer_sockets.ts";
 import { logger } from "./log.ts";
-import { NO_OFFLOAD_TIME_SLICE_MS } from "./timing.ts";
+import { MODERATION_WAIT_US, NO_OFFLOAD_TIME_SLICE_MS } from "./timing.ts";
 import {
   CIRCUIT_FIELDS,
   Counter,
-  Drop,
-  DROP_FIELDS,
+  DATAPATH_COUNT_FIELDS,
+  DatapathCount,
   type ToMain,
   type ToWorker,
   WORKER_SLOTS,
@@ -83,7 +83,7 @@ const WAKE = new Uint8Array(new BigUint64Array([1n]).buffer);
 export class WorkerDatapath implements DatapathEngine {
   readonly #threads: WorkerThread[];
   readonly #circuitCounters: Float64Array<SharedArrayBuffer>;
-  readonly #drops: Float64Array<SharedArrayBuffer>;
+  readonly #datapathCounts: Float64Array<SharedArrayBuffer>;
   readonly #slots = new Map<number, Slot>();
   readonly #byKey = new Map<string, number>();
   readonly #freeSlots: number[] = [];
@@ -98,19 +98,23 @@ export class WorkerDatapath implements DatapathEngine {
 
   /**
    * With `offload` false no UDP GSO or GRO is used either (--no-offload). `threads` is the number of
-   * Workers (see defaultDatapathThreads).
+   * Workers (see defaultDatapathThreads); `moderationUs` the sending Worker's wait under bulk traffic
+   * (src/send_moderation.ts, 0 for none).
    */
   constructor(
     socket: LibcUdpSocket,
     onControl: ControlHandler,
     onDeviceFailure: DeviceFailureHandler,
-    offload = true,
-    threads: 1 | 2 = defaultDatapathThreads(),
+    { offload = true, threads = defaultDatapathThreads(), moderationUs = MODERATION_WAIT_US }: {
+      offload?: boolean;
+      threads?: 1 | 2;
+      moderationUs?: number;
+    } = {},
   ) {
     this.#onControl = onControl;
     this.#onDeviceFailure = onDeviceFailure;
     this.#circuitCounters = new Float64Array(new SharedArrayBuffer(8 * CIRCUIT_FIELDS * WORKER_SLOTS));
-    this.#drops = new Float64Array(new SharedArrayBuffer(8 * DROP_FIELDS));
+    this.#datapathCounts = new Float64Array(new SharedArrayBuffer(8 * DATAPATH_COUNT_FIELDS));
     this.#stopped = new Promise((resolve) => this.#resolveStopped = resolve);
     const udpGso = offload && socket.enableGro();
     this.#peerSockets = new PeerSockets(
@@ -119,10 +123,18 @@ export class WorkerDatapath implements DatapathEngine {
     );
     const roles: WorkerRole[] = threads === 2 ? ["receive", "send"] : ["both"];
     const timeSliceNs = offload ? 0 : NO_OFFLOAD_TIME_SLICE_MS * 1_000_000;
-    this.#threads = roles.map((role) => this.#startThread(role, socket.fd, udpGso, timeSliceNs));
+    this.#threads = roles.map((role) =>
+      this.#startThread(role, socket.fd, udpGso, timeSliceNs, role === "receive" ? 0 : moderationUs)
+    );
   }
 
-  #startThread(role: WorkerRole, udpFd: number, udpGso: boolean, timeSliceNs: number): WorkerThread {
+  #startThread(
+    role: WorkerRole,
+    udpFd: number,
+    udpGso: boolean,
+    timeSliceNs: number,
+    moderationUs: number,
+  ): WorkerThread {
     const thread: WorkerThread = {
       role,
       worker: new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" }),
@@ -146,20 +158,22 @@ export class WorkerDatapath implements DatapathEngine {
       udpFd,
       wakeFd: thread.wakeFd,
       circuitCounters: this.#circuitCounters.buffer,
-      drops: this.#drops.buffer,
+      datapathCounts: this.#datapathCounts.buffer,
       posted: thread.posted.buffer,
       udpGso,
       timeSliceNs,
+      moderationUs,
     });
     return thread;
   }
 
   get counters(): DatapathCounters {
     return {
-      unknownCircuit: this.#drops[Drop.UNKNOWN_CIRCUIT],
-      runt: this.#drops[Drop.RUNT],
-      empty: this.#drops[Drop.EMPTY],
-      control: this.#drops[Drop.CONTROL],
+      unknownCircuit: this.#datapathCounts[DatapathCount.UNKNOWN_CIRCUIT],
+      runt: this.#datapathCounts[DatapathCount.RUNT],
+      empty: this.#datapathCounts[DatapathCount.EMPTY],
+      control: this.#datapathCounts[DatapathCount.CONTROL],
+      moderatedWakeups: this.#datapathCounts[DatapathCount.MODERATED_WAKEUPS],
     };
   }
 

@@ -18,9 +18,18 @@ export const Counter = {
 } as const;
 export const CIRCUIT_FIELDS = 6;
 
-/** Datapath-wide drops, float64 values in a SharedArrayBuffer. */
-export const Drop = { UNKNOWN_CIRCUIT: 0, RUNT: 1, EMPTY: 2, CONTROL: 3 } as const;
-export const DROP_FIELDS = 4;
+/**
+ * Datapath-wide counts, float64 values in a SharedArrayBuffer: drops by reason, control datagrams handed
+ * up, and wake-ups that waited for more frames (src/send_moderation.ts).
+ */
+export const DatapathCount = {
+  UNKNOWN_CIRCUIT: 0,
+  RUNT: 1,
+  EMPTY: 2,
+  CONTROL: 3,
+  MODERATED_WAKEUPS: 4,
+} as const;
+export const DATAPATH_COUNT_FIELDS = 5;
 
 /**
  * What one datapath Worker serves: "receive", the UDP socket into the devices; "send", the devices into
@@ -35,13 +44,15 @@ export type ToWorker =
     udpFd: number;
     wakeFd: number;
     circuitCounters: SharedArrayBuffer;
-    drops: SharedArrayBuffer;
+    datapathCounts: SharedArrayBuffer;
     /** Int32 [0]: how many messages the main isolate has posted, so the Worker knows when it has all. */
     posted: SharedArrayBuffer;
     /** Send runs of equal datagrams with UDP GSO (the socket joins received ones with UDP GRO). */
     udpGso: boolean;
     /** The time slice the Worker asks the scheduler for, in ns; 0 keeps the default (see timing.ts). */
     timeSliceNs: number;
+    /** A sending Worker's wait under bulk traffic, in microseconds (src/send_moderation.ts); 0: none. */
+    moderationUs: number;
   }
   | {
     type: "add";

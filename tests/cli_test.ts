@@ -301,6 +301,15 @@ Deno.test("--datapath-threads takes 1 or 2, for the libc underlay only", () => {
   refused([...CIRCUIT, "--datapath-threads", "1", "--underlay", "deno"], "--datapath-threads", "libc");
 });
 
+Deno.test("--moderation-us takes 0 to 1000 microseconds, for the libc underlay only", () => {
+  assert.equal(daemon(CIRCUIT).moderationUs, undefined, "unset: the default of src/timing.ts");
+  assert.equal(daemon([...CIRCUIT, "--moderation-us", "0"]).moderationUs, 0);
+  assert.equal(daemon([...CIRCUIT, "--moderation-us", "250"]).moderationUs, 250);
+  refused([...CIRCUIT, "--moderation-us", "1001"], "--moderation-us", "0 to 1000");
+  refused([...CIRCUIT, "--moderation-us", "-1"], "--moderation-us");
+  refused([...CIRCUIT, "--moderation-us", "50", "--underlay", "deno"], "--moderation-us", "libc");
+});
+
 // --- help text -------------------------------------------------------------------------------------
 
 /** The names in parseCommandLine's parseArgs options object, as written in src/cli.ts. */
@@ -319,6 +328,7 @@ const LONG_OPTIONS = [
   "ipv4",
   "ipv6",
   "datapath-threads",
+  "moderation-us",
   "verbose",
   "quiet",
   "help",

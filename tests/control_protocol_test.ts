@@ -72,7 +72,7 @@ function circuitStatus(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
 }
 
 function daemonStatus(circuits: CircuitStatus[], drops: Record<string, number> = {}): DaemonStatus {
-  return { port: 4455, listen: true, circuits, drops };
+  return { port: 4455, listen: true, circuits, drops, moderatedWakeups: 0 };
 }
 
 // --- parseRequest: every command -------------------------------------------------------------------

@@ -31,7 +31,7 @@ function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
 }
 
 function status(circuits: CircuitStatus[], drops: Record<string, number> = {}): DaemonStatus {
-  return { port: 4455, listen: true, circuits, drops };
+  return { port: 4455, listen: true, circuits, drops, moderatedWakeups: 0 };
 }
 
 /** A label set `{a="x",b="y"}` as an object, with the text format's escapes undone. */
@@ -94,7 +94,10 @@ function checkExposition(text: string): Sample[] {
 Deno.test("formatMetrics() with no circuits gives vela_info and every family's HELP and TYPE", () => {
   const text = formatMetrics(status([]));
   const samples = checkExposition(text);
-  assert.deepEqual(samples, [{ name: "vela_info", labels: { version: denoJson.version }, value: 1 }]);
+  assert.deepEqual(samples, [
+    { name: "vela_info", labels: { version: denoJson.version }, value: 1 },
+    { name: "vela_moderated_wakeups_total", labels: {}, value: 0 },
+  ]);
   for (
     const name of [
       "vela_info",
@@ -108,6 +111,7 @@ Deno.test("formatMetrics() with no circuits gives vela_info and every family's H
       "vela_circuit_rtt_seconds",
       "vela_circuit_uptime_seconds",
       "vela_dropped_datagrams_total",
+      "vela_moderated_wakeups_total",
     ]
   ) {
     assert.match(text, new RegExp(`^# HELP ${name} \\S`, "m"), name);
@@ -162,6 +166,15 @@ Deno.test("formatMetrics() gives each circuit's counters with its labels and is 
   );
   const drops = samples.filter((s) => s.name === "vela_dropped_datagrams_total");
   assert.deepEqual(drops.map((s) => [s.labels.reason, s.value]), [["bad-mac", 7], ["runt", 0]]);
+});
+
+Deno.test("formatMetrics() gives the sending Worker's moderated wake-ups", () => {
+  const samples = checkExposition(formatMetrics({ ...status([]), moderatedWakeups: 1234 }));
+  assert.deepEqual(samples.find((s) => s.name === "vela_moderated_wakeups_total"), {
+    name: "vela_moderated_wakeups_total",
+    labels: {},
+    value: 1234,
+  });
 });
 
 Deno.test("formatMetrics() escapes quotes, backslashes and newlines in label values", () => {

@@ -64,10 +64,16 @@ Deno.test("humanDuration() prints a dash for a circuit that is not up", () => {
 });
 
 Deno.test("renderStatus() with no circuits gives the summary and the drops, no table", () => {
-  const text = renderStatus({ port: 4455, listen: true, circuits: [], drops: {} });
+  const text = renderStatus({ port: 4455, listen: true, circuits: [], drops: {}, moderatedWakeups: 0 });
   assert.equal(text, "VELA listening on UDP port 4455, 0 circuits\nDropped on the way in: none");
   assert.equal(text.includes("PEER"), false, "no header without rows");
-  const quiet = renderStatus({ port: 40001, listen: false, circuits: [], drops: { runt: 0 } });
+  const quiet = renderStatus({
+    port: 40001,
+    listen: false,
+    circuits: [],
+    drops: { runt: 0 },
+    moderatedWakeups: 0,
+  });
   assert.equal(quiet, "VELA running on UDP port 40001, 0 circuits\nDropped on the way in: none");
 });
 
@@ -95,6 +101,7 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
       }),
     ],
     drops: { "bad-mac": 4, runt: 0, "not-allowed": 1 },
+    moderatedWakeups: 0,
   };
   const lines = renderStatus(status).split("\n");
   assert.equal(lines.length, 5, lines.join("\n"));
@@ -139,6 +146,12 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
 });
 
 Deno.test("renderStatus() says '1 circuit' in the singular", () => {
-  const text = renderStatus({ port: 4455, listen: false, circuits: [circuit()], drops: {} });
+  const text = renderStatus({
+    port: 4455,
+    listen: false,
+    circuits: [circuit()],
+    drops: {},
+    moderatedWakeups: 0,
+  });
   assert.match(text.split("\n")[0], /^VELA running on UDP port 4455, 1 circuit$/);
 });

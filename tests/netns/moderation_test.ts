@@ -1,0 +1,90 @@
+/** Send moderation (src/send_moderation.ts) on real devices: it waits under bulk traffic, never for a ping. */
+
+import assert from "node:assert/strict";
+import { Bed } from "../../testbed/netns.ts";
+import type { DaemonStatus } from "../../src/daemon.ts";
+import { netnsTest, requireProgram } from "./support.ts";
+import { MODERATION_BULK_BITS_PER_SECOND } from "../../src/timing.ts";
+
+/** The libc datapaths, which moderate; Deno's own UDP socket has no Worker and never waits. */
+const DATAPATHS = {
+  "libc": [],
+  "libc --no-offload": ["--no-offload"],
+  "libc --datapath-threads 1": ["--datapath-threads", "1"],
+} as const;
+
+/** The initiator's count of moderated wake-ups (`vela status --json`). */
+async function moderatedWakeups(bed: Bed, control: string): Promise<number> {
+  const status = await bed.velaCommand(bed.a, ["status", "--control", control, "--json"]);
+  assert.equal(status.code, 0, status.stderr);
+  return (JSON.parse(status.stdout) as DaemonStatus).moderatedWakeups;
+}
+
+/** Sends UDP from a to `address` in b for 2 s at twice the bulk rate; returns the datagrams delivered. */
+async function bulkUdp(bed: Bed, address: string): Promise<number> {
+  const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", address]);
+  await bed.until(
+    async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
+    "iperf3 -s",
+  );
+  const rate = String(2 * MODERATION_BULK_BITS_PER_SECOND);
+  const client = await bed.exec(bed.a, [
+    "iperf3",
+    "-c",
+    address,
+    "-u",
+    "-b",
+    rate,
+    "-l",
+    "1300",
+    "-t",
+    "2",
+    "-J",
+  ]);
+  assert.equal(client.code, 0, client.stdout + client.stderr);
+  await bed.stop(server);
+  const report = JSON.parse(client.stdout).end.sum;
+  return report.packets - report.lost_packets;
+}
+
+for (const [name, args] of Object.entries(DATAPATHS)) {
+  for (const moderationUs of [undefined, 0]) {
+    const option = moderationUs === undefined ? [] : ["--moderation-us", String(moderationUs)];
+    netnsTest(
+      moderationUs === undefined
+        ? `the sending Worker waits for more frames under bulk UDP, never while only pings run (${name})`
+        : `--moderation-us 0: the sending Worker never waits, even under bulk UDP (${name})`,
+      async () => {
+        if (!(await requireProgram("iperf3", "iperf3"))) return;
+        await using bed = await Bed.create();
+        bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", ...args]);
+        const initiator = bed.vela(bed.a, [
+          "--peer",
+          bed.b4,
+          "--vid",
+          "5",
+          "--address",
+          "198.18.207.41/30",
+          ...args,
+          ...option,
+        ]);
+        await bed.waitPing(bed.a, "198.18.207.42");
+        const ping = await bed.exec(bed.a, ["ping", "-c", "10", "-i", "0.05", "-W", "2", "198.18.207.42"]);
+        assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+        assert.equal(await moderatedWakeups(bed, initiator.control!), 0, "no wait for pings");
+
+        const delivered = await bulkUdp(bed, "198.18.207.42");
+        const waited = await moderatedWakeups(bed, initiator.control!);
+        console.log(`bulk UDP (${name}): ${delivered} datagrams delivered, ${waited} moderated wake-ups`);
+        assert.ok(delivered > 10_000, `only ${delivered} datagrams arrived`);
+        if (moderationUs === 0) assert.equal(waited, 0, "--moderation-us 0 never waits");
+        else assert.ok(waited > 0, "the sending Worker never waited under bulk traffic");
+
+        // After the transfer, light traffic is back to no waiting at all.
+        const after = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.207.42"]);
+        assert.equal(after.code, 0, after.stdout + after.stderr);
+        assert.equal(await moderatedWakeups(bed, initiator.control!), waited, "no wait for pings after it");
+      },
+    );
+  }
+}
