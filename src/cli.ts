@@ -121,8 +121,9 @@ Common options:
   --datapath-threads 1|2  Worker threads of the libc datapath: 2, one receiving and one sending
                       (default where the machine has 2 CPUs or more), or 1 doing both (default on 1 CPU)
   --moderation-us N   while the devices carry over 200 Mbit/s, the libc datapath waits N microseconds
-                      (0-1000, default ${MODERATION_WAIT_US}) after each wake-up before it reads them, so
-                      one sendmmsg carries more frames; 0 never waits (less delay, more CPU under load)
+                      (0-1000; default ${MODERATION_WAIT_US}, 0 with --no-offload) after each wake-up before
+                      it reads them, so one sendmmsg carries more frames; 0 never waits (less delay, more
+                      CPU under load)
   --json              (status, devices, connect, close) print the daemon's answer as JSON
   -v, --verbose       log debug messages too
   -q, --quiet         log errors only

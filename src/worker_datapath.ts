@@ -99,13 +99,13 @@ export class WorkerDatapath implements DatapathEngine {
   /**
    * With `offload` false no UDP GSO or GRO is used either (--no-offload). `threads` is the number of
    * Workers (see defaultDatapathThreads); `moderationUs` the sending Worker's wait under bulk traffic
-   * (src/send_moderation.ts, 0 for none).
+   * (src/send_moderation.ts, 0 for none; by default MODERATION_WAIT_US with offloads, none without).
    */
   constructor(
     socket: LibcUdpSocket,
     onControl: ControlHandler,
     onDeviceFailure: DeviceFailureHandler,
-    { offload = true, threads = defaultDatapathThreads(), moderationUs = MODERATION_WAIT_US }: {
+    { offload = true, threads = defaultDatapathThreads(), moderationUs }: {
       offload?: boolean;
       threads?: 1 | 2;
       moderationUs?: number;
@@ -123,6 +123,7 @@ export class WorkerDatapath implements DatapathEngine {
     );
     const roles: WorkerRole[] = threads === 2 ? ["receive", "send"] : ["both"];
     const timeSliceNs = offload ? 0 : NO_OFFLOAD_TIME_SLICE_MS * 1_000_000;
+    moderationUs ??= offload ? MODERATION_WAIT_US : 0;
     this.#threads = roles.map((role) =>
       this.#startThread(role, socket.fd, udpGso, timeSliceNs, role === "receive" ? 0 : moderationUs)
     );

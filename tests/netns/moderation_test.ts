@@ -6,12 +6,17 @@ import type { DaemonStatus } from "../../src/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 import { MODERATION_BULK_BITS_PER_SECOND } from "../../src/timing.ts";
 
-/** The libc datapaths, which moderate; Deno's own UDP socket has no Worker and never waits. */
-const DATAPATHS = {
-  "libc": [],
-  "libc --no-offload": ["--no-offload"],
-  "libc --datapath-threads 1": ["--datapath-threads", "1"],
-} as const;
+/**
+ * The libc datapaths, which moderate (Deno's own UDP socket has no Worker and never waits), with the
+ * options of both ends and whether the sending Worker should wait under bulk traffic.
+ */
+const CASES: [string, string[], boolean][] = [
+  ["libc", [], true],
+  ["libc --datapath-threads 1", ["--datapath-threads", "1"], true],
+  ["libc --moderation-us 0", ["--moderation-us", "0"], false],
+  ["libc --no-offload", ["--no-offload"], false],
+  ["libc --no-offload --moderation-us 150", ["--no-offload", "--moderation-us", "150"], true],
+];
 
 /** The initiator's count of moderated wake-ups (`vela status --json`). */
 async function moderatedWakeups(bed: Bed, control: string): Promise<number> {
@@ -47,44 +52,40 @@ async function bulkUdp(bed: Bed, address: string): Promise<number> {
   return report.packets - report.lost_packets;
 }
 
-for (const [name, args] of Object.entries(DATAPATHS)) {
-  for (const moderationUs of [undefined, 0]) {
-    const option = moderationUs === undefined ? [] : ["--moderation-us", String(moderationUs)];
-    netnsTest(
-      moderationUs === undefined
-        ? `the sending Worker waits for more frames under bulk UDP, never while only pings run (${name})`
-        : `--moderation-us 0: the sending Worker never waits, even under bulk UDP (${name})`,
-      async () => {
-        if (!(await requireProgram("iperf3", "iperf3"))) return;
-        await using bed = await Bed.create();
-        bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", ...args]);
-        const initiator = bed.vela(bed.a, [
-          "--peer",
-          bed.b4,
-          "--vid",
-          "5",
-          "--address",
-          "198.18.207.41/30",
-          ...args,
-          ...option,
-        ]);
-        await bed.waitPing(bed.a, "198.18.207.42");
-        const ping = await bed.exec(bed.a, ["ping", "-c", "10", "-i", "0.05", "-W", "2", "198.18.207.42"]);
-        assert.equal(ping.code, 0, ping.stdout + ping.stderr);
-        assert.equal(await moderatedWakeups(bed, initiator.control!), 0, "no wait for pings");
+for (const [name, args, waits] of CASES) {
+  netnsTest(
+    waits
+      ? `the sending Worker waits for more frames under bulk UDP, never while only pings run (${name})`
+      : `the sending Worker never waits, even under bulk UDP (${name})`,
+    async () => {
+      if (!(await requireProgram("iperf3", "iperf3"))) return;
+      await using bed = await Bed.create();
+      bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", ...args]);
+      const initiator = bed.vela(bed.a, [
+        "--peer",
+        bed.b4,
+        "--vid",
+        "5",
+        "--address",
+        "198.18.207.41/30",
+        ...args,
+      ]);
+      await bed.waitPing(bed.a, "198.18.207.42");
+      const ping = await bed.exec(bed.a, ["ping", "-c", "10", "-i", "0.05", "-W", "2", "198.18.207.42"]);
+      assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+      assert.equal(await moderatedWakeups(bed, initiator.control!), 0, "no wait for pings");
 
-        const delivered = await bulkUdp(bed, "198.18.207.42");
-        const waited = await moderatedWakeups(bed, initiator.control!);
-        console.log(`bulk UDP (${name}): ${delivered} datagrams delivered, ${waited} moderated wake-ups`);
-        assert.ok(delivered > 10_000, `only ${delivered} datagrams arrived`);
-        if (moderationUs === 0) assert.equal(waited, 0, "--moderation-us 0 never waits");
-        else assert.ok(waited > 0, "the sending Worker never waited under bulk traffic");
+      const delivered = await bulkUdp(bed, "198.18.207.42");
+      const waited = await moderatedWakeups(bed, initiator.control!);
+      console.log(`bulk UDP (${name}): ${delivered} datagrams delivered, ${waited} moderated wake-ups`);
+      assert.ok(delivered > 10_000, `only ${delivered} datagrams arrived`);
+      if (waits) assert.ok(waited > 0, "the sending Worker never waited under bulk traffic");
+      else assert.equal(waited, 0, "the sending Worker waited");
 
-        // After the transfer, light traffic is back to no waiting at all.
-        const after = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.207.42"]);
-        assert.equal(after.code, 0, after.stdout + after.stderr);
-        assert.equal(await moderatedWakeups(bed, initiator.control!), waited, "no wait for pings after it");
-      },
-    );
-  }
+      // After the transfer, light traffic is back to no waiting at all.
+      const after = await bed.exec(bed.a, ["ping", "-c", "5", "-i", "0.05", "-W", "2", "198.18.207.42"]);
+      assert.equal(after.code, 0, after.stdout + after.stderr);
+      assert.equal(await moderatedWakeups(bed, initiator.control!), waited, "no wait for pings after it");
+    },
+  );
 }
