@@ -601,8 +601,8 @@ function handle(message: ToWorker): void {
       datapathCounts = new Float64Array(message.datapathCounts);
       posted = new Int32Array(message.posted);
       udpGso = message.udpGso;
+      moderation = new SendModeration(message.moderationUs);
       try {
-        moderation = new SendModeration(message.moderationUs);
         if (message.timeSliceNs > 0) setOwnTimeSlice(message.timeSliceNs);
       } catch (error) {
         send({

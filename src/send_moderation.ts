@@ -47,7 +47,7 @@ export class SendModeration {
     this.#windowBytes = 0;
   }
 
-  /** Whether wake-ups wait now (for tests and status). */
+  /** Whether wake-ups wait now (for tests). */
   get bulk(): boolean {
     return this.#bulk;
   }
