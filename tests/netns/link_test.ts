@@ -1,9 +1,9 @@
 /** VELA as real processes in two namespaces: a link that carries frames both ways, in every shape. */
 
 import assert from "node:assert/strict";
-import { Bed, type BedProcess } from "../../testbed/netns.ts";
+import { Bed } from "../../testbed/netns.ts";
 import type { DaemonStatus } from "../../src/daemon.ts";
-import { netnsTest, requireProgram } from "./support.ts";
+import { iperf3Udp, netnsTest, requireProgram, startIperf3Server } from "./support.ts";
 import { NO_OFFLOAD_TIME_SLICE_MS } from "../../src/timing.ts";
 
 /**
@@ -64,16 +64,6 @@ async function expectFullSizePing(bed: Bed, address: string, mtu: number): Promi
     address,
   ]);
   assert.equal(ping.code, 0, ping.stdout + ping.stderr);
-}
-
-/** Starts a one-shot `iperf3 -s` in b bound to `address` and waits until it listens. */
-async function startIperf3Server(bed: Bed, address: string): Promise<BedProcess> {
-  const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", address]);
-  await bed.until(
-    async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
-    "iperf3 -s",
-  );
-  return server;
 }
 
 /** Stops both daemons with SIGTERM: each exits 0 and its interface is gone. */
@@ -263,24 +253,7 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
           "198.18.207.21/30",
         ]);
         await bed.waitPing(bed.a, "198.18.207.22");
-        const server = await startIperf3Server(bed, "198.18.207.22");
-        const client = await bed.exec(bed.a, [
-          "iperf3",
-          "-c",
-          "198.18.207.22",
-          "-u",
-          "-b",
-          "50M",
-          "-l",
-          "1200",
-          "-t",
-          "2",
-          "-J",
-        ]);
-        assert.equal(client.code, 0, client.stdout + client.stderr);
-        await bed.stop(server);
-        const report = JSON.parse(client.stdout).end.sum;
-        const delivered = report.packets - report.lost_packets;
+        const { sent, delivered } = await iperf3Udp(bed, "198.18.207.22", "50M", 1200);
         const status = await bed.velaCommand(bed.b, [
           "status",
           "--control",
@@ -290,12 +263,12 @@ for (const underlay of Object.keys(DATAPATHS) as Underlay[]) {
         assert.equal(status.code, 0, status.stderr);
         const [circuit] = (JSON.parse(status.stdout) as DaemonStatus).circuits;
         console.log(
-          `UDP over ${mode}: ${delivered} of ${report.packets} datagrams delivered; the listener wrote ` +
+          `UDP over ${mode}: ${delivered} of ${sent} datagrams delivered; the listener wrote ` +
             `${circuit.rxPackets} frames, the device refused ${circuit.drops.deviceRefused}`,
         );
         assert.equal(circuit.drops.deviceRefused, 0, JSON.stringify(circuit));
         assert.ok(circuit.rxPackets >= delivered, JSON.stringify(circuit));
-        assert.ok(delivered > report.packets / 2, `only ${delivered} of ${report.packets} datagrams arrived`);
+        assert.ok(delivered > sent / 2, `only ${delivered} of ${sent} datagrams arrived`);
         await stopCleanly(bed, processes, processes.ifname);
       },
     );

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
 import type { DaemonStatus } from "../../src/daemon.ts";
-import { netnsTest, requireProgram } from "./support.ts";
+import { iperf3Udp, netnsTest, requireProgram } from "./support.ts";
 import { MODERATION_BULK_BITS_PER_SECOND } from "../../src/timing.ts";
 
 /**
@@ -23,33 +23,6 @@ async function moderatedWakeups(bed: Bed, control: string): Promise<number> {
   const status = await bed.velaCommand(bed.a, ["status", "--control", control, "--json"]);
   assert.equal(status.code, 0, status.stderr);
   return (JSON.parse(status.stdout) as DaemonStatus).moderatedWakeups;
-}
-
-/** Sends UDP from a to `address` in b for 2 s at twice the bulk rate; returns the datagrams delivered. */
-async function bulkUdp(bed: Bed, address: string): Promise<number> {
-  const server = bed.spawn(bed.b, ["iperf3", "-s", "-1", "-B", address]);
-  await bed.until(
-    async () => (await bed.exec(bed.b, ["ss", "-ltn", "sport = :5201"])).stdout.includes("5201"),
-    "iperf3 -s",
-  );
-  const rate = String(2 * MODERATION_BULK_BITS_PER_SECOND);
-  const client = await bed.exec(bed.a, [
-    "iperf3",
-    "-c",
-    address,
-    "-u",
-    "-b",
-    rate,
-    "-l",
-    "1300",
-    "-t",
-    "2",
-    "-J",
-  ]);
-  assert.equal(client.code, 0, client.stdout + client.stderr);
-  await bed.stop(server);
-  const report = JSON.parse(client.stdout).end.sum;
-  return report.packets - report.lost_packets;
 }
 
 for (const [name, args, waits] of CASES) {
@@ -75,7 +48,8 @@ for (const [name, args, waits] of CASES) {
       assert.equal(ping.code, 0, ping.stdout + ping.stderr);
       assert.equal(await moderatedWakeups(bed, initiator.control!), 0, "no wait for pings");
 
-      const delivered = await bulkUdp(bed, "198.18.207.42");
+      const bulkRate = String(2 * MODERATION_BULK_BITS_PER_SECOND);
+      const { delivered } = await iperf3Udp(bed, "198.18.207.42", bulkRate, 1300);
       const waited = await moderatedWakeups(bed, initiator.control!);
       console.log(`bulk UDP (${name}): ${delivered} datagrams delivered, ${waited} moderated wake-ups`);
       assert.ok(delivered > 10_000, `only ${delivered} datagrams arrived`);
