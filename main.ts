@@ -75,6 +75,16 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     await running.stop();
     Deno.exit(0);
   };
+  // A datapath that died (a Worker crashed) stops the daemon with an error: its interfaces are removed.
+  running.failed.then(async (error) => {
+    if (stopping) return;
+    stopping = true;
+    await control.close();
+    await metrics?.close();
+    await running.stop();
+    console.error(`vela: ${error.message}`);
+    Deno.exit(1);
+  });
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   Deno.addSignalListener("SIGHUP", async () => {

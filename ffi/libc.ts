@@ -77,6 +77,18 @@ export function libc(): Libc {
   return library.symbols;
 }
 
+/**
+ * Every size_t argument the datapath passes, made once. Deno's fast FFI calls take a 64-bit integer only
+ * as a BigInt: a plain number sends V8 back from the optimized loop to slow code (a deoptimization, over
+ * and over under load), and a BigInt made per call would be an allocation per frame.
+ */
+const SIZES: readonly bigint[] = Array.from({ length: 65_536 + 1024 }, (_, n) => BigInt(n));
+
+/** The BigInt for a size from 0 to 66560, without allocating (a larger one is made). */
+export function usize(n: number): bigint {
+  return n < SIZES.length ? SIZES[n] : BigInt(n);
+}
+
 /** The calling thread's errno. Read it before any other FFI call. */
 export function errno(): number {
   const location = libc().__errno_location();
@@ -130,6 +142,8 @@ export const Errno = {
   EINVAL: 22,
   EADDRINUSE: 98,
   ENETUNREACH: 101,
+  ENOBUFS: 105,
+  ECONNREFUSED: 111,
   EHOSTUNREACH: 113,
 } as const;
 

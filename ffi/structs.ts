@@ -275,6 +275,11 @@ export function pollRevents(bytes: Uint8Array, index: number): number {
  * at 0, msg_namelen u32 at 8, msg_iov at 16, msg_iovlen at 24, msg_control at 32, msg_controllen at 40,
  * msg_flags at 48. struct mmsghdr (64 bytes): the msghdr, then unsigned int msg_len at 56. (LP64 Linux.)
  */
+/**
+ * struct cmsghdr: size_t cmsg_len at 0, int cmsg_level at 8, int cmsg_type at 12, data at 16. LEN_U16 is
+ * CMSG_LEN(sizeof(uint16_t)) and SPACE_U16 CMSG_SPACE of it (a UDP_SEGMENT size).
+ */
+export const Cmsg = { LEN: 0, LEVEL: 8, TYPE: 12, DATA: 16, LEN_U16: 18, SPACE_U16: 24 } as const;
 export const Iovec = { SIZE: 16, BASE: 0, LEN: 8 } as const;
 export const MMsgHdr = {
   SIZE: 64,

@@ -1,13 +1,24 @@
-/** Tap and tun devices through /dev/net/tun: open, TUNSETIFF, nonblocking read and write, poll. */
+/** Tap and tun devices through /dev/net/tun: open, TUNSETIFF, poll, and frames in and out (TunFrames). */
 
-import type { LinkDevice, LinkMode } from "../src/link_device.ts";
-import { check, cString, Errno, errno, libc, SyscallError } from "./libc.ts";
-import { ifreqName, ifreqWithFlags, Linux, pollFds, pollRevents } from "./structs.ts";
+import { check, cString, Errno, errno, libc, SyscallError, usize } from "./libc.ts";
+import {
+  addressOf,
+  ifreqName,
+  ifreqWithFlags,
+  Iovec,
+  Linux,
+  pollFds,
+  pollRevents,
+  VnetHdr,
+} from "./structs.ts";
+
+/** TAP carries Ethernet frames (layer 2), TUN carries IP packets (layer 3). */
+export type TunMode = "tap" | "tun";
 
 const TUN_PATH = "/dev/net/tun";
 
 /** The TUNSETIFF flags for a mode: no packet-information header either way. */
-export function tunFlags(mode: LinkMode): number {
+export function tunFlags(mode: TunMode): number {
   return (mode === "tap" ? Linux.IFF_TAP : Linux.IFF_TUN) | Linux.IFF_NO_PI;
 }
 
@@ -15,15 +26,17 @@ export function tunFlags(mode: LinkMode): number {
  * A kernel tap or tun device owned by this process. It is not persistent: the kernel removes the
  * interface when the descriptor is closed, so a crashed daemon leaks no interface either.
  */
-export class TunDevice implements LinkDevice {
+export class TunDevice implements Disposable {
   readonly name: string;
-  readonly mode: LinkMode;
+  readonly mode: TunMode;
   readonly #fd: number;
   /** An eventfd that close() signals to wake a pending waitReadable(). */
   readonly #wakeFd: number;
   readonly #pollSet: Uint8Array<ArrayBuffer>;
   #waiting: Promise<boolean> | undefined;
   #closed = false;
+  /** Frames in and out of the device in this isolate. */
+  readonly frames: TunFrames;
   /** Holders of the descriptor besides this object (the datapath Worker); close() waits for them. */
   #leases = 0;
   #released = false;
@@ -40,7 +53,7 @@ export class TunDevice implements LinkDevice {
     fd: number,
     wakeFd: number,
     name: string,
-    mode: LinkMode,
+    mode: TunMode,
     offload: boolean,
     udpOffload: boolean,
   ) {
@@ -51,10 +64,11 @@ export class TunDevice implements LinkDevice {
     this.name = name;
     this.mode = mode;
     this.#pollSet = pollFds([fd, wakeFd], Linux.POLLIN);
+    this.frames = new TunFrames(fd);
   }
 
   /** Creates the interface (`name` may hold "%d" for the kernel to number it). */
-  static open(name: string, mode: LinkMode, options: { offload?: boolean } = {}): TunDevice {
+  static open(name: string, mode: TunMode, options: { offload?: boolean } = {}): TunDevice {
     if (options.offload) {
       // Probe: a device with virtio-net headers that takes checksum and TCP segmentation offload.
       try {
@@ -66,7 +80,7 @@ export class TunDevice implements LinkDevice {
     return TunDevice.#open(name, mode, false);
   }
 
-  static #open(name: string, mode: LinkMode, offload: boolean): TunDevice {
+  static #open(name: string, mode: TunMode, offload: boolean): TunDevice {
     const c = libc();
     const request = ifreqWithFlags(name, tunFlags(mode) | (offload ? Linux.IFF_VNET_HDR : 0));
     const fd = c.open(cString(TUN_PATH), Linux.O_RDWR | Linux.O_NONBLOCK | Linux.O_CLOEXEC, 0);
@@ -132,19 +146,6 @@ export class TunDevice implements LinkDevice {
     return false;
   }
 
-  tryRead(buffer: Uint8Array<ArrayBuffer>): number {
-    const n = Number(libc().read(this.#fd, buffer, BigInt(buffer.length)));
-    if (n >= 0) return n;
-    const code = errno();
-    if (code === Errno.EAGAIN || code === Errno.EINTR) return 0;
-    throw new SyscallError(`read(${this.name})`, code);
-  }
-
-  write(frame: Uint8Array<ArrayBuffer>): number {
-    const n = Number(libc().write(this.#fd, frame, BigInt(frame.length)));
-    return n >= 0 ? 0 : errno();
-  }
-
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -160,5 +161,57 @@ export class TunDevice implements LinkDevice {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/**
+ * Frames in and out of a tap or tun descriptor, one read() or writev() each, with nothing allocated per
+ * frame: a write's iovecs point into the caller's memory, their 64-bit bases kept as 32-bit halves. A
+ * datapath Worker makes one from the descriptor it is given.
+ */
+export class TunFrames {
+  readonly #fd: number;
+  readonly #c = libc();
+  /** iovec 0: a zero virtio-net header (stored after the iovecs, so that it lives as long as they do). */
+  readonly #memory = new Uint8Array(2 * Iovec.SIZE + VnetHdr.SIZE);
+  readonly #view = new DataView(this.#memory.buffer);
+  readonly #withHeader = this.#memory.subarray(0, 2 * Iovec.SIZE);
+  readonly #withoutHeader = this.#memory.subarray(Iovec.SIZE, 2 * Iovec.SIZE);
+  /** The last ArrayBuffer written from, and its address in halves. */
+  #lastBuffer: ArrayBufferLike | undefined;
+  #low = 0;
+  #high = 0;
+
+  constructor(fd: number) {
+    this.#fd = fd;
+    this.#view.setBigUint64(Iovec.BASE, addressOf(this.#memory) + BigInt(2 * Iovec.SIZE), true);
+    this.#view.setBigUint64(Iovec.LEN, BigInt(VnetHdr.SIZE), true);
+  }
+
+  /** Reads one frame into `into` (at most `max` bytes): its length, 0 when none is ready, -1 on failure. */
+  read(into: Uint8Array<ArrayBuffer>, max: number): number {
+    const n = this.#c.read_frame(this.#fd, into, usize(max));
+    if (n >= 0) return n;
+    const code = errno();
+    return code === Errno.EAGAIN || code === Errno.EINTR ? 0 : -1;
+  }
+
+  /** Writes `memory[at, at + length)`, after a zero virtio-net header when `header`; false when refused. */
+  write(memory: Uint8Array<ArrayBuffer>, at: number, length: number, header: boolean): boolean {
+    if (memory.buffer !== this.#lastBuffer) {
+      const whole = new Uint8Array(memory.buffer as ArrayBuffer);
+      const address = addressOf(whole);
+      this.#lastBuffer = memory.buffer;
+      this.#low = Number(address & 0xffffffffn);
+      this.#high = Number(address >> 32n);
+    }
+    const low = this.#low + memory.byteOffset + at;
+    this.#view.setUint32(Iovec.SIZE + Iovec.BASE, low >>> 0, true);
+    this.#view.setUint32(Iovec.SIZE + Iovec.BASE + 4, this.#high + (low > 0xffffffff ? 1 : 0), true);
+    this.#view.setUint32(Iovec.SIZE + Iovec.LEN, length, true);
+    const written = header
+      ? this.#c.writev_frame(this.#fd, this.#withHeader, 2)
+      : this.#c.writev_frame(this.#fd, this.#withoutHeader, 1);
+    return written >= 0;
   }
 }

@@ -8,38 +8,11 @@
  * sends to it without a route lookup per datagram (bench/: about 5% more TCP without offloads).
  */
 
-import type { DeliverDatagram, Endpoint, Underlay } from "../src/underlay.ts";
-import { formatIp, parseIp, unmapIPv4 } from "../src/ip.ts";
 import { check, Errno, errno, libc, SyscallError } from "./libc.ts";
-import { Linux, MMsgHdr, mmsghdrs, pollFds, SockaddrIn6, sockaddrIn6 } from "./structs.ts";
+import { Linux, SockaddrIn6, sockaddrIn6 } from "./structs.ts";
 
 /** Kernel socket buffer size asked for (SO_RCVBUFFORCE/SO_SNDBUFFORCE as root, else up to rmem_max). */
 export const SOCKET_BUFFER_BYTES = 8 * 1024 * 1024;
-/** Datagrams per recvmmsg in receiveBatch. */
-const RECEIVE_BATCH = 32;
-const MAX_DATAGRAM = 65_535;
-
-/** An endpoint as the 28-byte sockaddr_in6 the dual-stack socket takes (IPv4 as ::ffff:a.b.c.d). */
-export function endpointSockaddr(endpoint: Endpoint): Uint8Array<ArrayBuffer> {
-  const address = parseIp(endpoint.address);
-  if (!address) throw new RangeError(`Not an IP address: ${endpoint.address}`);
-  let bytes = address.bytes;
-  if (address.family === 4) {
-    bytes = new Uint8Array(16);
-    bytes[10] = 0xff;
-    bytes[11] = 0xff;
-    bytes.set(address.bytes, 12);
-  }
-  return sockaddrIn6(bytes, endpoint.port);
-}
-
-/** The endpoint in a sockaddr_in6 (a mapped IPv4 address comes back as IPv4). */
-export function sockaddrEndpoint(sockaddr: Uint8Array): Endpoint {
-  const view = new DataView(sockaddr.buffer, sockaddr.byteOffset, sockaddr.byteLength);
-  const address = unmapIPv4({ family: 6, bytes: sockaddr.slice(SockaddrIn6.ADDR, SockaddrIn6.ADDR + 16) });
-  return { address: formatIp(address), port: view.getUint16(SockaddrIn6.PORT, false) };
-}
-
 const int = (value: number) => new Uint8Array(new Int32Array([value]).buffer);
 
 /** A nonblocking dual-stack UDP socket with large kernel buffers, not yet bound. */
@@ -70,12 +43,13 @@ function dualStackSocket(): number {
 }
 
 /**
- * A peer socket: bound to [::]:port, the port of a LibcUdpSocket, and connected to `peer`. It receives
+ * A peer socket: bound to [::]:port, the port of a LibcUdpSocket, and connected to `peer` (a
+ * sockaddr_in6). It receives
  * the peer's datagrams from then on (the shared socket keeps everyone else's) and sends to the peer
  * with a route the kernel keeps; with `gro`, it joins received datagrams as the shared socket does
  * (enableGro). Returns its descriptor, which the caller closes. Throws SyscallError.
  */
-export function openPeerSocket(port: number, peer: Endpoint, gro = false): number {
+export function openPeerSocket(port: number, peer: Uint8Array<ArrayBuffer>, gro = false): number {
   const c = libc();
   const fd = dualStackSocket();
   try {
@@ -86,8 +60,7 @@ export function openPeerSocket(port: number, peer: Endpoint, gro = false): numbe
     // Until connect() below, the kernel may hand this socket a datagram meant for the shared one (they
     // share the port); the receiving Worker reads it here and delivers it all the same. Once connected,
     // the kernel picks by address: this socket gets the peer's datagrams, the shared one the rest.
-    const to = endpointSockaddr(peer);
-    check(c.connect(fd, to, to.length), `connect(${peer.address} port ${peer.port})`);
+    check(c.connect(fd, peer, peer.length), "connect");
     return fd;
   } catch (error) {
     c.close(fd);
@@ -95,19 +68,10 @@ export function openPeerSocket(port: number, peer: Endpoint, gro = false): numbe
   }
 }
 
-export class LibcUdpSocket implements Underlay {
+export class LibcUdpSocket implements Disposable {
   readonly fd: number;
   readonly port: number;
   #closed = false;
-  #polling: Promise<number> | undefined;
-  #receive?: {
-    buffers: Uint8Array<ArrayBuffer>[];
-    names: Uint8Array<ArrayBuffer>[];
-    headers: Uint8Array<ArrayBuffer>;
-    iovecs: Uint8Array<ArrayBuffer>;
-    poll: Uint8Array<ArrayBuffer>;
-  };
-
   private constructor(fd: number, port: number) {
     this.fd = fd;
     this.port = port;
@@ -147,63 +111,16 @@ export class LibcUdpSocket implements Underlay {
     return libc().setsockopt(this.fd, Linux.SOL_UDP, Linux.UDP_GRO, int(1), 4) === 0;
   }
 
-  /** Sends one datagram at once (sendto); false when the kernel refused it. */
-  sendTo(datagram: Uint8Array<ArrayBuffer>, length: number, to: Endpoint): boolean {
+  /** Sends one datagram at once (sendto) to a sockaddr_in6; false when the kernel refused it. */
+  sendTo(datagram: Uint8Array<ArrayBuffer>, length: number, to: Uint8Array<ArrayBuffer>): boolean {
     if (this.#closed) return false;
-    const name = endpointSockaddr(to);
-    return Number(libc().sendto(this.fd, datagram, BigInt(length), 0, name, name.length)) >= 0;
-  }
-
-  sendBatch(
-    buffers: readonly Uint8Array[],
-    lengths: ArrayLike<number>,
-    count: number,
-    to: Endpoint,
-  ): Promise<number> {
-    let failed = 0;
-    for (let i = 0; i < count; i++) {
-      if (!this.sendTo(buffers[i] as Uint8Array<ArrayBuffer>, lengths[i], to)) failed++;
-    }
-    return Promise.resolve(failed);
-  }
-
-  /** Waits on a helper thread until readable, then drains with recvmmsg. */
-  async receiveBatch(deliver: DeliverDatagram): Promise<boolean> {
-    if (!this.#receive) {
-      const buffers = Array.from({ length: RECEIVE_BATCH }, () => new Uint8Array(MAX_DATAGRAM));
-      const names = Array.from({ length: RECEIVE_BATCH }, () => new Uint8Array(SockaddrIn6.SIZE));
-      this.#receive = { buffers, names, ...mmsghdrs(buffers, names), poll: pollFds([this.fd], Linux.POLLIN) };
-    }
-    const r = this.#receive;
-    const c = libc();
-    while (!this.#closed) {
-      this.#polling = c.poll_wait(r.poll, 1n, 200);
-      const ready = await this.#polling;
-      this.#polling = undefined;
-      if (this.#closed) return false;
-      if (ready <= 0) continue;
-      const headers = new DataView(r.headers.buffer);
-      for (let i = 0; i < RECEIVE_BATCH; i++) {
-        headers.setUint32(i * MMsgHdr.SIZE + MMsgHdr.NAMELEN, SockaddrIn6.SIZE, true);
-      }
-      const got = c.recvmmsg(this.fd, r.headers, RECEIVE_BATCH, Linux.MSG_DONTWAIT, null);
-      if (got <= 0) continue;
-      for (let i = 0; i < got; i++) {
-        const length = headers.getUint32(i * MMsgHdr.SIZE + MMsgHdr.LEN, true);
-        deliver(r.buffers[i].subarray(0, length), sockaddrEndpoint(r.names[i]));
-      }
-      return true;
-    }
-    return false;
+    return Number(libc().sendto(this.fd, datagram, BigInt(length), 0, to, to.length)) >= 0;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // A receiveBatch poll on a helper thread wakes within its timeout; close the descriptor after it.
-    const release = () => libc().close(this.fd);
-    if (this.#polling) this.#polling.then(release, release);
-    else release();
+    libc().close(this.fd);
   }
 
   [Symbol.dispose](): void {

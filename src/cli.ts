@@ -2,7 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
-import type { LinkMode } from "./link_device.ts";
+import type { LinkMode } from "./link/link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { MIN_LINK_MTU } from "./session.ts";

@@ -5,14 +5,10 @@
 
 import type { Logger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import {
-  type CircuitCounters,
-  type ControlHandler,
-  Datapath,
-  type DatapathEngine,
-  type DeviceFailureHandler,
-  zeroCounters,
-} from "./datapath.ts";
+import { type CircuitCounters, zeroCounters } from "./datapath/counters.ts";
+import type { ControlHandler } from "./datapath/core.ts";
+import type { DatapathEngine, DeviceFailureHandler } from "./datapath/engine.ts";
+import { IsolateDatapath } from "./datapath/isolate_host.ts";
 import { explainDeviceError, RuntimeFailure } from "./errors.ts";
 import { type HostNetwork, linkMtuFor } from "./host_network.ts";
 import {
@@ -24,7 +20,7 @@ import {
   peerAddress,
   prefixContains,
 } from "./ip.ts";
-import type { LinkDevice, LinkMode } from "./link_device.ts";
+import type { LinkDevice, LinkMode } from "./link/link_device.ts";
 import { logger } from "./log.ts";
 import { type Role, Session, type SessionAction, type SessionState } from "./session.ts";
 import {
@@ -36,7 +32,7 @@ import {
   REPLAY_WINDOW_MS,
   SHUTDOWN_GRACE_MS,
 } from "./timing.ts";
-import { type Endpoint, sendOne, type Underlay } from "./underlay.ts";
+import { type Endpoint, isIsolateUnderlay, type Underlay } from "./underlay/underlay.ts";
 import { type ControlMessage, decode, encode, type Ireq, MAC_LENGTH, NakReason, type Nonce } from "./wire.ts";
 import { RateLimiter, ReplayGuard, signControl, verifyControl } from "./keys.ts";
 
@@ -158,7 +154,7 @@ export class Daemon {
   readonly #env: DaemonEnvironment;
   readonly #log: Logger = logger("daemon");
   readonly #circuits = new Map<string, Circuit>();
-  readonly #pendingSends = new Set<Promise<number>>();
+  readonly #pendingSends = new Set<Promise<boolean>>();
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
   readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
@@ -166,6 +162,9 @@ export class Daemon {
   #underlay?: Underlay;
   #datapath?: DatapathEngine;
   #running?: Promise<void>;
+  #resolveFailed!: (error: Error) => void;
+  /** Resolves when the datapath failed and forwards nothing any more (the caller should stop()). */
+  readonly failed: Promise<Error> = new Promise((resolve) => this.#resolveFailed = resolve);
   #dnsRefresh?: ReturnType<typeof setInterval>;
   #stopped = false;
 
@@ -323,9 +322,18 @@ export class Daemon {
     const onControl = (datagram: Uint8Array, from: Endpoint) => this.#onControl(datagram, from);
     const onDeviceFailure = (vid: number, remote: Endpoint, error: unknown) =>
       this.#onDeviceFailure(vid, remote, error);
-    this.#datapath = this.#env.createDatapath?.(this.#underlay, onControl, onDeviceFailure) ??
-      new Datapath(this.#underlay, onControl, onDeviceFailure);
-    this.#running = this.#datapath.run();
+    const underlay = this.#underlay;
+    this.#datapath = this.#env.createDatapath?.(underlay, onControl, onDeviceFailure) ??
+      (isIsolateUnderlay(underlay) ? new IsolateDatapath(underlay, onControl, onDeviceFailure) : undefined);
+    if (!this.#datapath) {
+      underlay.close();
+      throw new RuntimeFailure("This underlay needs a datapath of its own; none was given");
+    }
+    // A datapath that fails (a Worker died) forwards nothing any more: the daemon is told, and stops.
+    this.#running = this.#datapath.run().catch((error: Error) => {
+      this.#log.error(`${error.message}; VELA stops`);
+      this.#resolveFailed(error);
+    });
     try {
       for (const spec of this.#config.circuits) this.#startCircuit(spec);
     } catch (error) {
@@ -701,11 +709,11 @@ export class Daemon {
     const key = this.#config.key;
     const datagram = encode(message, key ? MAC_LENGTH : 0);
     if (key) signControl(key, datagram);
-    const sending = sendOne(this.#underlay, datagram, to);
+    const sending = this.#underlay.sendControl(datagram, to);
     this.#pendingSends.add(sending);
-    sending.then((failed) => {
+    sending.then((sent) => {
       this.#pendingSends.delete(sending);
-      if (failed) {
+      if (!sent) {
         this.#drop("send-failed", `Could not send ${message.type} to ${to.address} port ${to.port}`);
       }
     });

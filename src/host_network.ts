@@ -4,7 +4,7 @@
  */
 
 import type { IpAddress, IpPrefix } from "./ip.ts";
-import type { LinkDevice, LinkMode } from "./link_device.ts";
+import type { LinkDevice, LinkMode } from "./link/link_device.ts";
 
 export interface HostNetwork {
   /**

@@ -13,7 +13,7 @@ import {
 } from "../ffi/netconfig.ts";
 import type { HostNetwork } from "./host_network.ts";
 import type { IpAddress, IpPrefix } from "./ip.ts";
-import type { LinkDevice, LinkMode } from "./link_device.ts";
+import type { LinkDevice, LinkMode } from "./link/link_device.ts";
 
 /** Transmit queue of a VELA device: deeper than the default 500 so bursts wait instead of dropping. */
 const DEVICE_QUEUE_LENGTH = 1000;

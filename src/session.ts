@@ -53,7 +53,7 @@
  * Any other (state, event) pair is ignored and reported as a `drop` action with the reason.
  */
 
-import type { LinkMode } from "./link_device.ts";
+import type { LinkMode } from "./link/link_device.ts";
 import type { IpPrefix } from "./ip.ts";
 import { type ControlMessage, NakReason, type Nonce } from "./wire.ts";
 import {

@@ -48,3 +48,6 @@ export const NO_OFFLOAD_TIME_SLICE_MS = 10;
 export const MODERATION_BULK_BITS_PER_SECOND = 200_000_000;
 export const MODERATION_WINDOW_MS = 2;
 export const MODERATION_WAIT_US = 150;
+
+/** Stopping, the main isolate waits this long for the datapath Workers to say they stopped. */
+export const WORKER_STOP_MS = 3_000;

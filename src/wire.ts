@@ -16,7 +16,7 @@
  * decode() never throws: a datagram it cannot accept comes back with a drop reason.
  */
 
-import type { LinkMode } from "./link_device.ts";
+import type { LinkMode } from "./link/link_device.ts";
 import type { Family, IpPrefix } from "./ip.ts";
 
 export const PROTOCOL_VERSION = 1;

@@ -1,30 +1,59 @@
-/** An in-memory LinkDevice: frames injected on the "kernel side" are read by VELA, writes are recorded. */
+/**
+ * An in-memory link device: frames injected on the "kernel side" are read by VELA, frames VELA writes are
+ * recorded. With `offload` it behaves as a device opened with virtio-net headers: every frame read comes
+ * after a header (a zero one unless inject() is given one, such as a TCP superframe's), and every frame
+ * written is taken apart into its header and the frame.
+ */
 
-import type { LinkDevice, LinkMode } from "../../src/link_device.ts";
+import type { LinkDevice, LinkMode } from "../../src/link/link_device.ts";
+import type { FrameIo } from "../../src/link/packet_link.ts";
 
-export class FakeDevice implements LinkDevice {
+const VNET_HEADER = 10;
+
+export class FakeDevice implements LinkDevice, FrameIo {
   readonly name: string;
   readonly mode: LinkMode;
-  /** Frames VELA wrote into the device, oldest first. */
+  readonly offload: boolean;
+  readonly udpOffload: boolean;
+  readonly fd = -1;
+  /** Frames VELA wrote into the device, oldest first (without their virtio-net header). */
   readonly written: Uint8Array[] = [];
-  /** Frames waiting for VELA to read them. */
+  /** With offload, the virtio-net header of each written frame. */
+  readonly writtenHeaders: Uint8Array[] = [];
+  /** Frames waiting for VELA to read them (with their header, with offload). */
   readonly #pending: Uint8Array[] = [];
   /** Every pending waitReadable() resolver (a replaced pump may still be waiting). */
   readonly #waiters: ((ready: boolean) => void)[] = [];
   closed = false;
-  /** When set, write() refuses frames with this errno. */
+  /** When set, writes are refused. */
   refuseWith = 0;
-  /** When set, the next tryRead() throws it (a device removed under VELA's feet). */
+  /** When set, reading fails (a device removed under VELA's feet). */
   failRead: Error | undefined;
 
-  constructor(name: string, mode: LinkMode) {
+  constructor(name: string, mode: LinkMode, { offload = false, udpOffload = false } = {}) {
     this.name = name;
     this.mode = mode;
+    this.offload = offload;
+    this.udpOffload = udpOffload;
   }
 
-  /** The kernel side sends a frame: VELA will read it. */
-  inject(frame: Uint8Array): void {
-    this.#pending.push(frame.slice());
+  get frames(): FrameIo {
+    return this;
+  }
+
+  retain(): void {}
+  release(): void {}
+
+  /** The kernel side sends a frame (after `header` with offload): VELA will read it. */
+  inject(frame: Uint8Array, header: Uint8Array = new Uint8Array(VNET_HEADER)): void {
+    if (this.offload) {
+      const whole = new Uint8Array(VNET_HEADER + frame.length);
+      whole.set(header.subarray(0, VNET_HEADER));
+      whole.set(frame, VNET_HEADER);
+      this.#pending.push(whole);
+    } else {
+      this.#pending.push(frame.slice());
+    }
     this.#release(true);
   }
 
@@ -38,19 +67,29 @@ export class FakeDevice implements LinkDevice {
     for (const resolve of this.#waiters.splice(0)) resolve(ready);
   }
 
-  tryRead(buffer: Uint8Array): number {
-    if (this.failRead) throw this.failRead;
+  read(into: Uint8Array, max: number): number {
+    if (this.failRead) return -1;
     const frame = this.#pending.shift();
     if (!frame) return 0;
-    const length = Math.min(frame.length, buffer.length);
-    buffer.set(frame.subarray(0, length));
+    const length = Math.min(frame.length, max, into.length);
+    into.set(frame.subarray(0, length));
     return length;
   }
 
-  write(frame: Uint8Array): number {
-    if (this.refuseWith) return this.refuseWith;
-    this.written.push(frame.slice());
-    return 0;
+  write(memory: Uint8Array, at: number, length: number, header: boolean): boolean {
+    if (this.refuseWith) return false;
+    const bytes = memory.slice(at, at + length);
+    if (header) {
+      this.writtenHeaders.push(new Uint8Array(VNET_HEADER));
+      this.written.push(bytes);
+    } else if (this.offload) {
+      // A superframe from the coalescers: its header is the first bytes.
+      this.writtenHeaders.push(bytes.slice(0, VNET_HEADER));
+      this.written.push(bytes.slice(VNET_HEADER));
+    } else {
+      this.written.push(bytes);
+    }
+    return true;
   }
 
   /** Resolves once `count` frames have been written (or rejects after `ms`). */

@@ -2,7 +2,7 @@
 
 import type { HostNetwork } from "../../src/host_network.ts";
 import { formatCidr, type IpAddress, type IpPrefix, parseIp } from "../../src/ip.ts";
-import type { LinkMode } from "../../src/link_device.ts";
+import type { LinkMode } from "../../src/link/link_device.ts";
 import { FakeDevice } from "./fake_device.ts";
 
 export interface FakeInterface {

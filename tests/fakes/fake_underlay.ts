@@ -1,6 +1,11 @@
-/** An in-memory UDP underlay: FakeUnderlays on one FakeWire deliver datagrams to each other by address. */
+/**
+ * An in-memory UDP underlay: FakeUnderlays on one FakeWire deliver datagrams to each other by address.
+ * Each is both the daemon's Underlay and the core's UnderlayBatch (src/underlay/underlay.ts), served by
+ * the isolate host; `connect()` makes a connected pair for tests of the core itself.
+ */
 
-import type { DeliverDatagram, Endpoint, Underlay } from "../../src/underlay.ts";
+import type { PacketBatch } from "../../src/packet/packet_batch.ts";
+import { AddressBook, type Endpoint, type IsolateUnderlay } from "../../src/underlay/underlay.ts";
 
 export class FakeWire {
   readonly #sockets = new Map<string, FakeUnderlay>();
@@ -32,11 +37,14 @@ export class FakeWire {
 
 let nextPort = 40_000;
 
-export class FakeUnderlay implements Underlay {
+export class FakeUnderlay implements IsolateUnderlay {
   readonly address: string;
   readonly port: number;
   readonly #wire: FakeWire;
   readonly #queue: { datagram: Uint8Array; from: Endpoint }[] = [];
+  readonly #book = new AddressBook();
+  /** The senders of the entries of the last receive(). */
+  readonly #received: Endpoint[] = [];
   #wake: (() => void) | undefined;
   #closed = false;
 
@@ -47,6 +55,10 @@ export class FakeUnderlay implements Underlay {
     wire.attach(this);
   }
 
+  get endpointSelf(): Endpoint {
+    return { address: this.address, port: this.port };
+  }
+
   enqueue(datagram: Uint8Array, from: Endpoint): void {
     if (this.#closed) return;
     this.#queue.push({ datagram, from });
@@ -54,27 +66,67 @@ export class FakeUnderlay implements Underlay {
     this.#wake = undefined;
   }
 
-  async receiveBatch(deliver: DeliverDatagram): Promise<boolean> {
+  /** Datagrams waiting for receive(). */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  async waitReadable(): Promise<boolean> {
     while (this.#queue.length === 0) {
       if (this.#closed) return false;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
-    if (this.#closed) return false;
-    for (const item of this.#queue.splice(0)) deliver(item.datagram, item.from);
-    return true;
+    return !this.#closed;
   }
 
-  sendBatch(
-    buffers: readonly Uint8Array[],
-    lengths: ArrayLike<number>,
-    count: number,
-    to: Endpoint,
-  ): Promise<number> {
-    if (this.#closed) return Promise.resolve(count);
-    for (let i = 0; i < count; i++) {
-      this.#wire.carry({ address: this.address, port: this.port }, to, buffers[i].subarray(0, lengths[i]));
+  attach(remote: Endpoint): number {
+    return this.#book.attach(remote);
+  }
+
+  detach(route: number): void {
+    this.#book.detach(route);
+  }
+
+  addressOf(route: number): number {
+    return this.#book.addressOf(route);
+  }
+
+  receive(batch: PacketBatch): number {
+    batch.count = 0;
+    let n = 0;
+    while (n < batch.buffers && this.#queue.length > 0) {
+      const { datagram, from } = this.#queue.shift()!;
+      const at = batch.packetStart(n) - 1;
+      batch.memory.set(datagram.subarray(0, batch.maxPacket + 1), at);
+      batch.offset[n] = at;
+      batch.length[n] = Math.min(datagram.length, batch.maxPacket + 1);
+      batch.source[n] = this.#book.idOf(from.address);
+      this.#received[n] = from;
+      n++;
     }
-    return Promise.resolve(0);
+    batch.count = n;
+    return n;
+  }
+
+  endpoint(_batch: PacketBatch, i: number): Endpoint {
+    return this.#received[i];
+  }
+
+  send(batch: PacketBatch, start: number, end: number, route: number): number {
+    const to = this.#book.remoteOf(route);
+    if (this.#closed || !to) return 0;
+    for (let i = start; i < end; i++) this.#wire.carry(this.endpointSelf, to, batch.copy(i));
+    return end - start;
+  }
+
+  lateFailures(): number {
+    return 0;
+  }
+
+  sendControl(datagram: Uint8Array, to: Endpoint): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    this.#wire.carry(this.endpointSelf, to, datagram);
+    return Promise.resolve(true);
   }
 
   close(): void {

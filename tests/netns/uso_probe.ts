@@ -10,7 +10,7 @@
  */
 
 import { TunDevice } from "../../ffi/tun.ts";
-import { UdpCoalescer } from "../../src/coalescing.ts";
+import { UdpCoalescer } from "../../src/link/coalescing.ts";
 
 const SIZES = [1000, 1000, 1000, 400];
 
@@ -55,7 +55,8 @@ try {
     return coalescer.offer(frame, 0, frame.length, 0, "probe");
   });
   const length = coalescer.finish();
-  const writeError = device.write(coalescer.buffer.slice(0, length)); // 0, or the errno
+  const written = device.frames.write(coalescer.buffer.slice(0, length), 0, length, false);
+  const writeError = written ? 0 : 1; // 0 when the device took it
   const received: string[] = [];
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, 3000));
   const receiving = (async () => {

@@ -5,10 +5,10 @@ import {
   MAX_UDP_SEGMENTS,
   TcpCoalescer,
   UdpCoalescer,
-} from "../src/coalescing.ts";
-import { finishChecksum, segmentTcp } from "../src/segmentation.ts";
-import { onesSum } from "../src/bytes.ts";
-import { VnetHdr } from "../ffi/structs.ts";
+} from "../../src/link/coalescing.ts";
+import { finishChecksum, segmentTcp } from "../../src/link/segmentation.ts";
+import { onesSum } from "../../src/packet/bytes.ts";
+import { VnetHdr } from "../../ffi/structs.ts";
 
 /** An IPv4 or IPv6 TCP frame (optionally behind Ethernet) carrying `payload` counting bytes. */
 function tcpFrame(version: 4 | 6, payload: number, l2 = 0, flags = 0x10, seq = 1000): Uint8Array {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { SendModeration } from "../src/send_moderation.ts";
-import { MODERATION_BULK_BITS_PER_SECOND, MODERATION_WINDOW_MS } from "../src/timing.ts";
+import { SendModeration } from "../../src/datapath/send_moderation.ts";
+import { MODERATION_BULK_BITS_PER_SECOND, MODERATION_WINDOW_MS } from "../../src/timing.ts";
 
 /** Bytes that make `ms` milliseconds carry `factor` times the bulk rate. */
 function bytesFor(ms: number, factor: number): number {

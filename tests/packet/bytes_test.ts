@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { copyBytes, onesSum } from "../src/bytes.ts";
-import { finishChecksum } from "../src/segmentation.ts";
+import { copyBytes, onesSum } from "../../src/packet/bytes.ts";
+import { finishChecksum } from "../../src/link/segmentation.ts";
 
 /** The sum as RFC 1071 writes it: big-endian 16-bit words, an odd last byte padded with zero. */
 function referenceSum(bytes: Uint8Array, start: number, end: number, sum = 0): number {

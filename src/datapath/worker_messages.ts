@@ -1,35 +1,11 @@
-/** What the main isolate and the datapath Worker say to each other, and the shared counter layout. */
+/** What the main isolate and a datapath Worker say to each other (the counters: src/datapath/counters.ts). */
 
-import type { Endpoint } from "./underlay.ts";
+import type { Endpoint } from "../underlay/underlay.ts";
+import type { LinkMode } from "../link/packet_link.ts";
+import type { StageSpec } from "./stage.ts";
 
-/** Frames per recvmmsg or sendmmsg call. */
-export const WORKER_BATCH = 64;
 /** Circuits one Worker serves at once. */
 export const WORKER_SLOTS = 4096;
-
-/** Per-circuit counters: CIRCUIT_FIELDS float64 values per slot in a SharedArrayBuffer. */
-export const Counter = {
-  TX_PACKETS: 0,
-  TX_BYTES: 1,
-  RX_PACKETS: 2,
-  RX_BYTES: 3,
-  TX_DROPPED: 4,
-  RX_DROPPED: 5,
-} as const;
-export const CIRCUIT_FIELDS = 6;
-
-/**
- * Datapath-wide counts, float64 values in a SharedArrayBuffer: drops by reason, control datagrams handed
- * up, and wake-ups that waited for more frames (src/send_moderation.ts).
- */
-export const DatapathCount = {
-  UNKNOWN_CIRCUIT: 0,
-  RUNT: 1,
-  EMPTY: 2,
-  CONTROL: 3,
-  MODERATED_WAKEUPS: 4,
-} as const;
-export const DATAPATH_COUNT_FIELDS = 5;
 
 /**
  * What one datapath Worker serves: "receive", the UDP socket into the devices; "send", the devices into
@@ -67,14 +43,15 @@ export type ToWorker =
     offload: boolean;
     /** The device also takes UDP superframes (src/coalescing.ts, UdpCoalescer). */
     udpOffload: boolean;
-    /** Where the IP header starts in a frame: 14 for tap (Ethernet), 0 for tun. */
-    ipOffset: number;
+    mode: LinkMode;
+    /** The circuit's pipeline (src/datapath/stage.ts, STAGES). */
+    stages: readonly StageSpec[];
   }
   | { type: "remove"; slot: number }
   | { type: "stop" };
 
 export type ToMain =
-  | { type: "control"; datagram: Uint8Array; from: Endpoint }
+  | { type: "control"; datagram: Uint8Array<ArrayBuffer>; from: Endpoint }
   | { type: "removed"; slot: number }
   | { type: "device-failed"; slot: number }
   | { type: "stopped" }

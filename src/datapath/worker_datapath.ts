@@ -6,51 +6,35 @@
  * Worker has confirmed that it no longer uses it.
  */
 
-import type { LinkDevice } from "./link_device.ts";
-import type { Endpoint } from "./underlay.ts";
-import {
-  type CircuitCounters,
-  type ControlHandler,
-  type DatapathCounters,
-  type DatapathEngine,
-  type DeviceFailureHandler,
-  zeroCounters,
-} from "./datapath.ts";
-import { check, libc } from "../ffi/libc.ts";
-import { Linux } from "../ffi/structs.ts";
-import { endpointSockaddr, type LibcUdpSocket, openPeerSocket } from "../ffi/udp_socket.ts";
-import { type PeerSocket, PeerSockets } from "./peer_sockets.ts";
-import { logger } from "./log.ts";
-import { MODERATION_WAIT_US, NO_OFFLOAD_TIME_SLICE_MS } from "./timing.ts";
+import type { LinkDevice } from "../link/link_device.ts";
+import type { Endpoint } from "../underlay/underlay.ts";
+import type { DatapathEngine, DeviceFailureHandler } from "./engine.ts";
+import type { ControlHandler } from "./core.ts";
 import {
   CIRCUIT_FIELDS,
-  Counter,
+  type CircuitCounters,
   DATAPATH_COUNT_FIELDS,
-  DatapathCount,
-  type ToMain,
-  type ToWorker,
-  WORKER_SLOTS,
-  type WorkerRole,
-} from "./worker_messages.ts";
-
-/** A device whose descriptor the Worker may use: it stays open while leased. */
-export interface LeasableDevice extends LinkDevice {
-  readonly fd: number;
-  readonly offload?: boolean;
-  readonly udpOffload?: boolean;
-  retain(): void;
-  release(): void;
-}
-
-function leasable(device: LinkDevice): device is LeasableDevice {
-  return typeof (device as Partial<LeasableDevice>).fd === "number";
-}
+  type DatapathCounters,
+  readCounters,
+  readDatapathCounters,
+  zeroCounters,
+} from "./counters.ts";
+import { DEFAULT_PIPELINE } from "./stage.ts";
+import { check, libc } from "../../ffi/libc.ts";
+import { Linux } from "../../ffi/structs.ts";
+import { openPeerSocket } from "../../ffi/udp_socket.ts";
+import { endpointSockaddr } from "../underlay/sockaddr.ts";
+import type { LibcUnderlay } from "../underlay/libc_underlay.ts";
+import { type PeerSocket, PeerSockets } from "../underlay/peer_sockets.ts";
+import { logger } from "../log.ts";
+import { MODERATION_WAIT_US, NO_OFFLOAD_TIME_SLICE_MS, WORKER_STOP_MS } from "../timing.ts";
+import { type ToMain, type ToWorker, WORKER_SLOTS, type WorkerRole } from "./worker_messages.ts";
 
 interface Slot {
   readonly slot: number;
   readonly vid: number;
   readonly remote: Endpoint;
-  readonly device: LeasableDevice;
+  readonly device: LinkDevice;
   readonly counters: CircuitCounters;
   /** The counters' values when the slot started; the Workers count from zero on top of them. */
   readonly offset: CircuitCounters;
@@ -90,6 +74,11 @@ export class WorkerDatapath implements DatapathEngine {
   #nextSlot = 0;
   readonly #stopped: Promise<void>;
   #resolveStopped!: () => void;
+  /** run(): rejected when a Worker dies, resolved when the Workers stop. */
+  readonly #running: Promise<void>;
+  #rejectStopped!: (error: Error) => void;
+  #resolveRunning!: () => void;
+  #failure: Error | undefined;
   #stopping = false;
   readonly #onControl: ControlHandler;
   readonly #onDeviceFailure: DeviceFailureHandler;
@@ -102,7 +91,7 @@ export class WorkerDatapath implements DatapathEngine {
    * (src/send_moderation.ts, 0 for none; by default MODERATION_WAIT_US with offloads, none without).
    */
   constructor(
-    socket: LibcUdpSocket,
+    underlay: LibcUnderlay,
     onControl: ControlHandler,
     onDeviceFailure: DeviceFailureHandler,
     { offload = true, threads = defaultDatapathThreads(), moderationUs }: {
@@ -116,9 +105,15 @@ export class WorkerDatapath implements DatapathEngine {
     this.#circuitCounters = new Float64Array(new SharedArrayBuffer(8 * CIRCUIT_FIELDS * WORKER_SLOTS));
     this.#datapathCounts = new Float64Array(new SharedArrayBuffer(8 * DATAPATH_COUNT_FIELDS));
     this.#stopped = new Promise((resolve) => this.#resolveStopped = resolve);
+    this.#running = new Promise((resolve, reject) => {
+      this.#resolveRunning = resolve;
+      this.#rejectStopped = reject;
+    });
+    this.#stopped.then(() => this.#resolveRunning());
+    const socket = underlay.socket;
     const udpGso = offload && socket.enableGro();
     this.#peerSockets = new PeerSockets(
-      (peer) => openPeerSocket(socket.port, peer, udpGso),
+      (peer) => openPeerSocket(socket.port, endpointSockaddr(peer), udpGso),
       (fd) => libc().close(fd),
     );
     const roles: WorkerRole[] = threads === 2 ? ["receive", "send"] : ["both"];
@@ -138,7 +133,7 @@ export class WorkerDatapath implements DatapathEngine {
   ): WorkerThread {
     const thread: WorkerThread = {
       role,
-      worker: new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" }),
+      worker: new Worker(new URL("./worker_host.ts", import.meta.url).href, { type: "module" }),
       wakeFd: check(libc().eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd"),
       posted: new Int32Array(new SharedArrayBuffer(4)),
       stopped: false,
@@ -146,12 +141,8 @@ export class WorkerDatapath implements DatapathEngine {
     thread.worker.onmessage = (event: MessageEvent<ToMain>) => this.#fromWorker(thread, event.data);
     thread.worker.onerror = (event) => {
       event.preventDefault();
-      this.#onDeviceFailure(
-        0,
-        { address: "", port: 0 },
-        new Error(`The datapath worker failed: ${event.message}`),
-      );
-      this.#resolveStopped();
+      thread.stopped = true;
+      this.#fail(new Error(`The datapath ${role} Worker failed: ${event.message}`));
     };
     this.#post(thread, {
       type: "init",
@@ -169,13 +160,18 @@ export class WorkerDatapath implements DatapathEngine {
   }
 
   get counters(): DatapathCounters {
-    return {
-      unknownCircuit: this.#datapathCounts[DatapathCount.UNKNOWN_CIRCUIT],
-      runt: this.#datapathCounts[DatapathCount.RUNT],
-      empty: this.#datapathCounts[DatapathCount.EMPTY],
-      control: this.#datapathCounts[DatapathCount.CONTROL],
-      moderatedWakeups: this.#datapathCounts[DatapathCount.MODERATED_WAKEUPS],
-    };
+    return readDatapathCounters(this.#datapathCounts);
+  }
+
+  /**
+   * A Worker died: the datapath is gone, so run() rejects with `error` (the daemon stops on it). The
+   * other Workers are stopped; the devices and peer sockets are let go.
+   */
+  #fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#rejectStopped(error);
+    void this.stop();
   }
 
   #post(thread: WorkerThread, message: ToWorker): void {
@@ -235,9 +231,9 @@ export class WorkerDatapath implements DatapathEngine {
     if (slot.peerSocket) this.#peerSockets.release(slot.peerSocket);
   }
 
-  /** Resolves when the Workers have stopped. */
+  /** Resolves when the Workers have stopped; rejects when one of them died. */
   run(): Promise<void> {
-    return this.#stopped;
+    return this.#running;
   }
 
   addCircuit(
@@ -247,7 +243,7 @@ export class WorkerDatapath implements DatapathEngine {
     mtu: number,
     counters?: CircuitCounters,
   ): CircuitCounters {
-    if (!leasable(device)) throw new TypeError("The worker datapath needs a kernel device");
+    if (device.fd < 0) throw new TypeError("The worker datapath needs a kernel device");
     const key = `${remote.address}|${vid}`;
     if (this.#byKey.has(key)) this.removeCircuit(remote.address, vid);
     const slot = this.#freeSlots.pop() ?? this.#nextSlot++;
@@ -275,9 +271,10 @@ export class WorkerDatapath implements DatapathEngine {
       peerFd: peerSocket?.fd ?? -1,
       sockaddr: endpointSockaddr(remote),
       mtu,
-      offload: device.offload ?? false,
-      udpOffload: device.udpOffload ?? false,
-      ipOffset: device.mode === "tap" ? 14 : 0,
+      offload: device.offload,
+      udpOffload: device.udpOffload,
+      mode: device.mode,
+      stages: DEFAULT_PIPELINE,
     });
     return live;
   }
@@ -293,14 +290,11 @@ export class WorkerDatapath implements DatapathEngine {
   }
 
   #refresh(slot: Slot): void {
-    const base = slot.slot * CIRCUIT_FIELDS;
-    const shared = this.#circuitCounters;
-    slot.counters.txPackets = slot.offset.txPackets + shared[base + Counter.TX_PACKETS];
-    slot.counters.txBytes = slot.offset.txBytes + shared[base + Counter.TX_BYTES];
-    slot.counters.rxPackets = slot.offset.rxPackets + shared[base + Counter.RX_PACKETS];
-    slot.counters.rxBytes = slot.offset.rxBytes + shared[base + Counter.RX_BYTES];
-    slot.counters.txDropped = slot.offset.txDropped + shared[base + Counter.TX_DROPPED];
-    slot.counters.rxDropped = slot.offset.rxDropped + shared[base + Counter.RX_DROPPED];
+    readCounters(
+      { values: this.#circuitCounters, base: slot.slot * CIRCUIT_FIELDS },
+      slot.offset,
+      slot.counters,
+    );
   }
 
   /** Brings the Worker's counts into the circuits' counter objects. */
@@ -318,7 +312,10 @@ export class WorkerDatapath implements DatapathEngine {
     this.refreshCounters();
     this.#postAll({ type: "stop" });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.#stopped, new Promise((resolve) => timer = setTimeout(resolve, 3000))]);
+    await Promise.race([
+      this.#stopped,
+      new Promise((resolve) => timer = setTimeout(resolve, WORKER_STOP_MS)),
+    ]);
     clearTimeout(timer);
     for (const thread of this.#threads) {
       thread.worker.terminate();

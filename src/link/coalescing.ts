@@ -7,9 +7,9 @@
  * a final PSH, nothing else. Pure code on byte arrays; nothing allocated per frame.
  */
 
-import { VnetHdr } from "../ffi/structs.ts";
+import { VnetHdr } from "../../ffi/structs.ts";
 import { finishChecksum } from "./segmentation.ts";
-import { copyBytes, onesSum } from "./bytes.ts";
+import { copyBytes, onesSum } from "../packet/bytes.ts";
 
 /** Where the frame starts in the coalescing buffer: after the virtio-net header. */
 export const FRAME_START = VnetHdr.SIZE;

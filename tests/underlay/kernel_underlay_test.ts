@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
-import { endpointSockaddr, LibcUdpSocket, openPeerSocket, sockaddrEndpoint } from "../ffi/udp_socket.ts";
-import { Errno, errno, libc } from "../ffi/libc.ts";
-import { Linux, sockaddrIn6 } from "../ffi/structs.ts";
-import { addressOf, Iovec, MMsgHdr, mmsghdrs } from "../ffi/structs.ts";
+import { LibcUdpSocket, openPeerSocket } from "../../ffi/udp_socket.ts";
+import { endpointSockaddr, sockaddrEndpoint } from "../../src/underlay/sockaddr.ts";
+import { KernelUnderlay } from "../../src/underlay/kernel_underlay.ts";
+import { PacketBatch } from "../../src/packet/packet_batch.ts";
+import { Errno, errno, libc } from "../../ffi/libc.ts";
+import { Linux, sockaddrIn6 } from "../../ffi/structs.ts";
+import { addressOf, Iovec, MMsgHdr, mmsghdrs } from "../../ffi/structs.ts";
 
 Deno.test("endpointSockaddr() maps IPv4 into a sockaddr_in6 and sockaddrEndpoint() reads it back", () => {
   const v4 = endpointSockaddr({ address: "198.18.0.2", port: 4455 });
@@ -35,28 +38,72 @@ Deno.test("mmsghdrs() points each header at its iovec, buffer and name", () => {
   }
 });
 
-Deno.test("a libc UDP socket on loopback sends with sendto and receives a batch with recvmmsg", async () => {
+/** A received batch as [bytes, sender port] per entry. */
+function entries(batch: PacketBatch): { data: number[]; source: number }[] {
+  return Array.from({ length: batch.count }, (_, i) => ({
+    data: [...batch.copy(i)],
+    source: batch.source[i],
+  }));
+}
+
+/** Receives on `underlay` socket `which` until `count` entries came (loopback is quick; a few tries). */
+async function receiveAll(underlay: KernelUnderlay, which: number, batch: PacketBatch, count: number) {
+  const got: { data: number[]; source: number }[] = [];
+  for (let tries = 0; got.length < count && tries < 100; tries++) {
+    underlay.receive(batch, which);
+    got.push(...entries(batch));
+    if (got.length < count) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return got;
+}
+
+Deno.test("KernelUnderlay receives a batch with recvmmsg and tells known senders by address id", async () => {
   const a = LibcUdpSocket.bind(0);
   const b = LibcUdpSocket.bind(0);
   try {
     assert.ok(a.port > 0 && b.port > 0 && a.port !== b.port);
-    for (let i = 0; i < 5; i++) {
-      assert.ok(a.sendTo(new Uint8Array([i + 1, 9, 9]), 2 + (i % 2), { address: "127.0.0.1", port: b.port }));
-    }
-    assert.ok(a.sendTo(new Uint8Array([0, 1]), 2, { address: "::1", port: b.port }));
-    const got: { data: number[]; from: string; port: number }[] = [];
-    while (got.length < 6) {
-      assert.ok(
-        await b.receiveBatch((d, from) => got.push({ data: [...d], from: from.address, port: from.port })),
-      );
-    }
+    const underlay = new KernelUnderlay(b.fd, false);
+    const route = underlay.attach({ address: "127.0.0.1", port: a.port });
+    const known = underlay.addressOf(route);
+    assert.ok(known >= 0);
+    const to = endpointSockaddr({ address: "127.0.0.1", port: b.port });
+    for (let i = 0; i < 5; i++) assert.ok(a.sendTo(new Uint8Array([i + 1, 9, 9]), 2 + (i % 2), to));
+    assert.ok(a.sendTo(new Uint8Array([0, 1]), 2, endpointSockaddr({ address: "::1", port: b.port })));
+    const batch = new PacketBatch({ buffers: 8, maxPacket: 2048 });
+    const got = await receiveAll(underlay, 0, batch, 6);
     assert.deepEqual(got.slice(0, 5).map((g) => g.data), [[1, 9], [2, 9, 9], [3, 9], [4, 9, 9], [5, 9]]);
-    assert.deepEqual(got.slice(0, 5).map((g) => g.from), Array(5).fill("127.0.0.1"));
-    assert.deepEqual(got[5], { data: [0, 1], from: "::1", port: a.port });
+    assert.deepEqual(got.slice(0, 5).map((g) => g.source), Array(5).fill(known));
+    assert.deepEqual(got[5], { data: [0, 1], source: -1 }, "::1 is no known address");
+    assert.deepEqual(underlay.endpoint(batch, batch.count - 1), { address: "::1", port: a.port });
   } finally {
     a.close();
     b.close();
     a.close();
+  }
+});
+
+Deno.test("KernelUnderlay sends a run of equal datagrams with UDP GSO, and they arrive one by one", async () => {
+  const a = LibcUdpSocket.bind(0);
+  const b = LibcUdpSocket.bind(0);
+  try {
+    const sender = new KernelUnderlay(a.fd, true);
+    const receiver = new KernelUnderlay(b.fd, false);
+    const route = sender.attach({ address: "127.0.0.1", port: b.port });
+    const out = new PacketBatch({ buffers: 8, maxPacket: 2048 });
+    for (let i = 0; i < 7; i++) {
+      const at = out.packetStart(i);
+      out.offset[i] = at;
+      out.length[i] = i < 6 ? 100 : 40; // six of one size, the last shorter
+      out.memory.fill(i + 1, at, at + out.length[i]);
+    }
+    out.count = 7;
+    assert.equal(sender.send(out, 0, 7, route), 7);
+    const got = await receiveAll(receiver, 0, new PacketBatch({ buffers: 8, maxPacket: 2048 }), 7);
+    assert.deepEqual(got.map((g) => g.data.length), [100, 100, 100, 100, 100, 100, 40]);
+    assert.deepEqual(got.map((g) => g.data[0]), [1, 2, 3, 4, 5, 6, 7]);
+  } finally {
+    a.close();
+    b.close();
   }
 });
 
@@ -74,9 +121,9 @@ Deno.test("a peer socket on the shared port gets its peer's datagrams, and the s
   const peer = LibcUdpSocket.bind(0);
   const stranger = LibcUdpSocket.bind(0);
   const c = libc();
-  const fd = openPeerSocket(shared.port, { address: "127.0.0.1", port: peer.port });
+  const fd = openPeerSocket(shared.port, endpointSockaddr({ address: "127.0.0.1", port: peer.port }));
   try {
-    const to = { address: "127.0.0.1", port: shared.port };
+    const to = endpointSockaddr({ address: "127.0.0.1", port: shared.port });
     assert.ok(peer.sendTo(new Uint8Array([1, 1]), 2, to));
     assert.ok(stranger.sendTo(new Uint8Array([2, 2, 2]), 3, to));
     // Loopback delivers within sendto: both datagrams are queued by now.
@@ -84,15 +131,16 @@ Deno.test("a peer socket on the shared port gets its peer's datagrams, and the s
     assert.equal(Number(c.read(fd, buffer, 64n)), 2);
     assert.deepEqual([...buffer.subarray(0, 2)], [1, 1]);
     assert.equal(Number(c.read(fd, buffer, 64n)), -1, "the stranger's datagram went to the peer socket");
-    const got: { data: number[]; port: number }[] = [];
-    assert.ok(await shared.receiveBatch((d, from) => got.push({ data: [...d], port: from.port })));
-    assert.deepEqual(got, [{ data: [2, 2, 2], port: stranger.port }]);
+    const sharedUnderlay = new KernelUnderlay(shared.fd, false);
+    const batch = new PacketBatch({ buffers: 4, maxPacket: 2048 });
+    assert.deepEqual((await receiveAll(sharedUnderlay, 0, batch, 1)).map((g) => g.data), [[2, 2, 2]]);
+    assert.deepEqual(sharedUnderlay.endpoint(batch, 0), { address: "127.0.0.1", port: stranger.port });
 
     // Sent without an address, from the shared port.
     assert.equal(Number(c.write(fd, new Uint8Array([3]), 1n)), 1);
-    const back: { data: number[]; port: number }[] = [];
-    assert.ok(await peer.receiveBatch((d, from) => back.push({ data: [...d], port: from.port })));
-    assert.deepEqual(back, [{ data: [3], port: shared.port }]);
+    const peerUnderlay = new KernelUnderlay(peer.fd, false);
+    assert.deepEqual((await receiveAll(peerUnderlay, 0, batch, 1)).map((g) => g.data), [[3]]);
+    assert.deepEqual(peerUnderlay.endpoint(batch, 0), { address: "127.0.0.1", port: shared.port });
   } finally {
     c.close(fd);
     shared.close();

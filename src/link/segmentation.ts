@@ -5,8 +5,8 @@
  * fully checksummed frame, so the far end needs no offload. Pure code on byte arrays; nothing allocated.
  */
 
-import { VnetHdr } from "../ffi/structs.ts";
-import { copyBytes, onesSum } from "./bytes.ts";
+import { VnetHdr } from "../../ffi/structs.ts";
+import { copyBytes, onesSum } from "../packet/bytes.ts";
 
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PeerSockets } from "../src/peer_sockets.ts";
+import { PeerSockets } from "../../src/underlay/peer_sockets.ts";
 
 /** PeerSockets over a fake opener that hands out numbered descriptors and records what it closed. */
 function fakeSockets(max?: number, refuse?: string) {

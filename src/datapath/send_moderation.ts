@@ -18,7 +18,7 @@
  * drained in it over its length.
  */
 
-import { MODERATION_BULK_BITS_PER_SECOND, MODERATION_WINDOW_MS } from "./timing.ts";
+import { MODERATION_BULK_BITS_PER_SECOND, MODERATION_WINDOW_MS } from "../timing.ts";
 
 export class SendModeration {
   #bulk = false;

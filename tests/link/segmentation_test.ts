@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { completeChecksum, finishChecksum, readVnetHeader, segmentTcp } from "../src/segmentation.ts";
-import { onesSum } from "../src/bytes.ts";
+import { completeChecksum, finishChecksum, readVnetHeader, segmentTcp } from "../../src/link/segmentation.ts";
+import { onesSum } from "../../src/packet/bytes.ts";
 
 /** An Ethernet (optional) + IPv4/IPv6 + TCP superframe with `payload` bytes of a counting pattern. */
 function superframe(version: 4 | 6, payload: number, l2 = 0, flags = 0x18): Uint8Array {

@@ -1,0 +1,244 @@
+/**
+ * The forwarding core: the one place where VELA's datapath decides anything. It is synchronous and
+ * allocates nothing per packet; it knows no file descriptors, no threads and no messages, only a
+ * PacketLink per circuit (src/link/) and one UnderlayBatch (src/underlay/). The hosts run it: the
+ * Worker host on its own thread (worker_host.ts), the isolate host in the main isolate (isolate_host.ts).
+ *
+ * The order of the work is fixed here:
+ *   out (drain):   link read (the link cuts TCP superframes) -> stages encode -> vid byte -> underlay send
+ *                  (which joins runs with UDP GSO)
+ *   in (receive):  underlay receive (which splits UDP GRO messages) -> vid demux (control up, unknown
+ *                  counted) -> vid byte off -> stages decode, in reverse -> link write (which joins TCP and
+ *                  UDP segments) -> flush at the end of the batch
+ *
+ * Circuits are kept in a table keyed by (address id, vid); an entry's sender address id comes from the
+ * underlay. Counters are values in a Float64Array at each circuit's slot (src/datapath/counters.ts).
+ */
+
+import { type PacketBatch, PacketBatch as Batch } from "../packet/packet_batch.ts";
+import type { Endpoint, UnderlayBatch } from "../underlay/underlay.ts";
+import type { PacketLink } from "../link/packet_link.ts";
+import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
+import { decodeAll, encodeAll, type Stage } from "./stage.ts";
+import { LinkWriter } from "../link/device_link.ts";
+
+/** The first byte of a control datagram (src/wire.ts, CONTROL_MARKER). */
+const CONTROL_VID = 0;
+/** Batches taken from one source before the others get their turn. */
+export const BATCHES_PER_TURN = 4;
+/** Datagrams per receive and frames per send batch. */
+export const CORE_BATCH = 64;
+/** The largest datagram or frame handled. */
+export const MAX_PACKET = 65_536;
+/** Datagrams one received GRO message may hold. */
+const SEGMENTS_PER_MESSAGE = 64;
+
+export type ControlHandler = (datagram: Uint8Array<ArrayBuffer>, from: Endpoint) => void;
+
+/** One circuit in the core. */
+interface CoreCircuit {
+  readonly slot: number;
+  readonly vid: number;
+  readonly route: number;
+  readonly key: number;
+  readonly link: PacketLink;
+  readonly stages: readonly Stage[];
+  readonly counts: CircuitCounts;
+  /** Written to in the current receive batch (its link is flushed at the end). */
+  touched: boolean;
+}
+
+export interface CircuitPlan {
+  readonly slot: number;
+  readonly vid: number;
+  readonly route: number;
+  readonly link: PacketLink;
+  readonly stages: readonly Stage[];
+}
+
+export class DatapathCore {
+  readonly rx: PacketBatch;
+  readonly tx: PacketBatch;
+  readonly writer: LinkWriter;
+  readonly #underlay: UnderlayBatch;
+  readonly #onControl: ControlHandler;
+  readonly #circuitValues: Float64Array<ArrayBufferLike>;
+  readonly #counts: Float64Array<ArrayBufferLike>;
+  /** Circuits by (address id * 256 + vid). */
+  readonly #table = new Map<number, CoreCircuit>();
+  readonly #bySlot: (CoreCircuit | undefined)[] = [];
+  /** Per received entry, the slot of its circuit, or -1 (dropped, counted, or handed up). */
+  readonly #target: Int32Array;
+  readonly #touched: CoreCircuit[] = [];
+  #touchedCount = 0;
+  /** Bytes of the frames the last drain() read from its link. */
+  drainedBytes = 0;
+
+  constructor(
+    underlay: UnderlayBatch,
+    onControl: ControlHandler,
+    counters: { circuits: Float64Array<ArrayBufferLike>; datapath: Float64Array<ArrayBufferLike> },
+    options: { yieldEvery?: number; yieldCpu?: () => void; batch?: number } = {},
+  ) {
+    const size = options.batch ?? CORE_BATCH;
+    this.#underlay = underlay;
+    this.#onControl = onControl;
+    this.#circuitValues = counters.circuits;
+    this.#counts = counters.datapath;
+    this.rx = new Batch({
+      buffers: size,
+      maxPacket: MAX_PACKET,
+      entries: size * SEGMENTS_PER_MESSAGE,
+      extraBytes: LinkWriter.RESERVED_BYTES,
+    });
+    // One buffer more than entries: the spare a TCP superframe is cut up from.
+    this.tx = new Batch({ buffers: size + 1, maxPacket: MAX_PACKET, entries: size });
+    this.#target = new Int32Array(this.rx.capacity);
+    this.writer = new LinkWriter(this.rx, options);
+  }
+
+  /** The counters of `slot`, for its link (DeviceLink counts what it drops and writes). */
+  countsOf(slot: number): CircuitCounts {
+    return { values: this.#circuitValues, base: slot * CIRCUIT_FIELDS };
+  }
+
+  /** Adds a circuit (replacing the one with the same slot, or the same address and vid). */
+  addCircuit(plan: CircuitPlan): void {
+    this.removeCircuit(plan.slot);
+    const key = this.#underlay.addressOf(plan.route) * 256 + plan.vid;
+    const previous = this.#table.get(key);
+    if (previous) this.removeCircuit(previous.slot);
+    const circuit: CoreCircuit = { ...plan, key, counts: this.countsOf(plan.slot), touched: false };
+    this.#table.set(key, circuit);
+    this.#bySlot[plan.slot] = circuit;
+  }
+
+  removeCircuit(slot: number): void {
+    const circuit = this.#bySlot[slot];
+    if (!circuit) return;
+    this.#bySlot[slot] = undefined;
+    if (this.#table.get(circuit.key) === circuit) this.#table.delete(circuit.key);
+    circuit.link.flush();
+  }
+
+  hasCircuit(slot: number): boolean {
+    return this.#bySlot[slot] !== undefined;
+  }
+
+  /**
+   * Receives one batch from socket `which` and forwards it: data to the circuits' links, control up.
+   * Returns how many messages were read (CORE_BATCH: there may be more).
+   */
+  receive(which = 0): number {
+    const batch = this.rx;
+    const messages = this.#underlay.receive(batch, which);
+    if (messages <= 0) return messages;
+    const counts = this.#counts;
+    const target = this.#target;
+    const memory = batch.memory;
+    const count = batch.count;
+    for (let i = 0; i < count; i++) {
+      target[i] = -1;
+      const length = batch.length[i];
+      if (length === 0) {
+        counts[DatapathCount.EMPTY]++;
+        continue;
+      }
+      const at = batch.offset[i];
+      const vid = memory[at];
+      if (vid === CONTROL_VID) {
+        counts[DatapathCount.CONTROL]++;
+        this.#onControl(batch.copy(i), this.#underlay.endpoint(batch, i));
+        continue;
+      }
+      const source = batch.source[i];
+      const circuit = source < 0 ? undefined : this.#table.get(source * 256 + vid);
+      if (circuit === undefined) {
+        counts[DatapathCount.UNKNOWN_CIRCUIT]++;
+        continue;
+      }
+      if (length < 2) {
+        counts[DatapathCount.RUNT]++;
+        continue;
+      }
+      batch.offset[i] = at + 1;
+      batch.length[i] = length - 1;
+      target[i] = circuit.slot;
+    }
+    // Runs of entries for one circuit go through its stages and to its link together.
+    for (let i = 0; i < count;) {
+      const slot = target[i];
+      if (slot < 0) {
+        i++;
+        continue;
+      }
+      let end = i + 1;
+      while (end < count && target[end] === slot) end++;
+      const circuit = this.#bySlot[slot]!;
+      if (circuit.stages.length > 0) {
+        decodeAll(circuit.stages, batch, i, end);
+        let dropped = 0;
+        for (let j = i; j < end; j++) if (batch.length[j] < 0) dropped++;
+        if (dropped > 0) circuit.counts.values[circuit.counts.base + Counter.RX_DROPPED] += dropped;
+      }
+      circuit.link.write(batch, i, end);
+      if (!circuit.touched) {
+        circuit.touched = true;
+        this.#touched[this.#touchedCount++] = circuit;
+      }
+      i = end;
+    }
+    for (let t = 0; t < this.#touchedCount; t++) {
+      const circuit = this.#touched[t];
+      circuit.touched = false;
+      circuit.link.flush();
+    }
+    this.#touchedCount = 0;
+    return messages;
+  }
+
+  /**
+   * Reads the ready frames of a circuit's link (a turn at most, but never leaving a superframe half
+   * cut) and sends them to its peer. False when the link failed.
+   */
+  drain(slot: number): boolean {
+    const circuit = this.#bySlot[slot];
+    this.drainedBytes = 0;
+    if (!circuit) return true;
+    const batch = this.tx;
+    const link = circuit.link;
+    const values = circuit.counts.values;
+    const base = circuit.counts.base;
+    for (let turn = 0; turn < BATCHES_PER_TURN || link.pending; turn++) {
+      batch.count = 0;
+      const got = link.read(batch);
+      if (got < 0) return turn > 0;
+      const count = batch.count;
+      if (count === 0) return true;
+      let bytes = 0;
+      for (let i = 0; i < count; i++) bytes += batch.length[i];
+      this.drainedBytes += bytes;
+      let stageDropped = 0;
+      if (circuit.stages.length > 0) {
+        encodeAll(circuit.stages, batch, 0, count);
+        stageDropped = batch.compact();
+      }
+      const memory = batch.memory;
+      const vid = circuit.vid;
+      const sending = batch.count;
+      for (let i = 0; i < sending; i++) {
+        const at = batch.offset[i] - 1;
+        memory[at] = vid;
+        batch.offset[i] = at;
+        batch.length[i]++;
+      }
+      const sent = this.#underlay.send(batch, 0, sending, circuit.route);
+      const late = this.#underlay.lateFailures(circuit.route);
+      values[base + Counter.TX_PACKETS] += sent - late;
+      values[base + Counter.TX_BYTES] += bytes;
+      values[base + Counter.TX_DROPPED] += sending - sent + late + stageDropped;
+      if (count < batch.capacity && !link.pending) return true;
+    }
+    return true;
+  }
+}

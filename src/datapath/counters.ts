@@ -1,0 +1,85 @@
+/**
+ * The datapath's counters: per circuit, CIRCUIT_FIELDS float64 values per slot in one Float64Array
+ * (shared memory when the datapath runs on Workers), and datapath-wide counts in another. Each value is
+ * written by one thread only.
+ */
+
+/** The fields of one circuit's counters, at slot * CIRCUIT_FIELDS. */
+export const Counter = {
+  /** Frames from the device sent to the peer, and their bytes (without the vid byte). */
+  TX_PACKETS: 0,
+  TX_BYTES: 1,
+  /** Frames from the peer written to the device, and their bytes. */
+  RX_PACKETS: 2,
+  RX_BYTES: 3,
+  /** Frames that could not be sent, or that were malformed on the way out. */
+  TX_DROPPED: 4,
+  /** Frames the device refused, or that a stage dropped on the way in. */
+  RX_DROPPED: 5,
+} as const;
+export const CIRCUIT_FIELDS = 6;
+
+/** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
+export const DatapathCount = {
+  UNKNOWN_CIRCUIT: 0,
+  RUNT: 1,
+  EMPTY: 2,
+  CONTROL: 3,
+  MODERATED_WAKEUPS: 4,
+} as const;
+export const DATAPATH_COUNT_FIELDS = 5;
+
+/** One circuit's counters: `values[base + Counter.X]`. */
+export interface CircuitCounts {
+  readonly values: Float64Array<ArrayBufferLike>;
+  readonly base: number;
+}
+
+/** A circuit's counters as the daemon shows them. */
+export interface CircuitCounters {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  txDropped: number;
+  rxDropped: number;
+}
+
+export interface DatapathCounters {
+  /** Data datagrams for no known circuit. */
+  unknownCircuit: number;
+  /** Data datagrams with a vid and nothing after it. */
+  runt: number;
+  /** Empty datagrams. */
+  empty: number;
+  /** Control datagrams handed up. */
+  control: number;
+  /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/send_moderation.ts). */
+  moderatedWakeups: number;
+}
+
+export function zeroCounters(): CircuitCounters {
+  return { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, txDropped: 0, rxDropped: 0 };
+}
+
+/** `into` = `offset` + the slot's values. */
+export function readCounters(counts: CircuitCounts, offset: CircuitCounters, into: CircuitCounters): void {
+  const v = counts.values;
+  const b = counts.base;
+  into.txPackets = offset.txPackets + v[b + Counter.TX_PACKETS];
+  into.txBytes = offset.txBytes + v[b + Counter.TX_BYTES];
+  into.rxPackets = offset.rxPackets + v[b + Counter.RX_PACKETS];
+  into.rxBytes = offset.rxBytes + v[b + Counter.RX_BYTES];
+  into.txDropped = offset.txDropped + v[b + Counter.TX_DROPPED];
+  into.rxDropped = offset.rxDropped + v[b + Counter.RX_DROPPED];
+}
+
+export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {
+  return {
+    unknownCircuit: values[DatapathCount.UNKNOWN_CIRCUIT],
+    runt: values[DatapathCount.RUNT],
+    empty: values[DatapathCount.EMPTY],
+    control: values[DatapathCount.CONTROL],
+    moderatedWakeups: values[DatapathCount.MODERATED_WAKEUPS],
+  };
+}

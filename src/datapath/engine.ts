@@ -1,0 +1,40 @@
+/**
+ * What the daemon needs of a datapath: the isolate host (isolate_host.ts) or the Worker host's main side
+ * (worker_datapath.ts). Both run the same core (core.ts).
+ */
+
+import type { LinkDevice } from "../link/link_device.ts";
+import type { Endpoint } from "../underlay/underlay.ts";
+import type { CircuitCounters, DatapathCounters } from "./counters.ts";
+
+/** Told when a device fails for good (removed under VELA's feet); the circuit is already out of the table. */
+export type DeviceFailureHandler = (vid: number, remote: Endpoint, error: unknown) => void;
+
+export interface DatapathEngine {
+  /** Drops of the receive path (read-only view). */
+  readonly counters: DatapathCounters;
+  /**
+   * Runs until the datapath stops (the underlay closed, or stop()); rejects when the datapath itself
+   * failed (a Worker died), after which nothing is forwarded.
+   */
+  run(): Promise<void>;
+  /**
+   * Forwards between `device` and `remote` for `vid` with buffers for `mtu`; replaces a circuit with
+   * the same remote address and vid. Returns the circuit's live counters.
+   */
+  addCircuit(
+    vid: number,
+    remote: Endpoint,
+    device: LinkDevice,
+    mtu: number,
+    counters?: CircuitCounters,
+  ): CircuitCounters;
+  /** Stops forwarding for (address, vid); the device stays open for its owner to close. */
+  removeCircuit(address: string, vid: number): void;
+  /** Brings counters kept elsewhere (shared memory) into the circuits' counter objects. */
+  refreshCounters(): void;
+  /** Stops forwarding; after it the devices and the underlay may be closed. */
+  stop(): Promise<void>;
+  /** Resolves once nothing of the datapath runs any more. */
+  drained(): Promise<void>;
+}

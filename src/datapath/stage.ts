@@ -1,0 +1,66 @@
+/**
+ * A stage is one step of a circuit's pipeline, such as encryption or compression: it works on a range of
+ * a batch in place. encode() runs on the way out, after the frames are read from the device (and TCP
+ * superframes are cut up) and before the vid byte is put in front; decode() runs on the way in, after the
+ * vid byte is taken off and before the frames are joined and written to the device. A stage may move an
+ * entry's start back into the headroom (at most `overhead` bytes in all, headers and trailers) or drop
+ * it (length DROPPED, src/packet/packet_batch.ts). Stages allocate nothing per packet.
+ *
+ * The order is fixed here and nowhere else: encode in pipeline order, decode in the reverse.
+ */
+
+import type { PacketBatch } from "../packet/packet_batch.ts";
+
+export interface Stage {
+  /** What the stage is, for logs and status ("identity"). */
+  readonly id: string;
+  /** The most bytes encode() adds to a frame; it comes off the link MTU (src/host_network.ts). */
+  readonly overhead: number;
+  encode(batch: PacketBatch, start: number, end: number): void;
+  decode(batch: PacketBatch, start: number, end: number): void;
+}
+
+/** The stage that changes nothing. */
+export const identityStage: Stage = {
+  id: "identity",
+  overhead: 0,
+  encode() {},
+  decode() {},
+};
+
+/** A stage as a Worker is told of it: its id and its settings (the Worker builds it from STAGES). */
+export interface StageSpec {
+  readonly id: string;
+}
+
+/** Every stage a circuit may name, by id. */
+export const STAGES: Readonly<Record<string, (spec: StageSpec) => Stage>> = {
+  identity: () => identityStage,
+};
+
+/** The stages for a pipeline spec; throws on an unknown id. */
+export function buildStages(specs: readonly StageSpec[]): Stage[] {
+  return specs.map((spec) => {
+    const make = STAGES[spec.id];
+    if (!make) throw new RangeError(`Unknown datapath stage: ${spec.id}`);
+    return make(spec);
+  });
+}
+
+/** The pipeline every circuit has today. */
+export const DEFAULT_PIPELINE: readonly StageSpec[] = [{ id: "identity" }];
+
+/** Bytes a pipeline adds to a frame. */
+export function pipelineOverhead(stages: readonly Stage[]): number {
+  let total = 0;
+  for (const stage of stages) total += stage.overhead;
+  return total;
+}
+
+export function encodeAll(stages: readonly Stage[], batch: PacketBatch, start: number, end: number): void {
+  for (let s = 0; s < stages.length; s++) stages[s].encode(batch, start, end);
+}
+
+export function decodeAll(stages: readonly Stage[], batch: PacketBatch, start: number, end: number): void {
+  for (let s = stages.length - 1; s >= 0; s--) stages[s].decode(batch, start, end);
+}
