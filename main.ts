@@ -75,14 +75,12 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
     await running.stop();
     Deno.exit(0);
   };
-  // A datapath that died (a Worker crashed) stops the daemon with an error: its interfaces are removed.
+  // A datapath that died (a Worker crashed) has stopped the daemon and removed its interfaces: exit 1.
   running.failed.then(async (error) => {
-    if (stopping) return;
     stopping = true;
     await control.close();
     await metrics?.close();
-    await running.stop();
-    console.error(`vela: ${error.message}`);
+    console.error(`vela: ${error.message}; stopped`);
     Deno.exit(1);
   });
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));

@@ -163,7 +163,10 @@ export class Daemon {
   #datapath?: DatapathEngine;
   #running?: Promise<void>;
   #resolveFailed!: (error: Error) => void;
-  /** Resolves when the datapath failed and forwards nothing any more (the caller should stop()). */
+  /**
+   * Resolves when the datapath failed (a Worker died): the daemon has stopped by then, its interfaces
+   * removed, and the process should exit with an error.
+   */
   readonly failed: Promise<Error> = new Promise((resolve) => this.#resolveFailed = resolve);
   #dnsRefresh?: ReturnType<typeof setInterval>;
   #stopped = false;
@@ -332,7 +335,8 @@ export class Daemon {
     // A datapath that fails (a Worker died) forwards nothing any more: the daemon is told, and stops.
     this.#running = this.#datapath.run().catch((error: Error) => {
       this.#log.error(`${error.message}; VELA stops`);
-      this.#resolveFailed(error);
+      this.#running = undefined;
+      this.stop().finally(() => this.#resolveFailed(error));
     });
     try {
       for (const spec of this.#config.circuits) this.#startCircuit(spec);

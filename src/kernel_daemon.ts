@@ -19,7 +19,7 @@ export type UnderlayKind = "libc" | "deno";
 export function startKernelDaemon(
   config: DaemonConfig,
   underlay: UnderlayKind = "libc",
-  options: { offload?: boolean; datapathThreads?: 1 | 2; moderationUs?: number } = {},
+  options: { offload?: boolean; datapathThreads?: 1 | 2; moderationUs?: number; workerModule?: URL } = {},
 ): Daemon {
   const daemon = new Daemon(config, {
     network: kernelNetwork,
@@ -32,6 +32,7 @@ export function startKernelDaemon(
           offload: options.offload,
           threads: options.datapathThreads,
           moderationUs: options.moderationUs,
+          workerModule: options.workerModule,
         })
       : undefined,
     now: () => performance.now(),

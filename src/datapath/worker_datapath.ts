@@ -62,6 +62,8 @@ export function defaultDatapathThreads(): 1 | 2 {
   return navigator.hardwareConcurrency >= 2 ? 2 : 1;
 }
 
+const WORKER_MODULE = new URL("./worker_host.ts", import.meta.url);
+
 const WAKE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 export class WorkerDatapath implements DatapathEngine {
@@ -94,10 +96,12 @@ export class WorkerDatapath implements DatapathEngine {
     underlay: LibcUnderlay,
     onControl: ControlHandler,
     onDeviceFailure: DeviceFailureHandler,
-    { offload = true, threads = defaultDatapathThreads(), moderationUs }: {
+    { offload = true, threads = defaultDatapathThreads(), moderationUs, workerModule = WORKER_MODULE }: {
       offload?: boolean;
       threads?: 1 | 2;
       moderationUs?: number;
+      /** The Workers' module: worker_host.ts; a test gives one that fails. */
+      workerModule?: URL;
     } = {},
   ) {
     this.#onControl = onControl;
@@ -120,12 +124,20 @@ export class WorkerDatapath implements DatapathEngine {
     const timeSliceNs = offload ? 0 : NO_OFFLOAD_TIME_SLICE_MS * 1_000_000;
     moderationUs ??= offload ? MODERATION_WAIT_US : 0;
     this.#threads = roles.map((role) =>
-      this.#startThread(role, socket.fd, udpGso, timeSliceNs, role === "receive" ? 0 : moderationUs)
+      this.#startThread(
+        role,
+        workerModule,
+        socket.fd,
+        udpGso,
+        timeSliceNs,
+        role === "receive" ? 0 : moderationUs,
+      )
     );
   }
 
   #startThread(
     role: WorkerRole,
+    module: URL,
     udpFd: number,
     udpGso: boolean,
     timeSliceNs: number,
@@ -133,7 +145,7 @@ export class WorkerDatapath implements DatapathEngine {
   ): WorkerThread {
     const thread: WorkerThread = {
       role,
-      worker: new Worker(new URL("./worker_host.ts", import.meta.url).href, { type: "module" }),
+      worker: new Worker(module.href, { type: "module" }),
       wakeFd: check(libc().eventfd(0, Linux.EFD_NONBLOCK | Linux.EFD_CLOEXEC), "eventfd"),
       posted: new Int32Array(new SharedArrayBuffer(4)),
       stopped: false,

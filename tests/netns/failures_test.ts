@@ -49,3 +49,26 @@ netnsTest("no route to the peer exits 1 and says to check the underlay", async (
   assert.match(process.output(), /No route to 198\.19\.99\.1 .*check the underlay addresses and routes/);
   assert.equal(await bed.hasLink(bed.a, "vela3"), false);
 });
+
+netnsTest(
+  "a datapath Worker that dies stops the daemon with an error that says so, and removes vela3",
+  async () => {
+    await using bed = await Bed.create();
+    bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15"]);
+    await bed.until(
+      async () => (await bed.exec(bed.b, ["ss", "-lun", "sport = :4455"])).stdout.includes("4455"),
+      "the listener",
+    );
+    const probe = new URL("./worker_crash_probe.ts", import.meta.url).pathname;
+    const result = await bed.exec(bed.a, [Deno.execPath(), "run", "--allow-all", probe, bed.b4]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    const report = JSON.parse(result.stdout.trim().split("\n").at(-1)!);
+    assert.equal(report.before, true, "vela3 was up while the Workers ran");
+    assert.match(
+      report.error,
+      /^The datapath (receive|send|both) Worker failed: .*a test made this Worker fail/,
+      result.stderr,
+    );
+    assert.equal(report.after, false, "vela3 is gone once the daemon stopped");
+  },
+);

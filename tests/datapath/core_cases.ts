@@ -1,0 +1,182 @@
+/**
+ * One body of tests for the forwarding core (src/datapath/core.ts), run over in-memory fakes of both
+ * batch interfaces (core_test.ts) and over real tap devices and UDP sockets in a namespace
+ * (tests/netns/core_test.ts), as wireguard-go's genTestPair does. A pair is two cores, a and b, each with
+ * two circuits to the other (device 0 on vid 3, device 1 on vid 4).
+ */
+
+import assert from "node:assert/strict";
+import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/counters.ts";
+import type { DatapathCore } from "../../src/datapath/core.ts";
+import type { Stage } from "../../src/datapath/stage.ts";
+import type { Endpoint } from "../../src/underlay/underlay.ts";
+import { plainFrame, tcpFrame, tcpPayload, tcpSuperHeader } from "./frames.ts";
+import { xorStage } from "./xor_stage.ts";
+
+export const VIDS = [3, 4];
+
+export interface PairOptions {
+  /** The devices carry virtio-net headers (TCP segmentation and receive coalescing). */
+  offload: boolean;
+  stagesA: readonly Stage[];
+  stagesB: readonly Stage[];
+}
+
+export interface CorePair extends Disposable {
+  readonly a: DatapathCore;
+  readonly b: DatapathCore;
+  /** Every datapath-wide counter of each core. */
+  readonly countsA: Float64Array;
+  readonly countsB: Float64Array;
+  readonly circuitsA: Float64Array;
+  readonly circuitsB: Float64Array;
+  /** Control datagrams b's core handed up. */
+  readonly controls: { datagram: Uint8Array; from: Endpoint }[];
+  /** a's underlay endpoint, as b sees it. */
+  readonly endpointA: Endpoint;
+  /** The kernel side of a's device `d` sends a frame (after `header`, a virtio-net header, with offload). */
+  send(d: number, frame: Uint8Array<ArrayBuffer>, header?: Uint8Array<ArrayBuffer>): void;
+  /** A raw datagram from a's underlay address to b. */
+  rawFromA(datagram: Uint8Array<ArrayBuffer>): void;
+  /** A datagram to b from an address b knows nothing of. */
+  fromStranger(datagram: Uint8Array<ArrayBuffer>): void;
+  /** Runs a's drain for both circuits, then b's receive until the underlay is empty. */
+  forward(): Promise<void>;
+  /** The frames b's device `d` has given its kernel side: waits for `count` of them (or a timeout). */
+  delivered(d: number, count: number): Promise<Uint8Array[]>;
+}
+
+export type PairFactory = (options: PairOptions) => Promise<CorePair>;
+
+export interface CoreCase {
+  readonly name: string;
+  run(make: PairFactory): Promise<void>;
+}
+
+function field(values: Float64Array, slot: number, counter: number): number {
+  return values[slot * CIRCUIT_FIELDS + counter];
+}
+
+const PLAIN: PairOptions = { offload: false, stagesA: [], stagesB: [] };
+
+/** `count` TCP segments of one flow, 1000 payload bytes each, from sequence 1000. */
+function flow(count: number): Uint8Array<ArrayBuffer>[] {
+  return Array.from({ length: count }, (_, k) => tcpFrame(1000 + k * 1000, 1000));
+}
+
+function concat(parts: Uint8Array[]): number[] {
+  return parts.flatMap((part) => [...part]);
+}
+
+export const CORE_CASES: readonly CoreCase[] = [
+  {
+    name: "the core carries each vid's frames to its own circuit and counts them",
+    async run(make) {
+      using pair = await make(PLAIN);
+      pair.send(0, plainFrame(0x33));
+      pair.send(1, plainFrame(0x44, 200));
+      pair.send(1, plainFrame(0x45, 300));
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 1), [plainFrame(0x33)]);
+      assert.deepEqual(await pair.delivered(1, 2), [plainFrame(0x44, 200), plainFrame(0x45, 300)]);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 1);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), 114);
+      assert.equal(field(pair.circuitsA, 1, Counter.TX_PACKETS), 2);
+      assert.equal(field(pair.circuitsA, 1, Counter.TX_BYTES), 214 + 314);
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 1);
+      assert.equal(field(pair.circuitsB, 1, Counter.RX_PACKETS), 2);
+      assert.equal(field(pair.circuitsB, 1, Counter.RX_BYTES), 214 + 314);
+      assert.equal(pair.countsB[DatapathCount.UNKNOWN_CIRCUIT], 0);
+    },
+  },
+  {
+    name: "the core counts unknown vids, unknown senders, runts and empty datagrams, and hands control up",
+    async run(make) {
+      using pair = await make(PLAIN);
+      const frame = plainFrame(0x55);
+      const datagram = (vid: number) => new Uint8Array([vid, ...frame]);
+      pair.rawFromA(datagram(9)); // no circuit for vid 9
+      pair.fromStranger(datagram(3)); // vid 3, but not from a
+      pair.rawFromA(new Uint8Array([3])); // a vid and nothing after it
+      pair.rawFromA(new Uint8Array(0));
+      pair.rawFromA(new Uint8Array([0, 1, 2, 3]));
+      pair.rawFromA(datagram(3));
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 1), [frame], "only the datagram of a known circuit");
+      assert.equal(pair.countsB[DatapathCount.UNKNOWN_CIRCUIT], 2);
+      assert.equal(pair.countsB[DatapathCount.RUNT], 1);
+      assert.equal(pair.countsB[DatapathCount.EMPTY], 1);
+      assert.equal(pair.countsB[DatapathCount.CONTROL], 1);
+      assert.deepEqual(pair.controls.map((c) => [...c.datagram]), [[0, 1, 2, 3]]);
+      assert.deepEqual(pair.controls[0].from, pair.endpointA);
+      assert.equal((await pair.delivered(1, 0)).length, 0);
+    },
+  },
+  {
+    name: "without offload, TCP segments go through one by one",
+    async run(make) {
+      using pair = await make(PLAIN);
+      const segments = flow(4);
+      for (const segment of segments) pair.send(0, segment);
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 4), segments);
+    },
+  },
+  {
+    name: "with offload, TCP segments of one flow reach the far device joined into one superframe",
+    async run(make) {
+      using pair = await make({ ...PLAIN, offload: true });
+      const segments = flow(4);
+      for (const segment of segments) pair.send(0, segment);
+      await pair.forward();
+      const delivered = await pair.delivered(0, 1);
+      assert.equal(delivered.length, 1, "one superframe");
+      assert.deepEqual([...tcpPayload(delivered[0])], concat(segments.map(tcpPayload)));
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 4, "counted as the segments");
+    },
+  },
+  {
+    name: "with offload, a TCP superframe from the device is cut into segments on the wire",
+    async run(make) {
+      using pair = await make({ ...PLAIN, offload: true });
+      const superframe = tcpFrame(1000, 4000, 0x18, true);
+      pair.send(0, superframe, tcpSuperHeader(1000));
+      await pair.forward();
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 4, "four segments sent");
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 4);
+      const delivered = await pair.delivered(0, 1);
+      assert.deepEqual(concat(delivered.map(tcpPayload)), [...tcpPayload(superframe)]);
+    },
+  },
+  {
+    name: "a stage changes the bytes on the wire and the far end's stage undoes them",
+    async run(make) {
+      const frame = plainFrame(0x66);
+      {
+        using pair = await make({ ...PLAIN, stagesA: [xorStage(0x5a)], stagesB: [xorStage(0x5a)] });
+        pair.send(0, frame);
+        await pair.forward();
+        assert.deepEqual(await pair.delivered(0, 1), [frame]);
+        assert.equal(
+          field(pair.circuitsA, 0, Counter.TX_BYTES),
+          frame.length,
+          "frame bytes, before the stage",
+        );
+      }
+      {
+        // Without the stage at b, the device gets what the wire carried: the frame XORed, and the key.
+        using pair = await make({ ...PLAIN, stagesA: [xorStage(0x5a)], stagesB: [] });
+        pair.send(0, frame.map((b) => b ^ 0x5a));
+        await pair.forward();
+        assert.deepEqual(await pair.delivered(0, 1), [new Uint8Array([...frame, 0x5a])]);
+      }
+      {
+        using pair = await make({ ...PLAIN, stagesA: [xorStage(0x5a)], stagesB: [xorStage(0x11)] });
+        pair.send(0, frame);
+        await pair.forward();
+        assert.equal((await pair.delivered(0, 0)).length, 0);
+        assert.equal(field(pair.circuitsB, 0, Counter.RX_DROPPED), 1, "the stage's drop counted");
+      }
+    },
+  },
+];
