@@ -16,11 +16,9 @@ import { serveMetrics } from "./src/metrics.ts";
 import { resolvePeer } from "./src/resolve.ts";
 import { renderStatus } from "./src/status_table.ts";
 import { buildDaemonConfig } from "./src/startup.ts";
+import { CONNECT_POLL_MS, CONNECT_WAIT_MS } from "./src/timing.ts";
 
 export const VERSION: string = denoJson.version;
-
-/** How long `vela connect` waits for the new circuit to be established. */
-const CONNECT_WAIT_MS = 15_000;
 
 function fail(code: number, message: string): never {
   console.error(`vela: ${message}`);
@@ -112,7 +110,7 @@ async function waitEstablished(
     const status = (await ask(control, "STATUS? JSON")).json as DaemonStatus;
     const circuit = status.circuits.find((c) => c.vid === vid && (c.peer === host || c.address === host));
     if (circuit?.state === "established") return circuit;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise((resolve) => setTimeout(resolve, CONNECT_POLL_MS));
   }
   return undefined;
 }

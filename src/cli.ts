@@ -5,11 +5,10 @@ import { type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import type { LinkMode } from "./link/link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
-import { MIN_LINK_MTU } from "./session.ts";
+import { MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
 import { MODERATION_WAIT_US } from "./timing.ts";
 
 export const DEFAULT_PORT = 4455;
-export const MAX_LINK_MTU = 65_535;
 
 /** A usage error: main.ts prints it on one line to stderr and exits 2. */
 export class UsageError extends Error {
@@ -175,7 +174,7 @@ export interface RawCircuit {
 export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
   if (raw.peer === "") throw new UsageError(`${dash}peer needs a host name or address`);
   if (raw.vid === undefined) throw new UsageError(`${dash}peer needs ${dash}vid N (1 to 255)`);
-  const vid = integer(raw.vid, `${dash}vid`, 1, 255);
+  const vid = integer(raw.vid, `${dash}vid`, MIN_VID, MAX_VID);
   const mode = raw.mode ?? "tap";
   if (mode !== "tap" && mode !== "tun") throw new UsageError(`${dash}mode is tap or tun, not "${mode}"`);
   const addresses = (raw.address ?? []).map((text) => prefix(text, `${dash}address`));
@@ -254,7 +253,7 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
   if (name === "close") {
     if (v.vid === undefined) throw new UsageError("close needs --vid N (1 to 255)");
     if (port !== undefined) throw new UsageError("close takes --peer and --vid only");
-    return { kind: "close", control, json, peer, vid: integer(v.vid as string, "--vid", 1, 255) };
+    return { kind: "close", control, json, peer, vid: integer(v.vid as string, "--vid", MIN_VID, MAX_VID) };
   }
   if (v.ipv4 && v.ipv6) throw new UsageError("-4 and -6 exclude each other");
   const circuit = validateCircuit({

@@ -5,8 +5,7 @@
 
 import { canonicalIp, type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
-import { MIN_LINK_MTU } from "./session.ts";
-import { MAX_LINK_MTU } from "./cli.ts";
+import { defaultInterfaceName, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
 
 /** A config file that cannot be used. The message starts with the JSON path of the bad field. */
 export class ConfigError extends Error {
@@ -154,7 +153,7 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
     fail(`${field}.peer`, `must be a host name or IP address (no prefix length), not ${shown(peer)}`);
   }
   if (!has("vid")) fail(`${field}.vid`, "is missing; give the circuit id, a whole number from 1 to 255");
-  const vid = wholeNumber(value.vid, `${field}.vid`, 1, 255);
+  const vid = wholeNumber(value.vid, `${field}.vid`, MIN_VID, MAX_VID);
 
   let mode: "tap" | "tun" = "tap";
   if (has("mode")) {
@@ -247,7 +246,7 @@ export function parseConfig(text: string): FileConfig {
       fail(`circuits[${i}].vid`, `circuits[${first}] already has vid ${circuit.vid} to ${circuit.peer}`);
     }
   });
-  const names = config.circuits.map((c) => c.ifname ?? `vela${c.vid}`);
+  const names = config.circuits.map((c) => c.ifname ?? defaultInterfaceName(c.vid));
   names.forEach((name, i) => {
     const first = names.indexOf(name);
     if (first < i) {

@@ -3,8 +3,7 @@
 import { replyLineCount } from "./control_protocol.ts";
 import { RuntimeFailure } from "./errors.ts";
 
-/** How long a subcommand waits for the daemon's reply. */
-export const CONTROL_REPLY_MS = 10_000;
+import { CONTROL_REPLY_MS } from "./timing.ts";
 
 /** Sends one command line and returns the whole reply (all its lines). Throws RuntimeFailure. */
 export async function sendControl(path: string, line: string): Promise<string> {

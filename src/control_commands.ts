@@ -5,6 +5,7 @@ import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from 
 import type { Daemon } from "./daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 import { DEFAULT_PORT } from "./cli.ts";
+import { defaultInterfaceName } from "./circuit_rules.ts";
 import { circuitSpec, type Resolve } from "./startup.ts";
 
 /** The DEVICES? view of a daemon's status. */
@@ -45,7 +46,7 @@ export async function answerControl(daemon: Daemon, resolve: Resolve, line: stri
         if (error instanceof RuntimeFailure) return nok(error.message);
         throw error;
       }
-      const ifname = circuit.ifname ?? `vela${circuit.vid}`;
+      const ifname = circuit.ifname ?? defaultInterfaceName(circuit.vid);
       return request.json
         ? `OK ${JSON.stringify({ started: true, ifname })}`
         : `OK circuit ${circuit.vid} to ${circuit.host} started on ${ifname}`;

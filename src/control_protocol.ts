@@ -15,6 +15,7 @@
 import { type CircuitArgs, UsageError, validateCircuit } from "./cli.ts";
 import type { CircuitStatus, DaemonStatus } from "./daemon.ts";
 import { formatCidr } from "./ip.ts";
+import { isVid, MAX_VID, MIN_VID } from "./circuit_rules.ts";
 
 /** Longest command line the daemon reads; a longer one is refused and the connection closed. */
 export const MAX_COMMAND_LENGTH = 4096;
@@ -43,7 +44,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     case "CLOSE": {
       if (rest.length !== 2) return { error: "usage: CLOSE <peer> <vid>" };
       const vid = /^[0-9]+$/.test(rest[1]) ? Number(rest[1]) : NaN;
-      if (!(vid >= 1 && vid <= 255)) return { error: `vid must be 1 to 255, not ${rest[1]}` };
+      if (!isVid(vid)) return { error: `vid must be ${MIN_VID} to ${MAX_VID}, not ${rest[1]}` };
       return { command: "CLOSE", json, peer: rest[0], vid };
     }
     case "CONNECT": {

@@ -8,10 +8,7 @@ import { logger } from "./log.ts";
 import { MAX_COMMAND_LENGTH, nok } from "./control_protocol.ts";
 import { RuntimeFailure } from "./errors.ts";
 
-/** A client that sends nothing for this long is disconnected. */
-export const CONTROL_IDLE_MS = 60_000;
-/** A reply that cannot be written within this long is abandoned with its client. */
-export const CONTROL_WRITE_MS = 5_000;
+import { CONTROL_IDLE_MS, CONTROL_WRITE_MS } from "./timing.ts";
 
 export type ControlHandler = (line: string) => Promise<string>;
 

@@ -10,7 +10,8 @@ import type { ControlHandler } from "./datapath/core.ts";
 import type { DatapathEngine, DeviceFailureHandler } from "./datapath/engine.ts";
 import { IsolateDatapath } from "./datapath/isolate_host.ts";
 import { explainDeviceError, RuntimeFailure } from "./errors.ts";
-import { type HostNetwork, linkMtuFor } from "./host_network.ts";
+import type { HostNetwork } from "./host_network.ts";
+import { circuitKey, defaultInterfaceName, linkMtuFor } from "./circuit_rules.ts";
 import {
   formatCidr,
   formatIp,
@@ -143,10 +144,6 @@ export interface DaemonStatus {
   drops: Record<string, number>;
   /** Wake-ups of the sending Worker that waited for more frames under bulk traffic (--moderation-us). */
   moderatedWakeups: number;
-}
-
-export function circuitKey(address: string, vid: number): string {
-  return `${address}|${vid}`;
 }
 
 export class Daemon {
@@ -373,7 +370,7 @@ export class Daemon {
       throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} exists already`);
     }
     const mtu = this.#circuitMtu(spec);
-    const name = spec.ifname ?? `vela${spec.vid}`;
+    const name = spec.ifname ?? defaultInterfaceName(spec.vid);
     const addresses = spec.addresses.some((a) => a.family === 6)
       ? spec.addresses
       : [...spec.addresses, derivedIPv6(this.#localAddressToward(spec.peer), remote.address, spec.vid)];
@@ -594,11 +591,17 @@ export class Daemon {
           try {
             const mac = derivedMac("responder", circuit.remote.address, vid);
             try {
-              circuit.device = this.#openConfigured(`vela${vid}`, action.mode, action.mtu, action.plan, mac);
+              circuit.device = this.#openConfigured(
+                defaultInterfaceName(vid),
+                action.mode,
+                action.mtu,
+                action.plan,
+                mac,
+              );
             } catch {
               // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
               circuit.device = this.#openConfigured(
-                `vela${vid}-%d`,
+                `${defaultInterfaceName(vid)}-%d`,
                 action.mode,
                 action.mtu,
                 action.plan,

@@ -23,13 +23,3 @@ export interface HostNetwork {
   /** The MTU of the route towards `address` (the underlay MTU). */
   routeMtu(address: IpAddress): number;
 }
-
-/** Bytes VELA adds to a frame on the underlay: IP header, UDP header, vid byte, and for tap the Ethernet header. */
-export function encapsulationOverhead(family: 4 | 6, mode: LinkMode): number {
-  return (family === 4 ? 20 : 40) + 8 + 1 + (mode === "tap" ? 14 : 0);
-}
-
-/** The link MTU that fits the underlay MTU without fragmentation. */
-export function linkMtuFor(underlayMtu: number, family: 4 | 6, mode: LinkMode): number {
-  return underlayMtu - encapsulationOverhead(family, mode);
-}

@@ -66,7 +66,9 @@ import {
 } from "./timing.ts";
 
 /** The smallest link MTU VELA agrees to (IPv4's minimum datagram). */
-export const MIN_LINK_MTU = 576;
+import { MIN_LINK_MTU } from "./circuit_rules.ts";
+
+export { MIN_LINK_MTU };
 
 export type Role = "initiator" | "responder";
 export type SessionState =

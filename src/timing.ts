@@ -51,3 +51,13 @@ export const MODERATION_WAIT_US = 150;
 
 /** Stopping, the main isolate waits this long for the datapath Workers to say they stopped. */
 export const WORKER_STOP_MS = 3_000;
+
+/** A control socket client that sends nothing for this long is disconnected. */
+export const CONTROL_IDLE_MS = 60_000;
+/** A control reply that cannot be written within this long is abandoned with its client. */
+export const CONTROL_WRITE_MS = 5_000;
+/** How long a subcommand waits for the daemon's reply. */
+export const CONTROL_REPLY_MS = 10_000;
+/** How long `vela connect` waits for the new circuit to be established, asking this often. */
+export const CONNECT_WAIT_MS = 15_000;
+export const CONNECT_POLL_MS = 200;

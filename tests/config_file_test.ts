@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ConfigError, type FileConfig, parseConfig, readConfigFile } from "../src/config_file.ts";
 import { type IpPrefix, parseCidr } from "../src/ip.ts";
 import { MIN_LINK_MTU } from "../src/session.ts";
-import { MAX_LINK_MTU } from "../src/cli.ts";
+import { MAX_LINK_MTU } from "../src/circuit_rules.ts";
 
 function cidr(text: string): IpPrefix {
   const parsed = parseCidr(text);

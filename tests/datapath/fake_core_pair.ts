@@ -7,7 +7,7 @@ import type { Endpoint } from "../../src/underlay/underlay.ts";
 import type { Stage } from "../../src/datapath/stage.ts";
 import { FakeDevice } from "../fakes/fake_device.ts";
 import { FakeUnderlay, FakeWire } from "../fakes/fake_underlay.ts";
-import type { CorePair, PairFactory } from "./core_cases.ts";
+import type { PairFactory } from "./core_cases.ts";
 import { VIDS } from "./core_cases.ts";
 import { TEST_MAC } from "./frames.ts";
 

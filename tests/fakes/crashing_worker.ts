@@ -7,8 +7,8 @@
 
 import "../../src/datapath/worker_host.ts";
 
-const host = self.onmessage!;
+const host = self.onmessage as (event: MessageEvent) => void;
 self.onmessage = (event: MessageEvent) => {
-  host.call(self, event);
+  host(event);
   if (event.data.type === "add") throw new Error("a test made this Worker fail");
 };

@@ -1,0 +1,46 @@
+/**
+ * What makes a circuit valid, in one place for the CLI, the config file, the control protocol and the
+ * daemon: the vid range, the default interface name, the key a circuit is known by, the link MTU limits,
+ * and the bytes VELA adds to a frame on the underlay (the datapath's stages included).
+ */
+
+import type { LinkMode } from "./link/packet_link.ts";
+import { buildStages, DEFAULT_PIPELINE, pipelineOverhead } from "./datapath/stage.ts";
+
+/** Circuit ids: vid 0 is the control channel. */
+export const MIN_VID = 1;
+export const MAX_VID = 255;
+/** The smallest link MTU VELA sets up (IPv4's minimum datagram size every host must take). */
+export const MIN_LINK_MTU = 576;
+/** The largest link MTU (an IPv4 total length). */
+export const MAX_LINK_MTU = 65_535;
+
+export function isVid(value: number): boolean {
+  return Number.isInteger(value) && value >= MIN_VID && value <= MAX_VID;
+}
+
+/** The interface a circuit gets unless the operator names one. */
+export function defaultInterfaceName(vid: number): string {
+  return `vela${vid}`;
+}
+
+/** The key a circuit is known by: its peer's address and its vid. */
+export function circuitKey(address: string, vid: number): string {
+  return `${address}|${vid}`;
+}
+
+/** Bytes every circuit's pipeline adds to a frame (the identity pipeline today: none). */
+export const STAGE_OVERHEAD = pipelineOverhead(buildStages(DEFAULT_PIPELINE));
+
+/**
+ * Bytes VELA adds to a frame on the underlay: IP header, UDP header, vid byte, the stages' overhead, and
+ * for tap the Ethernet header.
+ */
+export function encapsulationOverhead(family: 4 | 6, mode: LinkMode, stageOverhead = STAGE_OVERHEAD): number {
+  return (family === 4 ? 20 : 40) + 8 + 1 + stageOverhead + (mode === "tap" ? 14 : 0);
+}
+
+/** The link MTU that fits the underlay MTU without fragmentation. */
+export function linkMtuFor(underlayMtu: number, family: 4 | 6, mode: LinkMode): number {
+  return underlayMtu - encapsulationOverhead(family, mode);
+}
