@@ -2,7 +2,7 @@
 
 import denoJson from "../deno.json" with { type: "json" };
 import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from "./control_protocol.ts";
-import type { Daemon } from "./daemon.ts";
+import type { Daemon } from "./daemon/daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 import { DEFAULT_PORT } from "./cli.ts";
 import { defaultInterfaceName } from "./circuit_rules.ts";

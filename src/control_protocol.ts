@@ -13,7 +13,7 @@
  */
 
 import { type CircuitArgs, UsageError, validateCircuit } from "./cli.ts";
-import type { CircuitStatus, DaemonStatus } from "./daemon.ts";
+import type { CircuitStatus, DaemonStatus } from "./daemon/daemon.ts";
 import { formatCidr } from "./ip.ts";
 import { isVid, MAX_VID, MIN_VID } from "./circuit_rules.ts";
 

@@ -1,7 +1,7 @@
 /** An optional Prometheus text endpoint (--metrics HOST:PORT): GET /metrics. */
 
 import denoJson from "../deno.json" with { type: "json" };
-import type { DaemonStatus } from "./daemon.ts";
+import type { DaemonStatus } from "./daemon/daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 
 /** A label value with \, " and newline escaped as the text format asks. */

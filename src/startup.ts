@@ -3,7 +3,7 @@
 import type { CircuitArgs, DaemonArgs } from "./cli.ts";
 import type { IpAddress } from "./ip.ts";
 import { ConfigError, type FileConfig, readConfigFile } from "./config_file.ts";
-import type { CircuitSpec, DaemonConfig } from "./daemon.ts";
+import type { CircuitSpec, DaemonConfig } from "./daemon/daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 import { KeyError, readKeyFile } from "./keys.ts";
 import { resolvePeer } from "./resolve.ts";

@@ -1,6 +1,6 @@
 /** `vela status` as a table for people (the JSON form is the daemon's own). */
 
-import type { DaemonStatus } from "./daemon.ts";
+import type { DaemonStatus } from "./daemon/daemon.ts";
 
 /** 1536 → "1.5 KiB". */
 export function humanBytes(bytes: number): string {

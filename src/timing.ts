@@ -37,7 +37,7 @@ export const IREQ_BURST = 10;
 export const NO_OFFLOAD_TIME_SLICE_MS = 10;
 
 /**
- * Send moderation (src/send_moderation.ts): while the devices of a sending Worker hand it at least this
+ * Send moderation (src/datapath/send_moderation.ts): while the devices of a sending Worker hand it at least this
  * many bits per second, measured over windows of MODERATION_WINDOW_MS, the Worker waits
  * MODERATION_WAIT_US after each wake-up before it drains them (--moderation-us changes the wait, 0 turns it
  * off). Below the rate, or after a pause of a window, it drains at once. On the 2-core bed 150 us took the

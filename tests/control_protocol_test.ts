@@ -15,7 +15,7 @@ import {
   parseRequest,
   replyLineCount,
 } from "../src/control_protocol.ts";
-import type { CircuitStatus, DaemonStatus } from "../src/daemon.ts";
+import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
 import { formatCidr, parseCidr } from "../src/ip.ts";
 
 /** The request, failing the test when the line was refused. */

@@ -10,7 +10,7 @@ import { answerControl } from "../src/control_commands.ts";
 import type { Resolve } from "../src/startup.ts";
 import { MAX_COMMAND_LENGTH, parseReply, replyLineCount } from "../src/control_protocol.ts";
 import { ControlServer } from "../src/control_server.ts";
-import type { DaemonConfig, DaemonStatus } from "../src/daemon.ts";
+import type { DaemonConfig, DaemonStatus } from "../src/daemon/daemon.ts";
 import { RuntimeFailure } from "../src/errors.ts";
 import { type IpAddress, parseCidr, parseIp } from "../src/ip.ts";
 import { startFakeDaemon, until } from "./fakes/fake_daemon.ts";

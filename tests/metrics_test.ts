@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import type { CircuitStatus, DaemonStatus } from "../src/daemon.ts";
+import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
 import { RuntimeFailure } from "../src/errors.ts";
 import { formatMetrics, serveMetrics } from "../src/metrics.ts";
 

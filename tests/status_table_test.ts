@@ -1,7 +1,7 @@
 /** `vela status` as a table for people: byte and duration formats, the table itself (no I/O, no root). */
 
 import assert from "node:assert/strict";
-import type { CircuitStatus, DaemonStatus } from "../src/daemon.ts";
+import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
 import { humanBytes, humanDuration, renderStatus } from "../src/status_table.ts";
 
 const HEADER = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "UPTIME", "RTT", "TX", "RX", "DROPS"];

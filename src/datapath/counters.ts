@@ -54,7 +54,7 @@ export interface DatapathCounters {
   empty: number;
   /** Control datagrams handed up. */
   control: number;
-  /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/send_moderation.ts). */
+  /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/datapath/send_moderation.ts). */
   moderatedWakeups: number;
 }
 

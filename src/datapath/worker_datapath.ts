@@ -1,5 +1,5 @@
 /**
- * The datapath on its own threads: the main-isolate side of src/datapath_worker.ts. It hands the
+ * The datapath on its own threads: the main-isolate side of src/datapath/worker_host.ts. It hands the
  * Workers (one receiving and one sending, or one doing both) the UDP socket's and the devices'
  * descriptors, wakes each through its eventfd when it posts a command, reads their counters from shared
  * memory, and passes control datagrams to the daemon. A device's descriptor stays open until every
@@ -90,7 +90,7 @@ export class WorkerDatapath implements DatapathEngine {
   /**
    * With `offload` false no UDP GSO or GRO is used either (--no-offload). `threads` is the number of
    * Workers (see defaultDatapathThreads); `moderationUs` the sending Worker's wait under bulk traffic
-   * (src/send_moderation.ts, 0 for none; by default MODERATION_WAIT_US with offloads, none without).
+   * (src/datapath/send_moderation.ts, 0 for none; by default MODERATION_WAIT_US with offloads, none without).
    */
   constructor(
     underlay: LibcUnderlay,

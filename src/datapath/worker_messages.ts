@@ -27,7 +27,7 @@ export type ToWorker =
     udpGso: boolean;
     /** The time slice the Worker asks the scheduler for, in ns; 0 keeps the default (see timing.ts). */
     timeSliceNs: number;
-    /** A sending Worker's wait under bulk traffic, in microseconds (src/send_moderation.ts); 0: none. */
+    /** A sending Worker's wait under bulk traffic, in microseconds (src/datapath/send_moderation.ts); 0: none. */
     moderationUs: number;
   }
   | {
@@ -41,7 +41,7 @@ export type ToWorker =
     mtu: number;
     /** The device carries virtio-net headers and may hand over TCP superframes. */
     offload: boolean;
-    /** The device also takes UDP superframes (src/coalescing.ts, UdpCoalescer). */
+    /** The device also takes UDP superframes (src/link/coalescing.ts, UdpCoalescer). */
     udpOffload: boolean;
     mode: LinkMode;
     /** The circuit's pipeline (src/datapath/stage.ts, STAGES). */

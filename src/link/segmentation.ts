@@ -72,7 +72,7 @@ export function segmentTcp(
   if (tcpHeaderLength < 20 || headerLength > length) return -1;
   const payload = length - headerLength;
   const count = Math.max(1, Math.ceil(payload / gsoSize));
-  // Sequence numbers as signed 32-bit integers (see TcpCoalescer in src/coalescing.ts): V8 keeps them in
+  // Sequence numbers as signed 32-bit integers (see TcpCoalescer in src/link/coalescing.ts): V8 keeps them in
   // registers as int32 and never meets a value it did not expect above 2^31.
   const firstSeq = (frame[tcpOffset + 4] << 24) | (frame[tcpOffset + 5] << 16) | (frame[tcpOffset + 6] << 8) |
     frame[tcpOffset + 7];

@@ -1,6 +1,6 @@
 /** Daemons on fakes: a FakeHostNetwork each, all on one FakeWire. */
 
-import { Daemon, type DaemonConfig } from "../../src/daemon.ts";
+import { Daemon, type DaemonConfig } from "../../src/daemon/daemon.ts";
 import { type IpAddress, parseIp } from "../../src/ip.ts";
 import { FakeHostNetwork } from "./fake_host_network.ts";
 import { FakeUnderlay, type FakeWire } from "./fake_underlay.ts";

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
-import type { DaemonStatus } from "../../src/daemon.ts";
+import type { DaemonStatus } from "../../src/daemon/daemon.ts";
 import { iperf3Udp, netnsTest, requireProgram, startIperf3Server } from "./support.ts";
 import { NO_OFFLOAD_TIME_SLICE_MS } from "../../src/timing.ts";
 

@@ -1,8 +1,8 @@
-/** Send moderation (src/send_moderation.ts) on real devices: it waits under bulk traffic, never for a ping. */
+/** Send moderation (src/datapath/send_moderation.ts) on real devices: it waits under bulk traffic, never for a ping. */
 
 import assert from "node:assert/strict";
 import { Bed } from "../../testbed/netns.ts";
-import type { DaemonStatus } from "../../src/daemon.ts";
+import type { DaemonStatus } from "../../src/daemon/daemon.ts";
 import { iperf3Udp, netnsTest, requireProgram } from "./support.ts";
 import { MODERATION_BULK_BITS_PER_SECOND } from "../../src/timing.ts";
 

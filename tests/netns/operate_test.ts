@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { Bed, type BedProcess, type RunResult } from "../../testbed/netns.ts";
-import type { DaemonStatus } from "../../src/daemon.ts";
+import type { DaemonStatus } from "../../src/daemon/daemon.ts";
 import { netnsTest } from "./support.ts";
 import { ifindex, LISTEN, sleep, velaLinks, watchExit } from "./circuit_support.ts";
 

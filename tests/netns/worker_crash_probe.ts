@@ -10,7 +10,7 @@
 
 import { parseCommandLine } from "../../src/cli.ts";
 import { buildDaemonConfig } from "../../src/startup.ts";
-import { startKernelDaemon } from "../../src/kernel_daemon.ts";
+import { startKernelDaemon } from "../../src/daemon/kernel_daemon.ts";
 
 const exists = (name: string) => {
   try {

@@ -4,38 +4,35 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { createHash } from "node:crypto";
-import { type CircuitCounters, zeroCounters } from "./datapath/counters.ts";
-import type { ControlHandler } from "./datapath/core.ts";
-import type { DatapathEngine, DeviceFailureHandler } from "./datapath/engine.ts";
-import { IsolateDatapath } from "./datapath/isolate_host.ts";
-import { explainDeviceError, RuntimeFailure } from "./errors.ts";
-import type { HostNetwork } from "./host_network.ts";
-import { circuitKey, defaultInterfaceName, linkMtuFor } from "./circuit_rules.ts";
+import { type CircuitCounters, zeroCounters } from "../datapath/counters.ts";
+import type { ControlHandler } from "../datapath/core.ts";
+import type { DatapathEngine, DeviceFailureHandler } from "../datapath/engine.ts";
+import { IsolateDatapath } from "../datapath/isolate_host.ts";
+import { explainDeviceError, RuntimeFailure } from "../errors.ts";
+import type { HostNetwork } from "../host_network.ts";
+import { circuitKey, defaultInterfaceName, linkMtuFor } from "../circuit_rules.ts";
+import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddress } from "../ip.ts";
+import type { LinkDevice, LinkMode } from "../link/link_device.ts";
+import { logger } from "../log.ts";
+import { Session, type SessionAction } from "../session.ts";
+import { DEAD_PEER_MS, DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
+import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
+import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
+import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
+import { Admission } from "./admission.ts";
+
+export type { CircuitStatus, ControlDrops, DaemonStatus };
+export { derivedIPv6, derivedMac };
 import {
-  formatCidr,
-  formatIp,
-  type IpAddress,
-  type IpPrefix,
-  parseIp,
-  peerAddress,
-  prefixContains,
-} from "./ip.ts";
-import type { LinkDevice, LinkMode } from "./link/link_device.ts";
-import { logger } from "./log.ts";
-import { type Role, Session, type SessionAction, type SessionState } from "./session.ts";
-import {
-  DEAD_PEER_MS,
-  DNS_REFRESH_MS,
-  DROP_LOG_INTERVAL_MS,
-  IREQ_BURST,
-  IREQ_RATE_PER_SECOND,
-  REPLAY_WINDOW_MS,
-  SHUTDOWN_GRACE_MS,
-} from "./timing.ts";
-import { type Endpoint, isIsolateUnderlay, type Underlay } from "./underlay/underlay.ts";
-import { type ControlMessage, decode, encode, type Ireq, MAC_LENGTH, NakReason, type Nonce } from "./wire.ts";
-import { RateLimiter, ReplayGuard, signControl, verifyControl } from "./keys.ts";
+  type ControlMessage,
+  decode,
+  encode,
+  type Ireq,
+  MAC_LENGTH,
+  NakReason,
+  type Nonce,
+} from "../wire.ts";
+import { signControl } from "../keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
 export interface CircuitSpec {
@@ -92,9 +89,6 @@ export interface DaemonEnvironment {
   resolve(name: string, family?: 4 | 6): Promise<IpAddress>;
 }
 
-/** Counted drops of control traffic, by reason. */
-export type ControlDrops = Record<string, number>;
-
 interface Circuit {
   key: string;
   readonly session: Session;
@@ -112,40 +106,6 @@ interface Circuit {
   readonly counters: CircuitCounters;
 }
 
-/** One circuit as `vela status` shows it. */
-export interface CircuitStatus {
-  /** The peer as the operator named it (initiator), or its address (responder). */
-  peer: string;
-  address: string;
-  port: number;
-  vid: number;
-  role: Role;
-  state: SessionState;
-  ifname: string | null;
-  mode: LinkMode;
-  mtu: number;
-  /** Seconds since the circuit was established, null while it is not. */
-  uptimeSeconds: number | null;
-  /** The last keepalive round trip in milliseconds, null before one was measured. */
-  rttMs: number | null;
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
-  /** Frames dropped by reason: the underlay could not send them, the device refused them. */
-  drops: { sendFailed: number; deviceRefused: number };
-}
-
-export interface DaemonStatus {
-  port: number;
-  listen: boolean;
-  circuits: CircuitStatus[];
-  /** Datagrams dropped on the way in, by reason. */
-  drops: Record<string, number>;
-  /** Wake-ups of the sending Worker that waited for more frames under bulk traffic (--moderation-us). */
-  moderatedWakeups: number;
-}
-
 export class Daemon {
   #config: DaemonConfig;
   readonly #env: DaemonEnvironment;
@@ -154,8 +114,7 @@ export class Daemon {
   readonly #pendingSends = new Set<Promise<boolean>>();
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
-  readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
-  readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
+  readonly #admission = new Admission();
   #underlay?: Underlay;
   #datapath?: DatapathEngine;
   #running?: Promise<void>;
@@ -423,25 +382,13 @@ export class Daemon {
     addresses: IpPrefix[],
     mac: Uint8Array,
   ): LinkDevice {
-    const network = this.#env.network;
-    let device: LinkDevice;
-    try {
-      device = network.openDevice(name, mode, this.#env.offload ?? false);
-    } catch (error) {
-      throw new RuntimeFailure(explainDeviceError(error, `create interface ${name}`), { cause: error });
-    }
-    try {
-      network.setMtu(device.name, mtu);
-      if (mode === "tap") network.setHardwareAddress(device.name, mac);
-      for (const address of addresses) network.addAddress(device.name, address);
-      network.setUp(device.name);
-    } catch (error) {
-      device.close();
-      throw new RuntimeFailure(explainDeviceError(error, `configure interface ${device.name}`), {
-        cause: error,
-      });
-    }
-    return device;
+    return openConfiguredDevice(this.#env.network, this.#env.offload ?? false, {
+      name,
+      mode,
+      mtu,
+      addresses,
+      mac,
+    });
   }
 
   #onControl(datagram: Uint8Array, from: Endpoint): void {
@@ -452,40 +399,19 @@ export class Daemon {
       return;
     }
     const message = decoded.message;
-    const key = this.#config.key;
-    if (key && !verifyControl(key, datagram)) {
-      this.#drop(
-        "bad-mac",
-        `Dropped ${message.type} from ${from.address}: no valid MAC (a different key, or none)`,
-        "warning",
-      );
+    const verdict = this.#admission.control(
+      this.#config,
+      datagram,
+      message,
+      from,
+      this.#env.now(),
+      this.#env.wallClock(),
+    );
+    if (!verdict.admit) {
+      this.#drop(verdict.reason, verdict.text, verdict.level);
       return;
     }
     if (message.type === "NOP") return;
-    if (message.type === "IREQ") {
-      if (!this.#ireqLimiter.allow(from.address, this.#env.now())) {
-        this.#drop(
-          "rate-limited",
-          `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
-        );
-        return;
-      }
-      if (key) {
-        const verdict = this.#replays.check(message.initiatorNonce, message.timestamp, this.#env.wallClock());
-        if (verdict !== "fresh") {
-          this.#drop(
-            verdict,
-            verdict === "stale"
-              ? `Dropped a stale IREQ from ${from.address}: its clock is over ${
-                REPLAY_WINDOW_MS / 1000
-              } s off ours`
-              : `Dropped a replayed IREQ from ${from.address}`,
-            "warning",
-          );
-          return;
-        }
-      }
-    }
     const circuit = this.#circuits.get(circuitKey(from.address, message.vid));
     if (!circuit) {
       if (message.type === "IREQ") this.#accept(message, from);
@@ -522,29 +448,21 @@ export class Daemon {
   }
 
   #accept(request: Ireq, from: Endpoint): void {
-    if (!this.#config.listen) {
-      this.#drop("not-listening", `Ignored IREQ from ${from.address}: this daemon does not listen`);
+    const verdict = this.#admission.newCircuit(this.#config, request, from);
+    if (!verdict.admit) {
+      this.#drop(verdict.reason, verdict.text, verdict.level);
+      if (verdict.reason === "not-allowed") {
+        this.#send(from, {
+          type: "NAK",
+          vid: request.vid,
+          initiatorNonce: request.initiatorNonce,
+          reason: NakReason.NOT_ALLOWED,
+          text: "not allowed",
+        });
+      }
       return;
     }
-    const source = parseIp(from.address);
-    // The key (checked already) or an --allow prefix admits the source; with both, it needs both.
-    const { allow, key, insecureAcceptAny } = this.#config;
-    const allowed = insecureAcceptAny || (allow.length === 0 && key !== undefined) ||
-      (source !== undefined && allow.some((prefix) => prefixContains(prefix, source)));
-    if (!allowed || !source) {
-      this.#drop(
-        "not-allowed",
-        `Refused IREQ for circuit ${request.vid} from ${from.address}: not in --allow`,
-      );
-      this.#send(from, {
-        type: "NAK",
-        vid: request.vid,
-        initiatorNonce: request.initiatorNonce,
-        reason: NakReason.NOT_ALLOWED,
-        text: "not allowed",
-      });
-      return;
-    }
+    const source = parseIp(from.address)!;
     let localMtu = request.mtu;
     try {
       localMtu = linkMtuFor(this.#env.network.routeMtu(source), source.family, request.mode);
@@ -828,32 +746,6 @@ export class Daemon {
     this.#circuits.clear();
     this.#underlay?.close();
   }
-}
-
-/**
- * The IPv6 pair of a circuit given no IPv6 address: a ULA /64 derived from both underlay addresses and
- * the vid (fd, then 40 bits of SHA-256 of "vela <initiator> <responder> <vid>", then the vid as subnet
- * id); the initiator is ::1, the responder ::2. The same two hosts always derive the same pair.
- */
-export function derivedIPv6(localAddress: string, peerAddress: string, vid: number): IpPrefix {
-  const digest = createHash("sha256").update(`vela ${localAddress} ${peerAddress} ${vid}`).digest();
-  const bytes = new Uint8Array(16);
-  bytes[0] = 0xfd;
-  bytes.set(digest.subarray(0, 5), 1);
-  bytes[7] = vid;
-  bytes[15] = 1;
-  return { family: 6, bytes, prefixLength: 64 };
-}
-
-/**
- * A tap's MAC address, the same every time for the same side of the same circuit (locally administered,
- * unicast), so that a restarted daemon's interface keeps the address its neighbours have cached.
- */
-export function derivedMac(side: "initiator" | "responder", peerAddress: string, vid: number): Uint8Array {
-  const digest = createHash("sha256").update(`vela mac ${side} ${peerAddress} ${vid}`).digest();
-  const mac = new Uint8Array(digest.subarray(0, 6));
-  mac[0] = (mac[0] & 0xfe) | 0x02;
-  return mac;
 }
 
 /** What makes two circuit specs the same circuit for a reload: everything the operator gave. */

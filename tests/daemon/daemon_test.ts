@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { type CircuitSpec, type DaemonConfig, derivedIPv6, derivedMac } from "../src/daemon.ts";
-import { formatCidr, parseCidr, parseIp } from "../src/ip.ts";
-import { generateKey, parseKey, verifyControl } from "../src/keys.ts";
-import { encode, HEADER_LENGTH, NakReason } from "../src/wire.ts";
-import { resolver, startFakeDaemon, until } from "./fakes/fake_daemon.ts";
-import { FakeWire } from "./fakes/fake_underlay.ts";
+import { type CircuitSpec, type DaemonConfig, derivedIPv6, derivedMac } from "../../src/daemon/daemon.ts";
+import { formatCidr, parseCidr, parseIp } from "../../src/ip.ts";
+import { generateKey, parseKey, verifyControl } from "../../src/keys.ts";
+import { encode, HEADER_LENGTH, NakReason } from "../../src/wire.ts";
+import { resolver, startFakeDaemon, until } from "../fakes/fake_daemon.ts";
+import { FakeWire } from "../fakes/fake_underlay.ts";
 
 const A = "198.18.0.1";
 const B = "198.18.0.2";

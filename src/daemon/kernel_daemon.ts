@@ -1,12 +1,12 @@
 /** A daemon on the real kernel: /dev/net/tun devices, ioctl configuration, a libc or Deno UDP socket. */
 
 import { Daemon, type DaemonConfig } from "./daemon.ts";
-import { DenoUnderlay } from "./underlay/deno_underlay.ts";
-import { LibcUnderlay } from "./underlay/libc_underlay.ts";
-import { kernelNetwork } from "./kernel_network.ts";
-import { newNonce } from "./wire.ts";
-import { resolvePeer } from "./resolve.ts";
-import { WorkerDatapath } from "./datapath/worker_datapath.ts";
+import { DenoUnderlay } from "../underlay/deno_underlay.ts";
+import { LibcUnderlay } from "../underlay/libc_underlay.ts";
+import { kernelNetwork } from "../kernel_network.ts";
+import { newNonce } from "../wire.ts";
+import { resolvePeer } from "../resolve.ts";
+import { WorkerDatapath } from "../datapath/worker_datapath.ts";
 
 /**
  * Which underlay carries the datagrams: "libc", a socket made through libc and served by the datapath

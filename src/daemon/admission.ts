@@ -1,0 +1,103 @@
+/**
+ * The admission policy: which control datagrams the daemon listens to, and which IREQs may open a
+ * circuit. A datagram needs a valid MAC when the daemon has a key; an IREQ must keep under the rate
+ * limit per source and, with a key, be fresh (not replayed, clock within REPLAY_WINDOW_MS); a new
+ * circuit needs a listening daemon and a source the key or an --allow prefix admits. Each refusal says
+ * why, in a reason (the drop counter) and a sentence for the log.
+ */
+
+import { type IpPrefix, parseIp, prefixContains } from "../ip.ts";
+import { RateLimiter, ReplayGuard, verifyControl } from "../keys.ts";
+import { IREQ_BURST, IREQ_RATE_PER_SECOND, REPLAY_WINDOW_MS } from "../timing.ts";
+import type { Endpoint } from "../underlay/underlay.ts";
+import type { ControlMessage, Ireq } from "../wire.ts";
+
+export type Verdict =
+  | { readonly admit: true }
+  | {
+    readonly admit: false;
+    readonly reason: string;
+    readonly text: string;
+    readonly level: "debug" | "warning";
+  };
+
+/** The parts of the daemon's configuration the policy reads. */
+export interface AdmissionRules {
+  readonly key?: Uint8Array;
+  readonly listen: boolean;
+  readonly allow: readonly IpPrefix[];
+  readonly insecureAcceptAny?: boolean;
+}
+
+const ADMIT: Verdict = { admit: true };
+
+function refuse(reason: string, text: string, level: "debug" | "warning" = "debug"): Verdict {
+  return { admit: false, reason, text, level };
+}
+
+export class Admission {
+  readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
+  readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
+
+  /** Whether to act on `message` (decoded from `datagram`) from `from`, at monotonic `now` and `wallClock`. */
+  control(
+    rules: AdmissionRules,
+    datagram: Uint8Array,
+    message: ControlMessage,
+    from: Endpoint,
+    now: number,
+    wallClock: number,
+  ): Verdict {
+    const key = rules.key;
+    if (key && !verifyControl(key, datagram)) {
+      return refuse(
+        "bad-mac",
+        `Dropped ${message.type} from ${from.address}: no valid MAC (a different key, or none)`,
+        "warning",
+      );
+    }
+    if (message.type !== "IREQ") return ADMIT;
+    if (!this.#ireqLimiter.allow(from.address, now)) {
+      return refuse(
+        "rate-limited",
+        `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
+      );
+    }
+    if (key) {
+      const verdict = this.#replays.check(message.initiatorNonce, message.timestamp, wallClock);
+      if (verdict === "stale") {
+        return refuse(
+          verdict,
+          `Dropped a stale IREQ from ${from.address}: its clock is over ${
+            REPLAY_WINDOW_MS / 1000
+          } s off ours`,
+          "warning",
+        );
+      }
+      if (verdict !== "fresh") {
+        return refuse(verdict, `Dropped a replayed IREQ from ${from.address}`, "warning");
+      }
+    }
+    return ADMIT;
+  }
+
+  /**
+   * Whether an IREQ for no known circuit may open one: the daemon listens, and the key (checked already)
+   * or an --allow prefix admits the source; with both, it needs both. "not-allowed" is answered with a NAK.
+   */
+  newCircuit(rules: AdmissionRules, request: Ireq, from: Endpoint): Verdict {
+    if (!rules.listen) {
+      return refuse("not-listening", `Ignored IREQ from ${from.address}: this daemon does not listen`);
+    }
+    const source = parseIp(from.address);
+    const allowed = rules.insecureAcceptAny || (rules.allow.length === 0 && rules.key !== undefined) ||
+      (source !== undefined && rules.allow.some((prefix) => prefixContains(prefix, source)));
+    if (!allowed || !source) {
+      return refuse(
+        "not-allowed",
+        `Refused IREQ for circuit ${request.vid} from ${from.address}: not in --allow`,
+      );
+    }
+    return ADMIT;
+  }
+}
