@@ -13,7 +13,7 @@
  *   requesting   NAK (our nonce)                        refused, timer +NAK retry                    refused
  *   refused      timer                                  send IREQ, timer +first retry                requesting
  *   established  timer, peer heard within dead time     send KEEPALIVE, timer +keepalive             established
- *   established  timer, peer silent for the dead time   forward off, dead-peer, send IREQ,           requesting
+ *   established  timer, peer silent for the dead time   forward off, dead-peer, resolve, send IREQ,  requesting
  *                                                       timer +first retry
  *   established  KEEPALIVE (both nonces)                peer heard; an echo gives the RTT, a         established
  *                                                       periodic one is answered: send KEEPALIVE
@@ -48,6 +48,9 @@
  *   ack./estab./lost CREQ (both nonces)                 forward off, remove-device                   closed
  *   any          close                                  send CREQ and remove-device (unless idle),   closed
  *                                                       forward off, timer off
+ *
+ * An initiator also asks for `resolve` (its peer's name looked up again) when it sends an IREQ and has
+ * been asking for the dead time or longer since the last lookup.
  *
  * Closed is final: every event after it is dropped.
  * Any other (state, event) pair is ignored and reported as a `drop` action with the reason.
@@ -96,6 +99,8 @@ export type SessionAction =
   | { type: "established"; mtu: number }
   | { type: "refused"; reason: number; text: string }
   | { type: "dead-peer"; silentMs: number }
+  /** Look the peer's name up again (an initiator that has heard nothing for a while). */
+  | { type: "resolve" }
   | { type: "timer"; at: number | undefined }
   | { type: "drop"; reason: string };
 
@@ -125,6 +130,8 @@ export class Session {
   readonly #ownNonce: Nonce;
   #peerNonce: Nonce = 0n;
   #retryMs = IREQ_FIRST_RETRY_MS;
+  /** When the initiator last asked for its peer's name to be looked up (monotonic ms); undefined before. */
+  #resolvedAt: number | undefined;
   /** When the peer was last heard (monotonic ms). */
   #lastHeard = 0;
   #rttMs: number | undefined;
@@ -184,7 +191,7 @@ export class Session {
         return [
           { type: "forward", enabled: false },
           { type: "dead-peer", silentMs: silent },
-          ...this.#request(now, true),
+          ...this.#request(now, true, true),
         ];
       }
       return [{ type: "drop", reason: `timer in ${state}` }];
@@ -396,12 +403,18 @@ export class Session {
     return sender === this.#peerNonce && receiver === this.#ownNonce;
   }
 
-  #request(now: number, fromStart: boolean): SessionAction[] {
+  #request(now: number, fromStart: boolean, resolveNow = false): SessionAction[] {
+    const actions: SessionAction[] = [];
+    if (this.#resolvedAt === undefined && !resolveNow) this.#resolvedAt = now;
+    else if (resolveNow || now - this.#resolvedAt! >= DEAD_PEER_MS) {
+      this.#resolvedAt = now;
+      actions.push({ type: "resolve" });
+    }
     if (fromStart) this.#retryMs = IREQ_FIRST_RETRY_MS;
     const at = now + this.#retryMs;
     this.#retryMs = Math.min(this.#retryMs * 2, IREQ_MAX_RETRY_MS);
     this.#state = "requesting";
-    return [{
+    return [...actions, {
       type: "send",
       message: {
         type: "IREQ",

@@ -219,16 +219,25 @@ Deno.test("initiator: the IREQ carries mode, MTU, plan and the wall clock in who
   assert.deepEqual(session.handle({ type: "start" }, T0), request(T0 + 500, 9000, "tun"));
 });
 
-Deno.test("initiator: requesting + timer resends the IREQ with backoff 500, 1000, 2000, 4000, 8000, 8000", () => {
+Deno.test("initiator: requesting + timer resends the IREQ with backoff 500, 1000, 2000, 4000, 8000, 8000, and asks for a resolve every dead time", () => {
   const session = initiator();
   const intervals = [500, 1000, 2000, 4000, 8000, 8000, 8000];
   let now = T0;
   assert.deepEqual(session.handle({ type: "start" }, now), request(now + intervals[0]));
+  let resolvedAt = now;
+  const resolves: number[] = [];
   for (let i = 1; i < intervals.length; i++) {
     now += intervals[i - 1];
-    assert.deepEqual(session.handle({ type: "timer" }, now), request(now + intervals[i]), `retry ${i}`);
+    const resolve = now - resolvedAt >= DEAD_PEER_MS;
+    if (resolve) {
+      resolvedAt = now;
+      resolves.push(now - T0);
+    }
+    const expected = [...(resolve ? [{ type: "resolve" } as const] : []), ...request(now + intervals[i])];
+    assert.deepEqual(session.handle({ type: "timer" }, now), expected, `retry ${i}`);
     assert.equal(session.state, "requesting");
   }
+  assert.deepEqual(resolves, [7500, 15500, 23500], "a lookup at the first IREQ after each dead time");
   assert.equal(IREQ_MAX_RETRY_MS, 8000);
 });
 
@@ -310,7 +319,10 @@ Deno.test("initiator: refused + timer asks again from the first retry interval",
   session.handle({ type: "timer" }, T0 + 1500); // backoff is now at 4000
   session.handle(received(nak(NakReason.NOT_ALLOWED, "no")), T0 + 2000);
   const retryAt = T0 + 2000 + NAK_RETRY_MS;
-  assert.deepEqual(session.handle({ type: "timer" }, retryAt), request(retryAt + 500));
+  assert.deepEqual(session.handle({ type: "timer" }, retryAt), [
+    { type: "resolve" },
+    ...request(retryAt + 500),
+  ]);
   assert.equal(session.state, "requesting");
   assert.deepEqual(session.handle({ type: "timer" }, retryAt + 500), request(retryAt + 500 + 1000));
 });
@@ -401,6 +413,7 @@ Deno.test("initiator: established + timer after 6000 ms of silence reports the d
   assert.deepEqual(session.handle({ type: "timer" }, at), [
     { type: "forward", enabled: false },
     { type: "dead-peer", silentMs: DEAD_PEER_MS },
+    { type: "resolve" },
     ...request(at + IREQ_FIRST_RETRY_MS),
   ]);
   assert.equal(session.state, "requesting");

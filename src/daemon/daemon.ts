@@ -15,7 +15,7 @@ import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddre
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
 import { Session, type SessionAction } from "../session.ts";
-import { DEAD_PEER_MS, DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
+import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
@@ -98,8 +98,6 @@ interface Circuit {
   device?: LinkDevice;
   forwarding: boolean;
   timer?: ReturnType<typeof setTimeout>;
-  /** When an initiated circuit's peer name was last looked up (monotonic ms). */
-  resolvedAt?: number;
   /** When the circuit was last established (monotonic ms), undefined while it is not. */
   establishedAt?: number;
   /** Live counters, kept across re-handshakes. */
@@ -495,15 +493,9 @@ export class Daemon {
       switch (action.type) {
         case "send":
           this.#send(circuit.remote, action.message);
-          // An initiator still asking after the dead time looks its peer's name up again.
-          if (action.message.type === "IREQ" && circuit.spec) {
-            const now = this.#env.now();
-            if (circuit.resolvedAt === undefined) circuit.resolvedAt = now;
-            else if (now - circuit.resolvedAt >= DEAD_PEER_MS) {
-              circuit.resolvedAt = now;
-              this.#refreshPeer(circuit);
-            }
-          }
+          break;
+        case "resolve":
+          if (circuit.spec) this.#refreshPeer(circuit);
           break;
         case "create-device": {
           try {
@@ -612,10 +604,6 @@ export class Daemon {
               Math.round(action.silentMs / 1000)
             } s; ${circuit.spec ? "asking again" : "keeping the interface for a while"}`,
           );
-          if (circuit.spec) {
-            circuit.resolvedAt = this.#env.now();
-            this.#refreshPeer(circuit);
-          }
           break;
         case "drop":
           this.#drop("session", `Circuit ${vid} with ${circuit.remote.address}: ignored ${action.reason}`);
