@@ -20,6 +20,7 @@ import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/und
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
 import { Admission } from "./admission.ts";
+import { realTimers, type TimerId, type Timers } from "./timers.ts";
 
 export type { CircuitStatus, ControlDrops, DaemonStatus };
 export { derivedIPv6, derivedMac };
@@ -74,6 +75,8 @@ export interface DaemonEnvironment {
   bindUnderlay(port: number): Underlay;
   /** Monotonic milliseconds. */
   now(): number;
+  /** Timers on the same clock as now() (default: the real ones). */
+  timers?: Timers;
   /** Milliseconds since the Unix epoch. */
   wallClock(): number;
   newNonce(): Nonce;
@@ -97,7 +100,7 @@ interface Circuit {
   remote: Endpoint;
   device?: LinkDevice;
   forwarding: boolean;
-  timer?: ReturnType<typeof setTimeout>;
+  timer?: TimerId;
   /** When the circuit was last established (monotonic ms), undefined while it is not. */
   establishedAt?: number;
   /** Live counters, kept across re-handshakes. */
@@ -107,6 +110,7 @@ interface Circuit {
 export class Daemon {
   #config: DaemonConfig;
   readonly #env: DaemonEnvironment;
+  readonly #timers: Timers;
   readonly #log: Logger = logger("daemon");
   readonly #circuits = new Map<string, Circuit>();
   readonly #pendingSends = new Set<Promise<boolean>>();
@@ -122,12 +126,13 @@ export class Daemon {
    * removed, and the process should exit with an error.
    */
   readonly failed: Promise<Error> = new Promise((resolve) => this.#resolveFailed = resolve);
-  #dnsRefresh?: ReturnType<typeof setInterval>;
+  #dnsRefresh?: TimerId;
   #stopped = false;
 
   constructor(config: DaemonConfig, env: DaemonEnvironment) {
     this.#config = config;
     this.#env = env;
+    this.#timers = env.timers ?? realTimers;
   }
 
   /** The local UDP port once started. */
@@ -204,7 +209,7 @@ export class Daemon {
 
   #closeCircuit(circuit: Circuit): void {
     this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
-    clearTimeout(circuit.timer);
+    this.#timers.clearTimeout(circuit.timer);
     circuit.device?.close();
     if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
     this.#log.info(`Circuit ${circuit.session.vid} with ${circuit.remote.address} closed`);
@@ -299,7 +304,7 @@ export class Daemon {
       this.#closeEverything();
       throw error;
     }
-    this.#dnsRefresh = setInterval(() => {
+    this.#dnsRefresh = this.#timers.setInterval(() => {
       for (const circuit of this.#circuits.values()) if (circuit.spec) this.#refreshPeer(circuit);
     }, DNS_REFRESH_MS);
     const where = this.#config.listen ? `listening on UDP port ${this.port}` : `on UDP port ${this.port}`;
@@ -588,10 +593,10 @@ export class Daemon {
           );
           break;
         case "timer":
-          clearTimeout(circuit.timer);
+          this.#timers.clearTimeout(circuit.timer);
           circuit.timer = undefined;
           if (action.at !== undefined && !this.#stopped) {
-            circuit.timer = setTimeout(() => {
+            circuit.timer = this.#timers.setTimeout(() => {
               circuit.timer = undefined;
               this.#apply(circuit, circuit.session.handle({ type: "timer" }, this.#env.now()));
             }, Math.max(0, action.at - this.#env.now()));
@@ -709,12 +714,12 @@ export class Daemon {
     for (const circuit of [...this.#circuits.values()]) {
       this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
     }
-    let grace: ReturnType<typeof setTimeout> | undefined;
+    let grace: TimerId | undefined;
     await Promise.race([
       Promise.all(this.#pendingSends),
-      new Promise((resolve) => grace = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+      new Promise<void>((resolve) => grace = this.#timers.setTimeout(resolve, SHUTDOWN_GRACE_MS)),
     ]);
-    clearTimeout(grace);
+    this.#timers.clearTimeout(grace);
     await this.#datapath?.stop();
     this.#closeEverything();
     await this.#running;
@@ -725,9 +730,9 @@ export class Daemon {
 
   #closeEverything(): void {
     this.#stopped = true;
-    clearInterval(this.#dnsRefresh);
+    this.#timers.clearInterval(this.#dnsRefresh);
     for (const circuit of this.#circuits.values()) {
-      clearTimeout(circuit.timer);
+      this.#timers.clearTimeout(circuit.timer);
       if (circuit.forwarding) this.#datapath?.removeCircuit(circuit.remote.address, circuit.session.vid);
       circuit.device?.close();
     }

@@ -5,6 +5,13 @@ import { generateKey, parseKey, verifyControl } from "../../src/keys.ts";
 import { encode, HEADER_LENGTH, NakReason } from "../../src/wire.ts";
 import { resolver, startFakeDaemon, until } from "../fakes/fake_daemon.ts";
 import { FakeWire } from "../fakes/fake_underlay.ts";
+import { FakeClock } from "../fakes/fake_clock.ts";
+import {
+  DEAD_PEER_MS,
+  IREQ_MAX_RETRY_MS,
+  KEEPALIVE_INTERVAL_MS,
+  SHUTDOWN_GRACE_MS,
+} from "../../src/timing.ts";
 
 const A = "198.18.0.1";
 const B = "198.18.0.2";
@@ -58,10 +65,11 @@ async function withLink(
   listenerConfig: DaemonConfig,
   initiatorConfig: DaemonConfig,
   use: (wire: FakeWire, a: FakeDaemon, b: FakeDaemon) => Promise<void> | void,
+  clock?: FakeClock,
 ): Promise<void> {
   const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listenerConfig);
-  const a = startFakeDaemon(wire, A, initiatorConfig);
+  const b = startFakeDaemon(wire, B, listenerConfig, clock);
+  const a = startFakeDaemon(wire, A, initiatorConfig, clock);
   try {
     await until(() => established(a.daemon) && established(b.daemon), "both ends established");
     await use(wire, a, b);
@@ -340,51 +348,59 @@ Deno.test("a replayed IREQ is refused when a key is set", async () => {
   }
 });
 
-Deno.test("an underlay cut longer than the dead time heals by itself", async () => {
+Deno.test("an underlay cut longer than the dead time heals by itself (on a fake clock)", async () => {
+  const clock = new FakeClock();
   await withLink(listener(), initiator(), async (wire, a, b) => {
     const farDevice = b.network.live("vela3")!.device;
     wire.connected = false;
-    await until(
+    await clock.until(
       () => a.daemon.circuits()[0].state === "requesting",
       "the initiator to see the peer dead",
-      9000,
+      DEAD_PEER_MS + 2 * KEEPALIVE_INTERVAL_MS,
     );
-    await until(
+    await clock.until(
       () => b.daemon.circuits()[0].state === "lost",
       "the listener to see its initiator lost",
-      4000,
+      2 * KEEPALIVE_INTERVAL_MS,
     );
     wire.connected = true;
-    await until(() => established(a.daemon) && established(b.daemon), "the circuit back", 9000);
+    await clock.until(
+      () => established(a.daemon) && established(b.daemon),
+      "the circuit back",
+      IREQ_MAX_RETRY_MS + 1000,
+    );
     assert.equal(b.network.live("vela3")!.device, farDevice, "the listener kept its interface");
     a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 4));
     await farDevice.waitWritten(1);
-  });
+  }, clock);
 });
 
-Deno.test("when the peer's name points to a new address the circuit moves there and keeps its interface", async () => {
+Deno.test("when the peer's name points to a new address the circuit moves there and keeps its interface (on a fake clock)", async () => {
   const wire = new FakeWire();
+  const clock = new FakeClock();
   resolver.set("router2.test", parseIp(B)!);
-  const b = startFakeDaemon(wire, B, listener());
-  const a = startFakeDaemon(wire, A, initiator({ peerName: "router2.test" }));
-  const c = startFakeDaemon(wire, "198.18.0.3", listener());
+  const b = startFakeDaemon(wire, B, listener(), clock);
+  const a = startFakeDaemon(wire, A, initiator({ peerName: "router2.test" }), clock);
+  const c = startFakeDaemon(wire, "198.18.0.3", listener(), clock);
   try {
     await until(() => established(a.daemon) && established(b.daemon), "circuit to b");
     const nearDevice = a.network.live("vela3")!.device;
     resolver.set("router2.test", parseIp("198.18.0.3")!);
-    await b.daemon.stop();
-    await until(
+    const stopping = b.daemon.stop();
+    await clock.advance(SHUTDOWN_GRACE_MS);
+    await stopping;
+    await clock.until(
       () => c.daemon.circuits().some((x) => x.state === "established"),
       "the circuit moved to c",
-      12_000,
+      2 * DEAD_PEER_MS + IREQ_MAX_RETRY_MS,
     );
     assert.equal(a.daemon.circuits()[0].remote.address, "198.18.0.3");
     assert.equal(a.network.live("vela3")!.device, nearDevice, "the interface never went away");
   } finally {
     resolver.delete("router2.test");
-    await a.daemon.stop();
-    await b.daemon.stop();
-    await c.daemon.stop();
+    const stops = [a.daemon.stop(), b.daemon.stop(), c.daemon.stop()];
+    await clock.advance(SHUTDOWN_GRACE_MS);
+    await Promise.all(stops);
   }
 });
 

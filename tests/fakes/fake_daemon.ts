@@ -4,23 +4,27 @@ import { Daemon, type DaemonConfig } from "../../src/daemon/daemon.ts";
 import { type IpAddress, parseIp } from "../../src/ip.ts";
 import { FakeHostNetwork } from "./fake_host_network.ts";
 import { FakeUnderlay, type FakeWire } from "./fake_underlay.ts";
+import type { FakeClock } from "./fake_clock.ts";
 
 let nonce = 0x1000n;
 
 /** Names the fake daemons resolve, to change in tests. */
 export const resolver = new Map<string, IpAddress>();
 
+/** Starts a daemon on fakes; with `clock`, its time and timers are the clock's (tests/fakes/fake_clock.ts). */
 export function startFakeDaemon(
   wire: FakeWire,
   address: string,
   config: DaemonConfig,
+  clock?: FakeClock,
 ): { daemon: Daemon; network: FakeHostNetwork } {
   const network = new FakeHostNetwork();
   network.localAddress = parseIp(address)!;
   const daemon = new Daemon(config, {
     network,
     bindUnderlay: (port) => new FakeUnderlay(wire, address, port),
-    now: () => performance.now(),
+    now: clock?.now ?? (() => performance.now()),
+    timers: clock,
     wallClock: () => Date.now(),
     newNonce: () => nonce++,
     resolve: (name) => {
