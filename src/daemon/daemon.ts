@@ -4,7 +4,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { type CircuitCounters, zeroCounters } from "../datapath/counters.ts";
+import { zeroCounters } from "../datapath/counters.ts";
 import type { ControlHandler } from "../datapath/core.ts";
 import type { DatapathEngine, DeviceFailureHandler } from "../datapath/engine.ts";
 import { IsolateDatapath } from "../datapath/isolate_host.ts";
@@ -14,12 +14,13 @@ import { circuitKey, defaultInterfaceName, linkMtuFor } from "../circuit_rules.t
 import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddress } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
-import { Session, type SessionAction } from "../session.ts";
+import { Session } from "../session.ts";
 import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
 import { Admission } from "./admission.ts";
+import { type CircuitHost, CircuitRuntime } from "./circuit_runtime.ts";
 import { realTimers, type TimerId, type Timers } from "./timers.ts";
 
 export type { CircuitStatus, ControlDrops, DaemonStatus };
@@ -92,20 +93,7 @@ export interface DaemonEnvironment {
   resolve(name: string, family?: 4 | 6): Promise<IpAddress>;
 }
 
-interface Circuit {
-  key: string;
-  readonly session: Session;
-  /** What the operator asked for, on circuits this daemon initiates. */
-  readonly spec?: CircuitSpec;
-  remote: Endpoint;
-  device?: LinkDevice;
-  forwarding: boolean;
-  timer?: TimerId;
-  /** When the circuit was last established (monotonic ms), undefined while it is not. */
-  establishedAt?: number;
-  /** Live counters, kept across re-handshakes. */
-  readonly counters: CircuitCounters;
-}
+type Circuit = CircuitRuntime;
 
 export class Daemon {
   #config: DaemonConfig;
@@ -117,6 +105,8 @@ export class Daemon {
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
   readonly #admission = new Admission();
+  /** What the circuits' runtimes need of this daemon. */
+  readonly #circuitHost: CircuitHost = this.#makeCircuitHost();
   #underlay?: Underlay;
   #datapath?: DatapathEngine;
   #running?: Promise<void>;
@@ -208,7 +198,7 @@ export class Daemon {
   }
 
   #closeCircuit(circuit: Circuit): void {
-    this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
+    circuit.apply(circuit.session.handle({ type: "close" }, this.#env.now()));
     this.#timers.clearTimeout(circuit.timer);
     circuit.device?.close();
     if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
@@ -352,20 +342,19 @@ export class Daemon {
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
     });
-    const circuit: Circuit = {
+    const circuit = new CircuitRuntime(this.#circuitHost, {
       key,
       session,
       spec,
       remote,
       device,
-      forwarding: false,
       counters: zeroCounters(),
-    };
+    });
     this.#circuits.set(key, circuit);
     this.#log.info(
       `Interface ${device.name} (${spec.mode}, MTU ${mtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
     );
-    this.#apply(circuit, session.handle({ type: "start" }, this.#env.now()));
+    circuit.apply(session.handle({ type: "start" }, this.#env.now()));
   }
 
   /** This host's underlay address towards `peer` as text ("" when the kernel has no route). */
@@ -447,7 +436,7 @@ export class Daemon {
         this.#datapath!.addCircuit(message.vid, from, circuit.device, circuit.session.mtu, circuit.counters);
       }
     }
-    this.#apply(circuit, circuit.session.handle({ type: "received", message }, this.#env.now()));
+    circuit.apply(circuit.session.handle({ type: "received", message }, this.#env.now()));
   }
 
   #accept(request: Ireq, from: Endpoint): void {
@@ -481,145 +470,50 @@ export class Daemon {
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
     });
-    const circuit: Circuit = {
+    const circuit = new CircuitRuntime(this.#circuitHost, {
       key: circuitKey(from.address, request.vid),
       session,
       remote: from,
-      forwarding: false,
       counters: zeroCounters(),
-    };
+    });
     this.#circuits.set(circuit.key, circuit);
-    this.#apply(circuit, session.handle({ type: "received", message: request }, this.#env.now()));
+    circuit.apply(session.handle({ type: "received", message: request }, this.#env.now()));
   }
 
-  #apply(circuit: Circuit, actions: SessionAction[]): void {
-    const vid = circuit.session.vid;
-    for (const action of actions) {
-      switch (action.type) {
-        case "send":
-          this.#send(circuit.remote, action.message);
-          break;
-        case "resolve":
-          if (circuit.spec) this.#refreshPeer(circuit);
-          break;
-        case "create-device": {
-          try {
-            const mac = derivedMac("responder", circuit.remote.address, vid);
-            try {
-              circuit.device = this.#openConfigured(
-                defaultInterfaceName(vid),
-                action.mode,
-                action.mtu,
-                action.plan,
-                mac,
-              );
-            } catch {
-              // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
-              circuit.device = this.#openConfigured(
-                `${defaultInterfaceName(vid)}-%d`,
-                action.mode,
-                action.mtu,
-                action.plan,
-                mac,
-              );
-            }
-          } catch (error) {
-            this.#log.error(
-              `Refusing circuit ${vid} from ${circuit.remote.address}: ${(error as Error).message}`,
-            );
-            this.#circuits.delete(circuit.key);
-            const request = circuit.session.peerNonce;
-            this.#send(circuit.remote, {
-              type: "NAK",
-              vid,
-              initiatorNonce: request,
-              reason: NakReason.DEVICE_FAILED,
-              text: "the listener could not create the interface",
-            });
-            return;
-          }
-          const plan = action.plan.map(formatCidr).join(", ") || "no addresses";
-          this.#log.info(
-            `Interface ${circuit.device.name} (${action.mode}, MTU ${action.mtu}, ${plan}) created for circuit ${vid} from ${circuit.remote.address}`,
-          );
-          break;
-        }
-        case "set-mtu":
-          if (circuit.device) {
-            try {
-              this.#env.network.setMtu(circuit.device.name, action.mtu);
-            } catch (error) {
-              this.#log.error(explainDeviceError(error, `set MTU ${action.mtu} on ${circuit.device.name}`));
-            }
-            if (circuit.forwarding) {
-              this.#datapath!.addCircuit(vid, circuit.remote, circuit.device, action.mtu, circuit.counters);
-            }
-          }
-          break;
-        case "forward":
-          if (action.enabled && circuit.device) {
-            this.#datapath!.addCircuit(
-              vid,
-              circuit.remote,
-              circuit.device,
-              circuit.session.mtu,
-              circuit.counters,
-            );
-            circuit.forwarding = true;
-          } else if (!action.enabled && circuit.forwarding) {
-            this.#datapath!.removeCircuit(circuit.remote.address, vid);
-            circuit.forwarding = false;
-            circuit.establishedAt = undefined;
-          }
-          break;
-        case "remove-device":
-          this.#circuits.delete(circuit.key);
-          if (circuit.device) {
-            this.#log.info(
-              `Circuit ${vid} from ${circuit.remote.address} closed; interface ${circuit.device.name} removed`,
-            );
-            circuit.device.close();
-          }
-          break;
-        case "established":
-          circuit.establishedAt = this.#env.now();
-          this.#log.info(
-            `Circuit ${vid} with ${circuit.remote.address} established on ${circuit.device?.name}, MTU ${action.mtu}`,
-          );
-          break;
-        case "refused":
-          this.#log.error(
-            `${circuit.remote.address} refused circuit ${vid}: ${action.text} (reason ${action.reason})`,
-          );
-          break;
-        case "timer":
-          this.#timers.clearTimeout(circuit.timer);
-          circuit.timer = undefined;
-          if (action.at !== undefined && !this.#stopped) {
-            circuit.timer = this.#timers.setTimeout(() => {
-              circuit.timer = undefined;
-              this.#apply(circuit, circuit.session.handle({ type: "timer" }, this.#env.now()));
-            }, Math.max(0, action.at - this.#env.now()));
-          }
-          break;
-        case "dead-peer":
-          circuit.establishedAt = undefined;
-          this.#log.warn(
-            `Circuit ${vid}: nothing heard from ${circuit.remote.address} for ${
-              Math.round(action.silentMs / 1000)
-            } s; ${circuit.spec ? "asking again" : "keeping the interface for a while"}`,
-          );
-          break;
-        case "drop":
-          this.#drop("session", `Circuit ${vid} with ${circuit.remote.address}: ignored ${action.reason}`);
-          break;
-      }
-    }
-    // A responder session that closed without a device (it refused the IREQ) leaves no entry behind,
-    // so that the next IREQ from that address and vid is heard afresh.
-    if (circuit.session.state === "closed" && circuit.session.role === "responder") {
-      if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
-    }
+  #makeCircuitHost(): CircuitHost {
+    // Getters: the datapath and the stop flag change after construction.
+    const getters = {
+      log: () => this.#log,
+      network: () => this.#env.network,
+      timers: () => this.#timers,
+      datapath: () => this.#datapath!,
+      stopped: () => this.#stopped,
+    };
+    return {
+      get log() {
+        return getters.log();
+      },
+      get network() {
+        return getters.network();
+      },
+      get timers() {
+        return getters.timers();
+      },
+      get datapath() {
+        return getters.datapath();
+      },
+      get stopped() {
+        return getters.stopped();
+      },
+      now: () => this.#env.now(),
+      send: (to, message) => this.#send(to, message),
+      drop: (reason, text) => this.#drop(reason, text),
+      openDevice: (name, mode, mtu, addresses, mac) => this.#openConfigured(name, mode, mtu, addresses, mac),
+      forget: (circuit, ifCurrent = false) => {
+        if (!ifCurrent || this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
+      },
+      refreshPeer: (circuit) => void this.#refreshPeer(circuit),
+    };
   }
 
   #send(to: Endpoint, message: ControlMessage): void {
@@ -688,7 +582,7 @@ export class Daemon {
     circuit.key = key;
     circuit.remote = { address: text, port: circuit.remote.port };
     this.#circuits.set(key, circuit);
-    this.#apply(circuit, circuit.session.handle({ type: "moved" }, this.#env.now()));
+    circuit.apply(circuit.session.handle({ type: "moved" }, this.#env.now()));
   }
 
   #onDeviceFailure(vid: number, remote: Endpoint, error: unknown): void {
@@ -699,7 +593,7 @@ export class Daemon {
     }
     circuit.forwarding = false;
     this.#log.error(explainDeviceError(error, `read from ${circuit.device?.name}`) + "; closing the circuit");
-    this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
+    circuit.apply(circuit.session.handle({ type: "close" }, this.#env.now()));
     circuit.device?.close();
     this.#circuits.delete(circuit.key);
   }
@@ -712,7 +606,7 @@ export class Daemon {
     if (this.#stopped) return;
     this.#stopped = true;
     for (const circuit of [...this.#circuits.values()]) {
-      this.#apply(circuit, circuit.session.handle({ type: "close" }, this.#env.now()));
+      circuit.apply(circuit.session.handle({ type: "close" }, this.#env.now()));
     }
     let grace: TimerId | undefined;
     await Promise.race([
