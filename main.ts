@@ -3,10 +3,10 @@
 import denoJson from "./deno.json" with { type: "json" };
 import { type Command, type DaemonArgs, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
 import { ConfigError, readConfigFile } from "./src/config_file.ts";
-import { answerControl } from "./src/control_commands.ts";
-import { sendControl } from "./src/control_client.ts";
-import { type DeviceInfo, formatConnect, nok, parseReply } from "./src/control_protocol.ts";
-import { ControlServer } from "./src/control_server.ts";
+import { answerControl } from "./src/control/commands.ts";
+import { sendControl } from "./src/control/client.ts";
+import { type DeviceInfo, formatConnect, nok, parseReply } from "./src/control/protocol.ts";
+import { ControlServer } from "./src/control/server.ts";
 import type { CircuitStatus, Daemon, DaemonStatus } from "./src/daemon/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
 import { startKernelDaemon } from "./src/daemon/kernel_daemon.ts";

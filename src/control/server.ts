@@ -4,11 +4,11 @@
  * datapath or another client.
  */
 
-import { logger } from "./log.ts";
-import { MAX_COMMAND_LENGTH, nok } from "./control_protocol.ts";
-import { RuntimeFailure } from "./errors.ts";
+import { logger } from "../log.ts";
+import { MAX_COMMAND_LENGTH, nok } from "./protocol.ts";
+import { RuntimeFailure } from "../errors.ts";
 
-import { CONTROL_IDLE_MS, CONTROL_WRITE_MS } from "./timing.ts";
+import { CONTROL_IDLE_MS, CONTROL_WRITE_MS } from "../timing.ts";
 
 export type ControlHandler = (line: string) => Promise<string>;
 

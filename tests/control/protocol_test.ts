@@ -1,7 +1,7 @@
 /** The control protocol, pure: parsing requests, formatting replies, splitting replies (no I/O, no root). */
 
 import assert from "node:assert/strict";
-import type { CircuitArgs } from "../src/cli.ts";
+import type { CircuitArgs } from "../../src/cli.ts";
 import {
   type ControlRequest,
   type DeviceInfo,
@@ -14,9 +14,9 @@ import {
   parseReply,
   parseRequest,
   replyLineCount,
-} from "../src/control_protocol.ts";
-import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
-import { formatCidr, parseCidr } from "../src/ip.ts";
+} from "../../src/control/protocol.ts";
+import type { CircuitStatus, DaemonStatus } from "../../src/daemon/daemon.ts";
+import { formatCidr, parseCidr } from "../../src/ip.ts";
 
 /** The request, failing the test when the line was refused. */
 function parsed(line: string): ControlRequest {

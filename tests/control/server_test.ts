@@ -4,17 +4,17 @@
  */
 
 import assert from "node:assert/strict";
-import denoJson from "../deno.json" with { type: "json" };
-import { sendControl } from "../src/control_client.ts";
-import { answerControl } from "../src/control_commands.ts";
-import type { Resolve } from "../src/startup.ts";
-import { MAX_COMMAND_LENGTH, parseReply, replyLineCount } from "../src/control_protocol.ts";
-import { ControlServer } from "../src/control_server.ts";
-import type { DaemonConfig, DaemonStatus } from "../src/daemon/daemon.ts";
-import { RuntimeFailure } from "../src/errors.ts";
-import { type IpAddress, parseCidr, parseIp } from "../src/ip.ts";
-import { startFakeDaemon, until } from "./fakes/fake_daemon.ts";
-import { FakeWire } from "./fakes/fake_underlay.ts";
+import denoJson from "../../deno.json" with { type: "json" };
+import { sendControl } from "../../src/control/client.ts";
+import { answerControl } from "../../src/control/commands.ts";
+import type { Resolve } from "../../src/startup.ts";
+import { MAX_COMMAND_LENGTH, parseReply, replyLineCount } from "../../src/control/protocol.ts";
+import { ControlServer } from "../../src/control/server.ts";
+import type { DaemonConfig, DaemonStatus } from "../../src/daemon/daemon.ts";
+import { RuntimeFailure } from "../../src/errors.ts";
+import { type IpAddress, parseCidr, parseIp } from "../../src/ip.ts";
+import { startFakeDaemon, until } from "../fakes/fake_daemon.ts";
+import { FakeWire } from "../fakes/fake_underlay.ts";
 
 const A = "198.18.0.1";
 const B = "198.18.0.2";

@@ -1,12 +1,12 @@
 /** What the daemon answers on its control socket: each parsed request carried out against the Daemon. */
 
-import denoJson from "../deno.json" with { type: "json" };
-import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from "./control_protocol.ts";
-import type { Daemon } from "./daemon/daemon.ts";
-import { RuntimeFailure } from "./errors.ts";
-import { DEFAULT_PORT } from "./cli.ts";
-import { defaultInterfaceName } from "./circuit_rules.ts";
-import { circuitSpec, type Resolve } from "./startup.ts";
+import denoJson from "../../deno.json" with { type: "json" };
+import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from "./protocol.ts";
+import type { Daemon } from "../daemon/daemon.ts";
+import { RuntimeFailure } from "../errors.ts";
+import { DEFAULT_PORT } from "../cli.ts";
+import { defaultInterfaceName } from "../circuit_rules.ts";
+import { circuitSpec, type Resolve } from "../startup.ts";
 
 /** The DEVICES? view of a daemon's status. */
 export function devicesOf(daemon: Daemon): DeviceInfo[] {

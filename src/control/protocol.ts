@@ -12,10 +12,10 @@
  * pure: parsing and formatting only.
  */
 
-import { type CircuitArgs, UsageError, validateCircuit } from "./cli.ts";
-import type { CircuitStatus, DaemonStatus } from "./daemon/daemon.ts";
-import { formatCidr } from "./ip.ts";
-import { isVid, MAX_VID, MIN_VID } from "./circuit_rules.ts";
+import { type CircuitArgs, UsageError, validateCircuit } from "../cli.ts";
+import type { CircuitStatus, DaemonStatus } from "../daemon/daemon.ts";
+import { formatCidr } from "../ip.ts";
+import { isVid, MAX_VID, MIN_VID } from "../circuit_rules.ts";
 
 /** Longest command line the daemon reads; a longer one is refused and the connection closed. */
 export const MAX_COMMAND_LENGTH = 4096;

@@ -1,9 +1,9 @@
 /** The client side of the control socket, for `vela status`, `devices`, `connect` and `close`. */
 
-import { replyLineCount } from "./control_protocol.ts";
-import { RuntimeFailure } from "./errors.ts";
+import { replyLineCount } from "./protocol.ts";
+import { RuntimeFailure } from "../errors.ts";
 
-import { CONTROL_REPLY_MS } from "./timing.ts";
+import { CONTROL_REPLY_MS } from "../timing.ts";
 
 /** Sends one command line and returns the whole reply (all its lines). Throws RuntimeFailure. */
 export async function sendControl(path: string, line: string): Promise<string> {
