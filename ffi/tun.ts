@@ -196,6 +196,11 @@ export class TunFrames {
     return code === Errno.EAGAIN || code === Errno.EINTR ? 0 : -1;
   }
 
+  /** Writes `view[0, length)` with one write(); false when refused. */
+  writeView(view: Uint8Array<ArrayBuffer>, length: number): boolean {
+    return this.#c.write_frame(this.#fd, view, usize(length)) >= 0;
+  }
+
   /** Writes `memory[at, at + length)`, after a zero virtio-net header when `header`; false when refused. */
   write(memory: Uint8Array<ArrayBuffer>, at: number, length: number, header: boolean): boolean {
     if (memory.buffer !== this.#lastBuffer) {

@@ -117,9 +117,10 @@ export class DeviceLink implements PacketLink {
   readonly #ipOffset: number;
   readonly #readSize: number;
   readonly #sink = new BatchSink();
-  /** Per buffer of the send batch, a view from where the virtio-net header goes (made once). */
-  #headerViewsOf: PacketBatch | undefined;
-  #headerViewList: Uint8Array<ArrayBuffer>[] = [];
+  #readViewsOf: PacketBatch | undefined;
+  #readViews: Uint8Array<ArrayBuffer>[] = [];
+  #writeViewsOf: PacketBatch | undefined;
+  #writeViews: Uint8Array<ArrayBuffer>[] = [];
   /** A TCP superframe in the send batch's spare buffer that is not cut up yet, and how far it is. */
   #superLength = 0;
   #superDone = 0;
@@ -191,15 +192,23 @@ export class DeviceLink implements PacketLink {
     return batch.count - first;
   }
 
+  /** Per buffer of `batch`, a view from where the virtio-net header goes (made once per batch). */
   #headerViews(batch: PacketBatch): Uint8Array<ArrayBuffer>[] {
-    if (this.#headerViewsOf !== batch) {
-      this.#headerViewsOf = batch;
-      this.#headerViewList = Array.from(
-        { length: batch.buffers },
-        (_, k) => batch.bufferView(k).subarray(HEADROOM - VnetHdr.SIZE),
-      );
+    // A link sees two batches at most (the send batch for reads, the receive batch for writes).
+    if (this.#readViewsOf === batch) return this.#readViews;
+    if (this.#writeViewsOf === batch) return this.#writeViews;
+    const views = Array.from(
+      { length: batch.buffers },
+      (_, k) => batch.bufferView(k).subarray(HEADROOM - VnetHdr.SIZE),
+    );
+    if (this.#readViewsOf === undefined) {
+      this.#readViewsOf = batch;
+      this.#readViews = views;
+    } else {
+      this.#writeViewsOf = batch;
+      this.#writeViews = views;
     }
-    return this.#headerViewList;
+    return views;
   }
 
   /** Cuts the pending superframe into the batch; false when the batch filled up before it was done. */
@@ -238,7 +247,20 @@ export class DeviceLink implements PacketLink {
       if (length < 0) continue;
       const at = batch.offset[i];
       if (this.#offload && this.#coalesce(memory, at, length)) continue;
-      const written = this.io.write(memory, at, length, this.#offload);
+      let written: boolean;
+      if ((at - HEADROOM) % batch.bufferSize === 0) {
+        // The frame starts its buffer's packet area (a datagram received alone, not moved by a stage):
+        // written with a plain write(), after a zero header put in the headroom for a device with one.
+        const k = (at - HEADROOM) / batch.bufferSize;
+        if (this.#offload) {
+          memory.fill(0, at - VnetHdr.SIZE, at);
+          written = this.io.writeView(this.#headerViews(batch)[k], length + VnetHdr.SIZE);
+        } else {
+          written = this.io.writeView(batch.packetView(k), length);
+        }
+      } else {
+        written = this.io.write(memory, at, length, this.#offload);
+      }
       if (writer.yieldEvery > 0 && ++writer.writesSinceYield >= writer.yieldEvery) {
         writer.writesSinceYield = 0;
         writer.yieldCpu();

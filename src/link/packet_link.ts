@@ -37,4 +37,9 @@ export interface FrameIo {
    * false when the device refused it.
    */
   write(memory: Uint8Array<ArrayBuffer>, at: number, length: number, header: boolean): boolean;
+  /**
+   * Writes `view[0, length)` as one frame (its header included, for a device with one): the plain write
+   * for a frame that starts a view made once, so that no iovec is needed. False when refused.
+   */
+  writeView(view: Uint8Array<ArrayBuffer>, length: number): boolean;
 }

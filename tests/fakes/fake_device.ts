@@ -92,6 +92,15 @@ export class FakeDevice implements LinkDevice, FrameIo {
     return true;
   }
 
+  writeView(view: Uint8Array, length: number): boolean {
+    return this.write(
+      view,
+      this.offload ? VNET_HEADER : 0,
+      this.offload ? length - VNET_HEADER : length,
+      this.offload,
+    );
+  }
+
   /** Resolves once `count` frames have been written (or rejects after `ms`). */
   async waitWritten(count: number, ms = 2000): Promise<Uint8Array[]> {
     const deadline = Date.now() + ms;
