@@ -75,22 +75,21 @@ export class CircuitRuntime {
 
   /** Carries out what the session asked for. */
   apply(actions: SessionAction[]): void {
-    const circuit = this;
     const host = this.#host;
-    const vid = circuit.session.vid;
+    const vid = this.session.vid;
     for (const action of actions) {
       switch (action.type) {
         case "send":
-          host.send(circuit.remote, action.message);
+          host.send(this.remote, action.message);
           break;
         case "resolve":
-          if (circuit.spec) host.refreshPeer(circuit);
+          if (this.spec) host.refreshPeer(this);
           break;
         case "create-device": {
           try {
-            const mac = derivedMac("responder", circuit.remote.address, vid);
+            const mac = derivedMac("responder", this.remote.address, vid);
             try {
-              circuit.device = host.openDevice(
+              this.device = host.openDevice(
                 defaultInterfaceName(vid),
                 action.mode,
                 action.mtu,
@@ -99,7 +98,7 @@ export class CircuitRuntime {
               );
             } catch {
               // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
-              circuit.device = host.openDevice(
+              this.device = host.openDevice(
                 `${defaultInterfaceName(vid)}-%d`,
                 action.mode,
                 action.mtu,
@@ -109,11 +108,11 @@ export class CircuitRuntime {
             }
           } catch (error) {
             host.log.error(
-              `Refusing circuit ${vid} from ${circuit.remote.address}: ${(error as Error).message}`,
+              `Refusing circuit ${vid} from ${this.remote.address}: ${(error as Error).message}`,
             );
-            host.forget(circuit);
-            const request = circuit.session.peerNonce;
-            host.send(circuit.remote, {
+            host.forget(this);
+            const request = this.session.peerNonce;
+            host.send(this.remote, {
               type: "NAK",
               vid,
               initiatorNonce: request,
@@ -124,85 +123,85 @@ export class CircuitRuntime {
           }
           const plan = action.plan.map(formatCidr).join(", ") || "no addresses";
           host.log.info(
-            `Interface ${circuit.device.name} (${action.mode}, MTU ${action.mtu}, ${plan}) created for circuit ${vid} from ${circuit.remote.address}`,
+            `Interface ${this.device.name} (${action.mode}, MTU ${action.mtu}, ${plan}) created for circuit ${vid} from ${this.remote.address}`,
           );
           break;
         }
         case "set-mtu":
-          if (circuit.device) {
+          if (this.device) {
             try {
-              host.network.setMtu(circuit.device.name, action.mtu);
+              host.network.setMtu(this.device.name, action.mtu);
             } catch (error) {
-              host.log.error(explainDeviceError(error, `set MTU ${action.mtu} on ${circuit.device.name}`));
+              host.log.error(explainDeviceError(error, `set MTU ${action.mtu} on ${this.device.name}`));
             }
-            if (circuit.forwarding) {
-              host.datapath.addCircuit(vid, circuit.remote, circuit.device, action.mtu, circuit.counters);
+            if (this.forwarding) {
+              host.datapath.addCircuit(vid, this.remote, this.device, action.mtu, this.counters);
             }
           }
           break;
         case "forward":
-          if (action.enabled && circuit.device) {
+          if (action.enabled && this.device) {
             host.datapath.addCircuit(
               vid,
-              circuit.remote,
-              circuit.device,
-              circuit.session.mtu,
-              circuit.counters,
+              this.remote,
+              this.device,
+              this.session.mtu,
+              this.counters,
             );
-            circuit.forwarding = true;
-          } else if (!action.enabled && circuit.forwarding) {
-            host.datapath.removeCircuit(circuit.remote.address, vid);
-            circuit.forwarding = false;
-            circuit.establishedAt = undefined;
+            this.forwarding = true;
+          } else if (!action.enabled && this.forwarding) {
+            host.datapath.removeCircuit(this.remote.address, vid);
+            this.forwarding = false;
+            this.establishedAt = undefined;
           }
           break;
         case "remove-device":
-          host.forget(circuit);
-          if (circuit.device) {
+          host.forget(this);
+          if (this.device) {
             host.log.info(
-              `Circuit ${vid} from ${circuit.remote.address} closed; interface ${circuit.device.name} removed`,
+              `Circuit ${vid} from ${this.remote.address} closed; interface ${this.device.name} removed`,
             );
-            circuit.device.close();
+            this.device.close();
           }
           break;
         case "established":
-          circuit.establishedAt = host.now();
+          this.establishedAt = host.now();
           host.log.info(
-            `Circuit ${vid} with ${circuit.remote.address} established on ${circuit.device?.name}, MTU ${action.mtu}`,
+            `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}`,
           );
           break;
         case "refused":
           host.log.error(
-            `${circuit.remote.address} refused circuit ${vid}: ${action.text} (reason ${action.reason})`,
+            `${this.remote.address} refused circuit ${vid}: ${action.text} (reason ${action.reason})`,
           );
           break;
         case "timer":
-          host.timers.clearTimeout(circuit.timer);
-          circuit.timer = undefined;
+          host.timers.clearTimeout(this.timer);
+          this.timer = undefined;
           if (action.at !== undefined && !host.stopped) {
-            circuit.timer = host.timers.setTimeout(() => {
-              circuit.timer = undefined;
-              circuit.apply(circuit.session.handle({ type: "timer" }, host.now()));
+            this.timer = host.timers.setTimeout(() => {
+              this.timer = undefined;
+              this.apply(this.session.handle({ type: "timer" }, host.now()));
             }, Math.max(0, action.at - host.now()));
           }
           break;
         case "dead-peer":
-          circuit.establishedAt = undefined;
+          this.establishedAt = undefined;
           host.log.warn(
-            `Circuit ${vid}: nothing heard from ${circuit.remote.address} for ${
+            `Circuit ${vid}: nothing heard from ${this.remote.address} for ${
               Math.round(action.silentMs / 1000)
-            } s; ${circuit.spec ? "asking again" : "keeping the interface for a while"}`,
+            } s; ${this.spec ? "asking again" : "keeping the interface for a while"}`,
           );
           break;
         case "drop":
-          host.drop("session", `Circuit ${vid} with ${circuit.remote.address}: ignored ${action.reason}`);
+          host.drop("session", `Circuit ${vid} with ${this.remote.address}: ignored ${action.reason}`);
           break;
       }
     }
     // A responder session that closed without a device (it refused the IREQ) leaves no entry behind,
     // so that the next IREQ from that address and vid is heard afresh.
-    if (circuit.session.state === "closed" && circuit.session.role === "responder") {
-      host.forget(circuit, true);
+    if (this.session.state === "closed" && this.session.role === "responder") {
+      host.forget(this, true);
     }
   }
 }

@@ -7,8 +7,7 @@
 
 import type { LinkDevice, LinkMode } from "../../src/link/link_device.ts";
 import type { FrameIo } from "../../src/link/packet_link.ts";
-
-const VNET_HEADER = 10;
+import { VnetHdr } from "../../ffi/structs.ts";
 
 export class FakeDevice implements LinkDevice, FrameIo {
   readonly name: string;
@@ -45,11 +44,11 @@ export class FakeDevice implements LinkDevice, FrameIo {
   release(): void {}
 
   /** The kernel side sends a frame (after `header` with offload): VELA will read it. */
-  inject(frame: Uint8Array, header: Uint8Array = new Uint8Array(VNET_HEADER)): void {
+  inject(frame: Uint8Array, header: Uint8Array = new Uint8Array(VnetHdr.SIZE)): void {
     if (this.offload) {
-      const whole = new Uint8Array(VNET_HEADER + frame.length);
-      whole.set(header.subarray(0, VNET_HEADER));
-      whole.set(frame, VNET_HEADER);
+      const whole = new Uint8Array(VnetHdr.SIZE + frame.length);
+      whole.set(header.subarray(0, VnetHdr.SIZE));
+      whole.set(frame, VnetHdr.SIZE);
       this.#pending.push(whole);
     } else {
       this.#pending.push(frame.slice());
@@ -80,12 +79,12 @@ export class FakeDevice implements LinkDevice, FrameIo {
     if (this.refuseWith) return false;
     const bytes = memory.slice(at, at + length);
     if (header) {
-      this.writtenHeaders.push(new Uint8Array(VNET_HEADER));
+      this.writtenHeaders.push(new Uint8Array(VnetHdr.SIZE));
       this.written.push(bytes);
     } else if (this.offload) {
       // A superframe from the coalescers: its header is the first bytes.
-      this.writtenHeaders.push(bytes.slice(0, VNET_HEADER));
-      this.written.push(bytes.slice(VNET_HEADER));
+      this.writtenHeaders.push(bytes.slice(0, VnetHdr.SIZE));
+      this.written.push(bytes.slice(VnetHdr.SIZE));
     } else {
       this.written.push(bytes);
     }
@@ -95,8 +94,8 @@ export class FakeDevice implements LinkDevice, FrameIo {
   writeView(view: Uint8Array, length: number): boolean {
     return this.write(
       view,
-      this.offload ? VNET_HEADER : 0,
-      this.offload ? length - VNET_HEADER : length,
+      this.offload ? VnetHdr.SIZE : 0,
+      this.offload ? length - VnetHdr.SIZE : length,
       this.offload,
     );
   }

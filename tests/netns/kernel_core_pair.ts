@@ -9,7 +9,8 @@
 import { check, libc } from "../../ffi/libc.ts";
 import { TunDevice } from "../../ffi/tun.ts";
 import { LibcUdpSocket } from "../../ffi/udp_socket.ts";
-import { Linux } from "../../ffi/structs.ts";
+import { openPacketSocket } from "../../ffi/packet_socket.ts";
+import { VnetHdr } from "../../ffi/structs.ts";
 import { DatapathCore } from "../../src/datapath/core.ts";
 import { CIRCUIT_FIELDS, DATAPATH_COUNT_FIELDS } from "../../src/datapath/counters.ts";
 import type { Stage } from "../../src/datapath/stage.ts";
@@ -21,13 +22,6 @@ import type { CorePair, PairFactory } from "../datapath/core_cases.ts";
 import { VIDS } from "../datapath/core_cases.ts";
 import { TEST_MAC } from "../datapath/frames.ts";
 
-const AF_PACKET = 17;
-const SOCK_RAW = 3;
-const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL)
-const SOL_PACKET = 263;
-const PACKET_VNET_HDR = 15;
-const VNET_HEADER = 10;
-
 const c = libc();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -36,22 +30,9 @@ async function ip(...args: string[]): Promise<void> {
   if (!result.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(result.stderr)}`);
 }
 
-/** A packet socket bound to interface `name`; with `vnet`, its frames carry virtio-net headers. */
+/** A packet socket bound to interface `name` (ffi/packet_socket.ts). */
 function packetSocket(name: string, vnet: boolean): number {
-  const fd = check(c.socket(AF_PACKET, SOCK_RAW | Linux.SOCK_NONBLOCK, ETH_P_ALL_BE), "socket(AF_PACKET)");
-  if (vnet) {
-    const one = new Uint8Array(new Int32Array([1]).buffer);
-    check(c.setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, one, 4), "setsockopt(PACKET_VNET_HDR)");
-  }
-  // struct sockaddr_ll: u16 family, be16 protocol, i32 ifindex, then hatype, pkttype, halen, addr[8]
-  const index = parseInt(Deno.readTextFileSync(`/sys/class/net/${name}/ifindex`), 10);
-  const address = new Uint8Array(20);
-  const view = new DataView(address.buffer);
-  view.setUint16(0, AF_PACKET, true);
-  view.setUint16(2, ETH_P_ALL_BE, true);
-  view.setInt32(4, index, true);
-  check(c.bind(fd, address, address.length), "bind(AF_PACKET)");
-  return fd;
+  return openPacketSocket(parseInt(Deno.readTextFileSync(`/sys/class/net/${name}/ifindex`), 10), vnet);
 }
 
 /** Makes ready the namespace the probe runs in: loopback up, no IPv6 on new interfaces (no noise). */
@@ -130,9 +111,9 @@ export const kernelCorePair: PairFactory = async (options) => {
       send(d, frame, header) {
         let bytes = frame;
         if (options.offload) {
-          bytes = new Uint8Array(VNET_HEADER + frame.length);
+          bytes = new Uint8Array(VnetHdr.SIZE + frame.length);
           if (header) bytes.set(header);
-          bytes.set(frame, VNET_HEADER);
+          bytes.set(frame, VnetHdr.SIZE);
         }
         check(Number(c.write(a.packets[d], bytes, BigInt(bytes.length))), "write(AF_PACKET)");
       },
