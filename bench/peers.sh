@@ -36,8 +36,9 @@ set -uo pipefail
 SELF=$(readlink -f "$0")
 HERE=$(dirname "$SELF")
 
-ALL_PEERS="none vxlan vela-tap vela-tun vtun quicktun fastd tinc openvpn-tun openvpn-tap wireguard-go"
-EXTRA_PEERS="n2n openvpn-sk tinc-aes fastd-salsa"   # n2n and encrypted variants, run with PEERS="..."
+ALL_PEERS="none vxlan vela-tap vela-tun vela-aes vela-chacha vtun quicktun fastd tinc openvpn-tun openvpn-tap
+  wireguard-go tinc-aes fastd-salsa openvpn-sk openvpn-gcm"
+EXTRA_PEERS="n2n"   # run with PEERS="..."
 SMOKE=${SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
   PEERS="none vela-tap"; T=1; UDP_T=1
@@ -221,16 +222,28 @@ peer_wireguard-go() {
   ifup $NSA $WGA $TA && ifup $NSB $WGB $TB
 }
 
-peer_openvpn() {  # DEVTYPE [sk]
-  local devtype=$1 mode=${2:-none} side ns me them tip ifc crypt
+peer_openvpn() {  # DEVTYPE [sk|gcm]
+  local devtype=$1 mode=${2:-none} side ns me them tip ifc crypt o
   LAYER=$([ $devtype = tap ] && echo L2 || echo L3); CRYPTO=none; DST=$TB; SRC=$TA
   if [ $mode = sk ]; then   # classic static-key mode
     CRYPTO=aes256cbc+sha256
     openvpn --genkey secret $RUN/ovpn.key >/dev/null 2>&1 || return 1
+  elif [ $mode = gcm ]; then   # TLS mode, no CA: a self-signed certificate per side, pinned by fingerprint
+    CRYPTO=aes-256-gcm
+    for side in a b; do
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=$side \
+        -keyout $RUN/ovpn-$side.key -out $RUN/ovpn-$side.crt >/dev/null 2>&1 || { echo "openssl req failed"; return 1; }
+      openssl x509 -in $RUN/ovpn-$side.crt -noout -fingerprint -sha256 | cut -d= -f2 >$RUN/ovpn-$side.fp || return 1
+    done
   fi
   for side in a b; do
     if [ $mode = sk ]; then
       crypt="--secret $RUN/ovpn.key $([ $side = a ] && echo 0 || echo 1) --cipher AES-256-CBC --auth SHA256"
+    elif [ $mode = gcm ]; then   # b is the TLS server, a the client; AES-256-GCM is the only data cipher
+      o=$([ $side = a ] && echo b || echo a)
+      crypt="$([ $side = a ] && echo --tls-client || echo --tls-server --dh none) --cert $RUN/ovpn-$side.crt"
+      crypt="$crypt --key $RUN/ovpn-$side.key --peer-fingerprint $(cat $RUN/ovpn-$o.fp)"
+      crypt="$crypt --data-ciphers AES-256-GCM --cipher AES-256-GCM"
     else
       crypt="--cipher none --auth none"   # p2p, no TLS, no key: cleartext like VELA
     fi
@@ -245,10 +258,15 @@ peer_openvpn() {  # DEVTYPE [sk]
       --ifconfig $ifc --tun-mtu $TUN_MTU $crypt --disable-dco \
       --ping 10 --verb 3 --script-security 0 --writepid "$RUN/openvpn-$side.pid"
   done
+  # TLS mode opens the device only once the handshake has agreed on the data cipher
+  [ $mode = gcm ] && { wait_dev $NSA pb-ovpn && wait_dev $NSB pb-ovpn ||
+    { echo "pb-ovpn did not appear on both sides: $(tail -qn1 "$OUT/$PEER"/openvpn-*.log | tr '\n' ' ')"; return 1; }; }
+  return 0
 }
 peer_openvpn-tun() { peer_openvpn tun; }
 peer_openvpn-tap() { peer_openvpn tap; }
-peer_openvpn-sk() { peer_openvpn tun sk; }      # optional extra
+peer_openvpn-sk() { peer_openvpn tun sk; }
+peer_openvpn-gcm() { peer_openvpn tun gcm; }
 
 peer_tinc() {
   LAYER=L2; CRYPTO=${TINC_CIPHER:-none}; DST=$TB; SRC=$TA
@@ -317,8 +335,8 @@ EOF
   done
 }
 
-peer_tinc-aes() { TINC_CIPHER=aes-256-cbc TINC_DIGEST=sha256 peer_tinc; }   # optional extra
-peer_fastd-salsa() { FASTD_METHOD=salsa2012+umac peer_fastd; }             # optional extra
+peer_tinc-aes() { TINC_CIPHER=aes-256-cbc TINC_DIGEST=sha256 peer_tinc; }
+peer_fastd-salsa() { FASTD_METHOD=salsa2012+umac peer_fastd; }
 
 peer_quicktun() {
   # quicktun reads its settings from IF_QT_* environment variables (ifupdown style)
@@ -413,6 +431,17 @@ peer_vela() {  # MODE (tap|tun)
 }
 peer_vela-tap() { peer_vela tap; }
 peer_vela-tun() { peer_vela tun; }
+vela_keyed() {  # MODE CIPHER: VELA with a key (vela genkey), every frame sealed with CIPHER
+  [ -f "$RUN/vela.key" ] || (cd "$VELA_DIR" && "$DENO" run --allow-all main.ts genkey >"$RUN/vela.key") || return 1
+  chmod 600 "$RUN/vela.key"
+  local saved=$VELA_ARGS status
+  VELA_ARGS="--key-file $RUN/vela.key --cipher $2 $VELA_ARGS"
+  peer_vela "$1"; status=$?
+  VELA_ARGS=$saved; CRYPTO=$2
+  return $status
+}
+peer_vela-aes() { vela_keyed tap aes-256-gcm; }
+peer_vela-chacha() { vela_keyed tap chacha20-poly1305; }
 
 # ---------------------------------------------------------------- driver ----
 jqn() { jq -r "$1 // empty" "$2" 2>/dev/null; }
@@ -427,6 +456,7 @@ UNITS=$(printf '%-13s %-3s %-17s %8s %8s %6s %11s %10s %8s %8s' '' '' '' Mbit/s 
 peer_needs() {  # the programs a system needs (bench/run.ts knows their Debian packages)
   case $1 in
     wireguard-go) echo "wireguard-go wg";;
+    openvpn-gcm) echo "openvpn openssl";;
     openvpn*) echo openvpn;;
     tinc*) echo "tincd openssl";;
     fastd*) echo fastd;;

@@ -4,7 +4,8 @@
  *
  * VELA's benchmark: runs bench/peers.sh (two network namespaces per system, iperf3 TCP forward and reverse, a
  * UDP search for the highest rate with under 1% loss, CPU seconds per GB of the tunnel processes), adds the
- * ratio VELA / best userspace peer of the same run, prints one table and writes it as JSON and Markdown to
+ * ratio VELA / best userspace peer of the same run (for an encrypted VELA row the best encrypted peer, and its
+ * TCP against clear VELA's), prints one table and writes it as JSON and Markdown to
  * bench/results/ (<stamp>-mtu<N>.* and latest-mtu<N>.*). Systems whose programs are absent are skipped with
  * the reason; `--install` installs them from Debian first. `--smoke` is a one-shot check (none and vela-tap,
  * 1 s tests) that writes into a temporary directory, never into bench/results/. See bench/README.md.
@@ -52,6 +53,8 @@ interface System {
   needs: [string, string][];
   /** Run only when named with --systems. */
   extra?: boolean;
+  /** It encrypts its data (used when a row does not say its crypto, e.g. it was skipped). */
+  encrypted?: boolean;
 }
 
 export const SYSTEMS: System[] = [
@@ -59,6 +62,8 @@ export const SYSTEMS: System[] = [
   { name: "vxlan", kind: "kernel", needs: [] },
   { name: "vela-tap", kind: "vela", needs: [] },
   { name: "vela-tun", kind: "vela", needs: [] },
+  { name: "vela-aes", kind: "vela", needs: [], encrypted: true },
+  { name: "vela-chacha", kind: "vela", needs: [], encrypted: true },
   { name: "vtun", kind: "peer", needs: [["vtund", "vtun"]] },
   { name: "quicktun", kind: "peer", needs: [["quicktun", "quicktun"]] },
   { name: "fastd", kind: "peer", needs: [["fastd", "fastd"]] },
@@ -69,11 +74,18 @@ export const SYSTEMS: System[] = [
     name: "wireguard-go",
     kind: "peer",
     needs: [["wireguard-go", "wireguard-go"], ["wg", "wireguard-tools"]],
+    encrypted: true,
   },
-  { name: "n2n", kind: "peer", needs: [["edge", "n2n"], ["supernode", "n2n"]], extra: true },
-  { name: "openvpn-sk", kind: "peer", needs: [["openvpn", "openvpn"]], extra: true },
-  { name: "tinc-aes", kind: "peer", needs: [["tincd", "tinc"], ["openssl", "openssl"]], extra: true },
-  { name: "fastd-salsa", kind: "peer", needs: [["fastd", "fastd"]], extra: true },
+  { name: "tinc-aes", kind: "peer", needs: [["tincd", "tinc"], ["openssl", "openssl"]], encrypted: true },
+  { name: "fastd-salsa", kind: "peer", needs: [["fastd", "fastd"]], encrypted: true },
+  { name: "openvpn-sk", kind: "peer", needs: [["openvpn", "openvpn"]], encrypted: true },
+  {
+    name: "openvpn-gcm",
+    kind: "peer",
+    needs: [["openvpn", "openvpn"], ["openssl", "openssl"]],
+    encrypted: true,
+  },
+  { name: "n2n", kind: "peer", needs: [["edge", "n2n"], ["supernode", "n2n"]], extra: true, encrypted: true },
 ];
 
 export const SMOKE_SYSTEMS = ["none", "vela-tap"];
@@ -107,6 +119,26 @@ export interface Ratio {
   best_value: number | null;
 }
 
+/** An encrypted VELA row's TCP figure / the clear VELA row's of the same layer in the same run. */
+export interface Share {
+  ratio: number | null;
+  clear_system: string;
+  clear_value: number | null;
+}
+
+export const SHARE_METRICS = ["tcp_fwd_mbps", "tcp_rev_mbps"] as const;
+type ShareMetric = typeof SHARE_METRICS[number];
+
+export interface VelaRatios {
+  system: string;
+  /** Which peers the ratios are taken against: every userspace peer (a clear VELA row) or only the
+   * encrypted ones (an encrypted VELA row). */
+  against: "all" | "encrypted";
+  ratios: Record<Metric, Ratio>;
+  /** For an encrypted VELA row: its TCP against the clear VELA row ("share of clear"); null for a clear row. */
+  share_of_clear: Record<ShareMetric, Share> | null;
+}
+
 export interface Result {
   stamp: string;
   mode: "full" | "smoke";
@@ -117,7 +149,7 @@ export interface Result {
   duration_s: number;
   raw_dir: string;
   rows: Row[];
-  ratios: { system: string; ratios: Record<Metric, Ratio> }[];
+  ratios: VelaRatios[];
 }
 
 function num(text: string | undefined): number | null {
@@ -158,10 +190,28 @@ export function parseTsvLine(line: string): Row {
   };
 }
 
-/** For each VELA row: its figure divided by the best userspace peer's in the same run. */
-export function computeRatios(rows: Row[]): Result["ratios"] {
-  const peers = rows.filter((r) => r.kind === "peer" && r.status === "ok");
+const CLEAR = new Set(["none", "null"]);
+const UNKNOWN = new Set(["", "?", "-"]);
+
+/** Whether a row's data is encrypted: its crypto column, or, where the row does not say (it was skipped or
+ * failed early), what SYSTEMS says of the system. */
+export function isEncrypted(row: Row): boolean {
+  if (!UNKNOWN.has(row.crypto)) return !CLEAR.has(row.crypto);
+  return SYSTEMS.find((s) => s.name === row.system)?.encrypted ?? false;
+}
+
+function ratio(mine: number | null, other: number | null): number | null {
+  return mine !== null && other ? Math.round((mine / other) * 100) / 100 : null;
+}
+
+/** For each VELA row: its figure divided by the best userspace peer's in the same run, a clear VELA row
+ * against every peer, an encrypted one against the encrypted peers only; and for an encrypted row also its
+ * TCP against the clear VELA row of its layer (vela-tap for L2, vela-tun for L3). */
+export function computeRatios(rows: Row[]): VelaRatios[] {
+  const allPeers = rows.filter((r) => r.kind === "peer" && r.status === "ok");
   return rows.filter((r) => r.kind === "vela").map((vela) => {
+    const encrypted = isEncrypted(vela);
+    const peers = encrypted ? allPeers.filter(isEncrypted) : allPeers;
     const ratios = {} as Record<Metric, Ratio>;
     for (const metric of METRICS) {
       const lowerIsBetter = metric === "tun_s_per_gb";
@@ -175,12 +225,26 @@ export function computeRatios(rows: Row[]): Result["ratios"] {
       const bestValue = best?.[metric] ?? null;
       const mine = vela.status === "ok" ? vela[metric] : null;
       ratios[metric] = {
-        ratio: mine !== null && bestValue ? Math.round((mine / bestValue) * 100) / 100 : null,
+        ratio: ratio(mine, bestValue),
         best_peer: best?.system ?? null,
         best_value: bestValue,
       };
     }
-    return { system: vela.system, ratios };
+    let share: Record<ShareMetric, Share> | null = null;
+    if (encrypted) {
+      const clearName = vela.layer === "L3" ? "vela-tun" : "vela-tap";
+      const clear = rows.find((r) => r.system === clearName && r.status === "ok" && !isEncrypted(r));
+      share = {} as Record<ShareMetric, Share>;
+      for (const metric of SHARE_METRICS) {
+        const clearValue = clear?.[metric] ?? null;
+        share[metric] = {
+          ratio: ratio(vela.status === "ok" ? vela[metric] : null, clearValue),
+          clear_system: clearName,
+          clear_value: clearValue,
+        };
+      }
+    }
+    return { system: vela.system, against: encrypted ? "encrypted" : "all", ratios, share_of_clear: share };
   });
 }
 
@@ -217,7 +281,13 @@ function ratioCell(r: Ratio): string {
   return r.ratio === null ? `- (${r.best_peer})` : `${r.ratio.toFixed(2)}x(${r.best_peer})`;
 }
 
-/** The table as rows of cells: systems, then one "VELA / best peer" row per VELA row. */
+function shareCell(s: Share): string {
+  if (s.clear_value === null) return `- (no ${s.clear_system})`;
+  return s.ratio === null ? `- (${s.clear_system})` : `${s.ratio.toFixed(2)}x(${s.clear_system})`;
+}
+
+/** The table as rows of cells: systems, then one "VELA / best peer" row per VELA row, and for an encrypted
+ * VELA row one more, its TCP against the clear VELA row ("share of clear"). */
 export function tableCells(result: Result): string[][] {
   const cells = result.rows.map((r) => {
     const ran = r.status !== "skip";
@@ -238,7 +308,7 @@ export function tableCells(result: Result): string[][] {
       r.status === "skip" ? `skipped: ${r.note}` : r.note,
     ];
   });
-  for (const { system, ratios } of result.ratios) {
+  for (const { system, against, ratios, share_of_clear: share } of result.ratios) {
     cells.push([
       `${system}/best`,
       "",
@@ -250,8 +320,24 @@ export function tableCells(result: Result): string[][] {
       ratioCell(ratios.udp_1pct_pps),
       ratioCell(ratios.tun_s_per_gb),
       "",
-      "VELA / best userspace peer of this run (tun_s/GB: lower is better)",
+      `VELA / best ${against === "encrypted" ? "encrypted " : ""}userspace peer of this run ` +
+      "(tun_s/GB: lower is better)",
     ]);
+    if (share) {
+      cells.push([
+        `${system}/clear`,
+        "",
+        "ratio",
+        shareCell(share.tcp_fwd_mbps),
+        shareCell(share.tcp_rev_mbps),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "encrypted VELA's TCP / clear VELA's of this run (share of clear)",
+      ]);
+    }
   }
   return cells;
 }
@@ -296,8 +382,9 @@ export function markdown(result: Result): string {
     ...tableCells(result).map((row) => `| ${row.map((c) => mdEscape(c) || " ").join(" | ")} |`),
     "",
     "`x/best` rows: VELA's figure divided by the best userspace peer's of this run (the highest tcp_fwd, " +
-    "tcp_rev and udp_1%_pps; the lowest tun_s/GB), that peer in brackets. Above 1 VELA is ahead, except " +
-    "for tun_s/GB, where below 1 is better.",
+    "tcp_rev and udp_1%_pps; the lowest tun_s/GB), that peer in brackets; for an encrypted VELA row the best " +
+    "encrypted peer's (crypto not none/null). Above 1 VELA is ahead, except for tun_s/GB, where below 1 is " +
+    "better. `x/clear` rows: an encrypted VELA row's TCP divided by the clear VELA row's of this run.",
     "",
   ];
   return lines.join("\n");
@@ -342,13 +429,27 @@ function stampNow(): string {
   }`;
 }
 
+/** NAMES joined by commas, in lines of at most WIDTH characters, each indented by INDENT spaces. */
+function wrapList(names: string[], indent: number, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const name of names) {
+    const next = line === "" ? name : `${line},${name}`;
+    if (indent + next.length + 1 > width && line !== "") {
+      lines.push(`${line},`);
+      line = name;
+    } else line = next;
+  }
+  lines.push(line);
+  return lines.map((l) => " ".repeat(indent) + l).join("\n");
+}
+
 const USAGE = `Usage: deno task bench [--jumbo] [--systems a,b,c] [--smoke] [--install]
                        [--underlay deno|libc] [--vela-args "..."] [--pin]
 
   --jumbo            veth MTU 9000 and tunnel MTU 8900 (default 1500 and 1400)
-  --systems a,b,c    run these systems only (default: ${
-  SYSTEMS.filter((s) => !s.extra).map((s) => s.name).join(",")
-};
+  --systems a,b,c    run these systems only (default:
+${wrapList(SYSTEMS.filter((s) => !s.extra).map((s) => s.name), 21, 110)};
                      also: ${SYSTEMS.filter((s) => s.extra).map((s) => s.name).join(",")})
   --smoke            one-shot check: none and vela-tap, 1 s tests; results go to a temporary directory
   --install          apt-get update and apt-get install -y ${INSTALL_PACKAGES.join(" ")}

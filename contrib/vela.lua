@@ -1,7 +1,7 @@
--- Wireshark dissector for VELA, the Virtual Ethernet Link Application (wire protocol v1).
+-- Wireshark dissector for VELA, the Virtual Ethernet Link Application (wire protocol v2, and v1).
 --
--- The byte layout follows src/wire.ts (encode() and decodeBody()); docs/PROTOCOL.md describes it.
--- Tested with Wireshark/TShark 4.0.
+-- The byte layout follows src/wire.ts (encode() and decodeBody()) and src/datapath/aead_stage.ts (sealed
+-- data frames); docs/PROTOCOL.md describes it. Tested with Wireshark/TShark 4.0.
 --
 -- Use:
 --   tshark -X lua_script:/path/to/contrib/vela.lua -r capture.pcap
@@ -10,13 +10,28 @@
 --
 -- Every UDP datagram on the VELA port (4455 unless changed in the preferences) starts with one byte:
 --   1..255  data on circuit `vid` = that byte, followed by one Ethernet frame without FCS (tap mode)
---           or one IP packet (tun mode), unchanged
+--           or one IP packet (tun mode), in clear (a circuit without a key, or with --cipher clear), or
+--           sealed by the circuit's data key: 1 byte key epoch, the low 32 bits of the packet counter
+--           (big endian), the encrypted frame, a 16-byte tag
 --   0       a control message: an 8-byte header, the body, and a 16-byte MAC when flags bit 0 is set
 --
--- Data payloads are handed to "eth_withoutfcs", "ip" or "ipv6". The preference "Data payload" chooses;
+-- Control messages of version 2 are decoded with the v2 layouts, those of version 1 (an older peer, and
+-- the NAK a v2 daemon answers a v1 IREQ with) with the v1 layouts; any other version gets an expert info
+-- and its body is shown undecoded.
+--
+-- A data frame does not say whether it is sealed, and a sealed frame cannot be decrypted here. The
+-- preference "Sealed data frames" chooses: in "auto" a circuit whose IACK or IRDY is in the capture (same
+-- addresses and ports, same vid, an earlier frame) is sealed unless that message named the clear cipher
+-- (version 1 had no ciphers: clear); without one, a payload that looks like the frame the circuit carries
+-- is decoded in clear, and anything else of at least 22 bytes (1 + 4 + 16 + 1) is shown as a sealed frame
+-- (epoch, counter, encrypted length, tag). "clear" and "sealed" decide for every frame.
+-- A clear payload is handed to "eth_withoutfcs", "ip" or "ipv6". The preference "Data payload" chooses;
 -- in "auto" a payload whose first nibble is 4 (6) and whose IPv4 total length (IPv6 40 + payload length)
--- equals the payload's length is an IP packet, anything else an Ethernet frame. From the command line:
+-- equals the payload's length is an IP packet, anything else an Ethernet frame. A payload "looks like" an
+-- Ethernet frame when it has a unicast source address and a common EtherType (or an 802.3 length that
+-- matches). From the command line:
 --   tshark -o vela.payload:tun ...   (auto, tap or tun)      tshark -o vela.port:4456 ...
+--   tshark -o vela.sealed:clear ...  (auto, clear or sealed)
 --
 -- A malformed datagram gets an expert info; the dissector never raises a Lua error.
 
@@ -26,7 +41,9 @@ local DEFAULT_PORT = 4455
 local HEADER_LENGTH = 8
 local MAC_LENGTH = 16
 local FLAG_MAC = 0x01
-local PROTOCOL_VERSION = 1
+local PROTOCOL_VERSION = 2
+local OLD_PROTOCOL_VERSION = 1
+local EPHEMERAL_LENGTH = 32
 local MAX_CONTROL_LENGTH = 512
 local MAX_PLAN_ADDRESSES = 4
 local MAX_NAK_TEXT = 200
@@ -52,8 +69,19 @@ local code_descriptions = {
     [6] = "IRDY (already established)",
     [7] = "NAK (refusal)",
 }
--- Body lengths of the fixed-size messages; IREQ adds its plan, NAK its text, NOP may carry padding.
-local FIXED_BODY = { [1] = 24, [2] = 24, [3] = 16, [4] = 16, [5] = 32, [6] = 24, [7] = 10 }
+-- Body lengths of the fixed-size messages by version; IREQ adds its plan, NAK its text, NOP may carry padding.
+local FIXED_BODY = {
+    [1] = { [1] = 24, [2] = 24, [3] = 16, [4] = 16, [5] = 32, [6] = 24, [7] = 10 },
+    [2] = { [1] = 56, [2] = 56, [3] = 24, [4] = 16, [5] = 40, [6] = 56, [7] = 10 },
+}
+
+-- A sealed data frame (src/datapath/aead_stage.ts): after the vid byte, the key epoch, the counter's low
+-- 32 bits, at least one byte of encrypted frame, the tag.
+local SEALED_EPOCH_LENGTH = 1
+local SEALED_COUNTER_LENGTH = 4
+local SEALED_HEADER = SEALED_EPOCH_LENGTH + SEALED_COUNTER_LENGTH
+local TAG_LENGTH = 16
+local MIN_SEALED = SEALED_HEADER + TAG_LENGTH + 1
 
 local mode_names = { [1] = "tap", [2] = "tun" }
 local family_names = { [4] = "IPv4", [6] = "IPv6" }
@@ -66,7 +94,13 @@ local nak_reasons = {
     [5] = "DEVICE_FAILED",
     [6] = "BAD_KEY",
     [7] = "MTU_TOO_SMALL",
+    [8] = "CIPHER_MISMATCH",
+    [9] = "UPGRADE",
 }
+-- The data cipher (IACK and IRDY name one; an IREQ offers a bitmask of 1 << code).
+local CIPHER = { CLEAR = 0, AES_256_GCM = 1, CHACHA20_POLY1305 = 2 }
+local cipher_names = { [0] = "clear", [1] = "aes-256-gcm", [2] = "chacha20-poly1305" }
+local IREQ_FLAG_AES = 0x01
 
 local f = {
     vid = ProtoField.uint8("vela.vid", "Circuit (vid)", base.DEC),
@@ -85,7 +119,19 @@ local f = {
     mode = ProtoField.uint8("vela.mode", "Mode", base.DEC, mode_names),
     plan_count = ProtoField.uint8("vela.plan.count", "Plan count", base.DEC),
     mtu = ProtoField.uint16("vela.mtu", "MTU", base.DEC),
-    options = ProtoField.uint16("vela.options", "Options", base.HEX),
+    options = ProtoField.uint16("vela.options", "Options (version 1)", base.HEX),
+    handshake = ProtoField.uint8("vela.handshake", "Handshake (key epoch)", base.DEC),
+    offers = ProtoField.uint8("vela.offers", "Offered ciphers", base.HEX),
+    offers_clear = ProtoField.bool("vela.offers.clear", "clear", 8, nil, bit.lshift(1, CIPHER.CLEAR)),
+    offers_aes = ProtoField.bool("vela.offers.aes_256_gcm", "aes-256-gcm", 8, nil,
+        bit.lshift(1, CIPHER.AES_256_GCM)),
+    offers_chacha = ProtoField.bool("vela.offers.chacha20_poly1305", "chacha20-poly1305", 8, nil,
+        bit.lshift(1, CIPHER.CHACHA20_POLY1305)),
+    ireq_flags = ProtoField.uint8("vela.ireq_flags", "IREQ flags", base.HEX),
+    ireq_flags_aes = ProtoField.bool("vela.ireq_flags.aes", "The initiator has AES instructions", 8, nil,
+        IREQ_FLAG_AES),
+    ephemeral = ProtoField.bytes("vela.ephemeral", "Ephemeral X25519 public key"),
+    cipher = ProtoField.uint8("vela.cipher", "Cipher", base.DEC, cipher_names),
     plan = ProtoField.bytes("vela.plan", "Plan entry"),
     plan_family = ProtoField.uint8("vela.plan.family", "Family", base.DEC, family_names),
     plan_prefix_length = ProtoField.uint8("vela.plan.prefix_length", "Prefix length", base.DEC),
@@ -98,17 +144,27 @@ local f = {
     receiver_nonce = ProtoField.uint64("vela.receiver_nonce", "Receiver nonce", base.HEX),
     keepalive_sent_at = ProtoField.uint64("vela.keepalive.sent_at", "Sent at (sender's monotonic ms)", base.DEC),
     keepalive_echo = ProtoField.uint64("vela.keepalive.echo", "Echo", base.DEC),
+    keepalive_sequence = ProtoField.uint64("vela.keepalive_sequence", "Sequence", base.DEC),
     nak_reason = ProtoField.uint8("vela.nak.reason", "Reason", base.DEC, nak_reasons),
     nak_text_length = ProtoField.uint8("vela.nak.text_length", "Text length", base.DEC),
     nak_text = ProtoField.string("vela.nak.text", "Text", base.UNICODE),
     trailing = ProtoField.bytes("vela.trailing", "Bytes past the end"),
+    sealed = ProtoField.bytes("vela.sealed", "Sealed frame (encrypted)"),
+    sealed_epoch = ProtoField.uint8("vela.sealed.epoch", "Key epoch", base.DEC),
+    sealed_counter = ProtoField.uint32("vela.sealed.counter", "Counter (low 32 bits)", base.DEC),
+    sealed_ciphertext = ProtoField.bytes("vela.sealed.ciphertext", "Encrypted frame"),
+    sealed_length = ProtoField.uint32("vela.sealed.length", "Encrypted frame length", base.DEC),
+    sealed_tag = ProtoField.bytes("vela.sealed.tag", "Authentication tag"),
 }
 vela.fields = {
     f.vid, f.kind, f.code, f.version, f.body_length, f.flags, f.flags_mac, f.reserved, f.mac, f.padding,
     f.payload, f.ireq_initiator_nonce, f.ireq_timestamp, f.mode, f.plan_count, f.mtu, f.options, f.plan,
     f.plan_family, f.plan_prefix_length, f.plan_ipv4, f.plan_ipv6, f.plan_unknown, f.responder_nonce,
     f.initiator_nonce, f.sender_nonce, f.receiver_nonce, f.keepalive_sent_at, f.keepalive_echo,
-    f.nak_reason, f.nak_text_length, f.nak_text, f.trailing,
+    f.nak_reason, f.nak_text_length, f.nak_text, f.trailing, f.handshake, f.offers, f.offers_clear,
+    f.offers_aes, f.offers_chacha, f.ireq_flags, f.ireq_flags_aes, f.ephemeral, f.cipher,
+    f.keepalive_sequence, f.sealed, f.sealed_epoch, f.sealed_counter, f.sealed_ciphertext, f.sealed_length,
+    f.sealed_tag,
 }
 
 local ef = {
@@ -118,6 +174,8 @@ local ef = {
         expert.severity.ERROR),
     bad_version = ProtoExpert.new("vela.bad_version", "Unsupported VELA protocol version",
         expert.group.PROTOCOL, expert.severity.ERROR),
+    old_version = ProtoExpert.new("vela.old_version", "VELA protocol version 1 (an older peer)",
+        expert.group.PROTOCOL, expert.severity.NOTE),
     unknown_code = ProtoExpert.new("vela.unknown_code", "Unknown VC code", expert.group.PROTOCOL,
         expert.severity.ERROR),
     bad_length = ProtoExpert.new("vela.bad_length", "Datagram length does not match the header",
@@ -132,7 +190,7 @@ local ef = {
         expert.severity.ERROR),
 }
 vela.experts = {
-    ef.malformed, ef.truncated, ef.bad_version, ef.unknown_code, ef.bad_length, ef.bad_field, ef.runt,
+    ef.malformed, ef.truncated, ef.bad_version, ef.old_version, ef.unknown_code, ef.bad_length, ef.bad_field, ef.runt,
     ef.inner, ef.lua,
 }
 
@@ -146,6 +204,17 @@ vela.prefs.payload = Pref.enum("Data payload", PAYLOAD_AUTO,
         { "auto", "Auto (guess tap or tun per packet)", PAYLOAD_AUTO },
         { "tap", "Ethernet frame (tap mode)", PAYLOAD_TAP },
         { "tun", "IP packet (tun mode)", PAYLOAD_TUN },
+    }, false)
+local SEALED_AUTO, SEALED_CLEAR, SEALED_ALWAYS = 0, 1, 2
+vela.prefs.sealed = Pref.enum("Sealed data frames", SEALED_AUTO,
+    "Whether data frames are sealed (a circuit with a key and a cipher) or clear: auto (as the circuit's "
+        .. "IACK or IRDY in the capture says; without one, clear when the payload looks like the frame the "
+        .. "circuit carries, as the preference Data payload says, otherwise sealed when it has at least 22 "
+        .. "bytes), always clear, or always sealed",
+    {
+        { "auto", "Auto (guess per packet)", SEALED_AUTO },
+        { "clear", "Clear (circuits without encryption)", SEALED_CLEAR },
+        { "sealed", "Sealed (encrypted circuits)", SEALED_ALWAYS },
     }, false)
 
 local udp_table = DissectorTable.get("udp.port")
@@ -168,6 +237,43 @@ local function inner(name)
         inner_dissectors[name] = ok and d or false
     end
     return inner_dissectors[name] or nil
+end
+
+-- The cipher of each circuit, learned from the IACKs and IRDYs of the capture: by "endpoints vid", a list of
+-- { frame, cipher, name } in frame order (the first pass dissects in order). A data frame takes the latest one
+-- before it; without one the auto heuristic decides.
+local circuits = {}
+
+function vela.init()
+    circuits = {}
+end
+
+local function circuit_key(pinfo, vid)
+    local a = tostring(pinfo.src) .. "/" .. tostring(pinfo.src_port)
+    local b = tostring(pinfo.dst) .. "/" .. tostring(pinfo.dst_port)
+    if a > b then a, b = b, a end
+    return a .. " " .. b .. " " .. vid
+end
+
+local function learn_cipher(pinfo, vid, cipher, name)
+    if pinfo.visited then return end
+    local key = circuit_key(pinfo, vid)
+    local list = circuits[key]
+    if not list then
+        list = {}
+        circuits[key] = list
+    end
+    list[#list + 1] = { frame = pinfo.number, cipher = cipher, name = name }
+end
+
+local function learned_cipher(pinfo, vid)
+    local list = circuits[circuit_key(pinfo, vid)]
+    local found
+    for _, entry in ipairs(list or {}) do
+        if entry.frame >= pinfo.number then break end
+        found = entry
+    end
+    return found
 end
 
 -- Helpers -------------------------------------------------------------------------------------------
@@ -263,26 +369,25 @@ local function plan_entries(r, count, summary)
     end
 end
 
-local function body_ireq(r, info)
-    r:field(f.ireq_initiator_nonce, 8, "the initiator nonce")
+-- Mode byte of IREQ, IACK and IRDY: adds "tap" or "tun" to the info, an expert info when it is neither.
+local function mode_info(mode_range, mode_item, info)
+    if not mode_range then return end
+    local mode = mode_range:uint()
+    info[#info + 1] = mode_names[mode] or string.format("mode %d", mode)
+    if not mode_names[mode] then
+        mode_item:add_proto_expert_info(ef.bad_field, string.format("Mode %d (not 1 tap or 2 tun)", mode))
+    end
+end
+
+local function timestamp_field(r)
     local ts_range, ts_item = r:field(f.ireq_timestamp, 8, "the timestamp")
     if ts_range then
         local utc = utc_text(ts_range)
         if utc then ts_item:append_text(" (" .. utc .. ")") end
     end
-    local mode_range, mode_item = r:field(f.mode, 1, "the mode")
-    local count_range, count_item = r:field(f.plan_count, 1, "the plan count")
-    local mtu_range = r:field(f.mtu, 2, "the MTU")
-    r:field(f.options, 2, "the options")
-    r:reserved(2)
-    if mtu_range then info[#info + 1] = "MTU " .. mtu_range:uint() end
-    if mode_range then
-        local mode = mode_range:uint()
-        info[#info + 1] = mode_names[mode] or string.format("mode %d", mode)
-        if not mode_names[mode] then
-            mode_item:add_proto_expert_info(ef.bad_field, string.format("Mode %d (not 1 tap or 2 tun)", mode))
-        end
-    end
+end
+
+local function plan_field(r, count_range, count_item, info)
     if not count_range then return end
     local count = count_range:uint()
     if count > MAX_PLAN_ADDRESSES then
@@ -294,7 +399,46 @@ local function body_ireq(r, info)
     if #summary > 0 then info[#info + 1] = "plan " .. table.concat(summary, " ") end
 end
 
-local function body_ack(r, info)
+local function handshake_field(r, info)
+    local range = r:field(f.handshake, 1, "the handshake")
+    if range then info[#info + 1] = "handshake " .. range:uint() end
+end
+
+-- The 32-byte X25519 public key of IREQ, IACK and IRDY; all zero is none (a circuit without a key).
+local function ephemeral_field(r)
+    local range, item = r:field(f.ephemeral, EPHEMERAL_LENGTH, "the ephemeral key")
+    if range and not range:bytes():tohex():find("[^0]") then
+        item:append_text(" (none: no pre-shared key)")
+    end
+end
+
+-- The names of the ciphers a bitmask offers, in code order.
+local function offered(offers)
+    local names = {}
+    for code = 0, 7 do
+        if bit.band(offers, bit.lshift(1, code)) ~= 0 then
+            names[#names + 1] = cipher_names[code] or string.format("cipher %d", code)
+        end
+    end
+    return names
+end
+
+-- Version 1 (src/wire.ts before v2): the layouts an older peer sends.
+
+local function body_ireq_v1(r, info)
+    r:field(f.ireq_initiator_nonce, 8, "the initiator nonce")
+    timestamp_field(r)
+    local mode_range, mode_item = r:field(f.mode, 1, "the mode")
+    local count_range, count_item = r:field(f.plan_count, 1, "the plan count")
+    local mtu_range = r:field(f.mtu, 2, "the MTU")
+    r:field(f.options, 2, "the options")
+    r:reserved(2)
+    if mtu_range then info[#info + 1] = "MTU " .. mtu_range:uint() end
+    mode_info(mode_range, mode_item, info)
+    plan_field(r, count_range, count_item, info)
+end
+
+local function body_ack_v1(r, info)
     r:field(f.responder_nonce, 8, "the responder nonce")
     r:field(f.initiator_nonce, 8, "the initiator nonce")
     local mtu_range = r:field(f.mtu, 2, "the MTU")
@@ -303,16 +447,10 @@ local function body_ack(r, info)
     r:field(f.options, 2, "the options")
     r:reserved(2)
     if mtu_range then info[#info + 1] = "MTU " .. mtu_range:uint() end
-    if mode_range then
-        local mode = mode_range:uint()
-        info[#info + 1] = mode_names[mode] or string.format("mode %d", mode)
-        if not mode_names[mode] then
-            mode_item:add_proto_expert_info(ef.bad_field, string.format("Mode %d (not 1 tap or 2 tun)", mode))
-        end
-    end
+    mode_info(mode_range, mode_item, info)
 end
 
-local function body_icon(r)
+local function body_icon_v1(r)
     r:field(f.initiator_nonce, 8, "the initiator nonce")
     r:field(f.responder_nonce, 8, "the responder nonce")
 end
@@ -322,20 +460,23 @@ local function body_creq(r)
     r:field(f.receiver_nonce, 8, "the receiver nonce")
 end
 
-local function body_keepalive(r, info)
+local function keepalive_fields(r, info)
     r:field(f.sender_nonce, 8, "the sender nonce")
     r:field(f.receiver_nonce, 8, "the receiver nonce")
     r:field(f.keepalive_sent_at, 8, "sent at")
     local echo_range, echo_item = r:field(f.keepalive_echo, 8, "the echo")
-    if echo_range then
-        if echo_range:uint64() == UInt64(0) then
-            echo_item:append_text(" (periodic)")
-            info[#info + 1] = "periodic"
-        else
-            echo_item:append_text(" (answer)")
-            info[#info + 1] = "answer, echo " .. u64_text(echo_range)
-        end
+    if not echo_range then return nil end
+    if echo_range:uint64() == UInt64(0) then
+        echo_item:append_text(" (periodic)")
+        return "periodic"
     end
+    echo_item:append_text(" (answer)")
+    return "answer, echo " .. u64_text(echo_range)
+end
+
+local function body_keepalive_v1(r, info)
+    local kind = keepalive_fields(r, info)
+    if kind then info[#info + 1] = kind end
 end
 
 local function body_nak(r, info)
@@ -364,14 +505,91 @@ local function body_nak(r, info)
     if ok then info[#info + 1] = '"' .. text .. '"' end
 end
 
+-- Version 2: handshake numbers, cipher negotiation, X25519 ephemerals, KEEPALIVE sequence numbers.
+
+local function body_ireq_v2(r, info)
+    r:field(f.ireq_initiator_nonce, 8, "the initiator nonce")
+    timestamp_field(r)
+    local mode_range, mode_item = r:field(f.mode, 1, "the mode")
+    local count_range, count_item = r:field(f.plan_count, 1, "the plan count")
+    local mtu_range = r:field(f.mtu, 2, "the MTU")
+    if mtu_range then info[#info + 1] = "MTU " .. mtu_range:uint() end
+    mode_info(mode_range, mode_item, info)
+    handshake_field(r, info)
+    local offers_range, offers_item = r:field(f.offers, 1, "the offered ciphers")
+    if offers_range then
+        offers_item:add(f.offers_clear, offers_range)
+        offers_item:add(f.offers_aes, offers_range)
+        offers_item:add(f.offers_chacha, offers_range)
+        local names = offered(offers_range:uint())
+        local text = #names > 0 and table.concat(names, ",") or "none"
+        offers_item:append_text(" (" .. text .. ")")
+        info[#info + 1] = "offers " .. text
+    end
+    local flags_range, flags_item = r:field(f.ireq_flags, 1, "the IREQ flags")
+    if flags_range then
+        flags_item:add(f.ireq_flags_aes, flags_range)
+        if bit.band(flags_range:uint(), IREQ_FLAG_AES) ~= 0 then flags_item:append_text(" (AES instructions)") end
+    end
+    r:reserved(1)
+    ephemeral_field(r)
+    plan_field(r, count_range, count_item, info)
+end
+
+local function body_ack_v2(r, info)
+    r:field(f.responder_nonce, 8, "the responder nonce")
+    r:field(f.initiator_nonce, 8, "the initiator nonce")
+    local mtu_range = r:field(f.mtu, 2, "the MTU")
+    if mtu_range then info[#info + 1] = "MTU " .. mtu_range:uint() end
+    local mode_range, mode_item = r:field(f.mode, 1, "the mode")
+    mode_info(mode_range, mode_item, info)
+    handshake_field(r, info)
+    local cipher_range, cipher_item = r:field(f.cipher, 1, "the cipher")
+    if cipher_range then
+        local cipher = cipher_range:uint()
+        info[#info + 1] = cipher_names[cipher] or string.format("cipher %d", cipher)
+        if not cipher_names[cipher] then
+            cipher_item:add_proto_expert_info(ef.bad_field, string.format(
+                "Cipher %d (not 0 clear, 1 aes-256-gcm or 2 chacha20-poly1305)", cipher))
+        end
+    end
+    r:reserved(3)
+    ephemeral_field(r)
+end
+
+local function body_icon_v2(r, info)
+    r:field(f.initiator_nonce, 8, "the initiator nonce")
+    r:field(f.responder_nonce, 8, "the responder nonce")
+    handshake_field(r, info)
+    r:reserved(7)
+end
+
+local function body_keepalive_v2(r, info)
+    local kind = keepalive_fields(r, info)
+    local sequence = r:field(f.keepalive_sequence, 8, "the sequence number")
+    if sequence then info[#info + 1] = "sequence " .. u64_text(sequence) end
+    if kind then info[#info + 1] = kind end
+end
+
 local bodies = {
-    [CODE.IREQ] = body_ireq,
-    [CODE.IACK] = body_ack,
-    [CODE.IRDY] = body_ack,
-    [CODE.ICON] = body_icon,
-    [CODE.CREQ] = body_creq,
-    [CODE.KEEPALIVE] = body_keepalive,
-    [CODE.NAK] = body_nak,
+    [OLD_PROTOCOL_VERSION] = {
+        [CODE.IREQ] = body_ireq_v1,
+        [CODE.IACK] = body_ack_v1,
+        [CODE.IRDY] = body_ack_v1,
+        [CODE.ICON] = body_icon_v1,
+        [CODE.CREQ] = body_creq,
+        [CODE.KEEPALIVE] = body_keepalive_v1,
+        [CODE.NAK] = body_nak,
+    },
+    [PROTOCOL_VERSION] = {
+        [CODE.IREQ] = body_ireq_v2,
+        [CODE.IACK] = body_ack_v2,
+        [CODE.IRDY] = body_ack_v2,
+        [CODE.ICON] = body_icon_v2,
+        [CODE.CREQ] = body_creq,
+        [CODE.KEEPALIVE] = body_keepalive_v2,
+        [CODE.NAK] = body_nak,
+    },
 }
 
 -- Control datagrams --------------------------------------------------------------------------------
@@ -403,16 +621,23 @@ local function dissect_control(tvb, pinfo, tree)
     local flags_item = header:add(f.flags, tvb(6, 1))
     flags_item:add(f.flags_mac, tvb(6, 1))
     local reserved_item = header:add(f.reserved, tvb(7, 1))
-    header:append_text(string.format(": %s, vid %d, body %d bytes%s", name, vid, body_length,
+    header:append_text(string.format(": %s, version %d, vid %d, body %d bytes%s", name, version, vid, body_length,
         bit.band(flags, FLAG_MAC) ~= 0 and ", MAC" or ""))
 
+    -- The body layouts of the version, or nil: an unknown version's body is shown undecoded.
+    local layouts = bodies[version]
     local info = { "VELA", name, "vid " .. vid }
+    if version ~= PROTOCOL_VERSION then info[1] = string.format("VELA v%d", version) end
     if not code_names[code] then
         code_item:add_proto_expert_info(ef.unknown_code, string.format("Unknown VC code %d", code))
     end
-    if version ~= PROTOCOL_VERSION then
-        version_item:add_proto_expert_info(ef.bad_version,
-            string.format("Version %d; this dissector knows version %d", version, PROTOCOL_VERSION))
+    if version == OLD_PROTOCOL_VERSION then
+        version_item:add_proto_expert_info(ef.old_version, string.format(
+            "Version %d: an older peer (a version %d daemon answers its IREQ with a version %d NAK to upgrade)",
+            version, PROTOCOL_VERSION, version))
+    elseif not layouts then
+        version_item:add_proto_expert_info(ef.bad_version, string.format(
+            "Version %d; this dissector knows versions %d and %d", version, OLD_PROTOCOL_VERSION, PROTOCOL_VERSION))
     end
     if vid == 0 and code ~= CODE.NOP and code_names[code] then
         vid_item:add_proto_expert_info(ef.bad_field, name .. " for vid 0 (only NOP may have vid 0)")
@@ -440,7 +665,7 @@ local function dissect_control(tvb, pinfo, tree)
 
     -- The body is what the header announces, cut to what was captured.
     local body_end = math.min(HEADER_LENGTH + body_length, captured)
-    local fixed = FIXED_BODY[code]
+    local fixed = layouts and FIXED_BODY[version][code]
     if fixed and body_length < fixed then
         length_item:add_proto_expert_info(ef.truncated,
             string.format("%s body of %d bytes, needs at least %d", name, body_length, fixed))
@@ -448,12 +673,13 @@ local function dissect_control(tvb, pinfo, tree)
     if body_end > HEADER_LENGTH or (code_names[code] and code ~= CODE.NOP) then
         local body_tree
         if body_end > HEADER_LENGTH then
-            body_tree = tree:add(vela, tvb(HEADER_LENGTH, body_end - HEADER_LENGTH), name .. " body")
+            body_tree = tree:add(vela, tvb(HEADER_LENGTH, body_end - HEADER_LENGTH),
+                name .. (layouts and " body" or string.format(" body (version %d: not decoded)", version)))
         else
             body_tree = tree:add(vela, name .. " body (empty)")
         end
         local r = reader(tvb, body_tree, HEADER_LENGTH, body_end)
-        local dissect_body = bodies[code]
+        local dissect_body = layouts and layouts[code]
         if dissect_body then
             dissect_body(r, info)
             if not r.short and r.at < HEADER_LENGTH + body_length and r.at < captured then
@@ -466,10 +692,22 @@ local function dissect_control(tvb, pinfo, tree)
         end
     end
 
+    -- An IACK or IRDY names the circuit's cipher (version 1 had none: clear).
+    if (code == CODE.IACK or code == CODE.IRDY) and vid ~= 0 then
+        if version == OLD_PROTOCOL_VERSION then
+            learn_cipher(pinfo, vid, CIPHER.CLEAR, name)
+        elseif version == PROTOCOL_VERSION and body_length >= 21 and captured >= HEADER_LENGTH + 21 then
+            local cipher = tvb(HEADER_LENGTH + 20, 1):uint()
+            if cipher_names[cipher] then learn_cipher(pinfo, vid, cipher, name) end
+        end
+    end
+
     if mac_length > 0 then
         local mac_at = HEADER_LENGTH + body_length
         if mac_at + MAC_LENGTH <= captured then
-            tree:add(f.mac, tvb(mac_at, MAC_LENGTH))
+            -- Made with the pre-shared key, or a session's control key (ICON, KEEPALIVE, CREQ of a keyed
+            -- circuit): either way not checked here.
+            tree:add(f.mac, tvb(mac_at, MAC_LENGTH)):append_text(" (not verified)")
         elseif mac_at < captured then
             tree:add(f.mac, tvb(mac_at)):add_proto_expert_info(ef.truncated, "The MAC is cut short")
         end
@@ -480,24 +718,123 @@ local function dissect_control(tvb, pinfo, tree)
 
     local text = table.concat(info, " ")
     pinfo.cols.info:set(text)
-    tree:append_text(", " .. text:sub(6))
+    tree:append_text(", " .. (text:gsub("^VELA ", "")))
 end
 
 -- Data datagrams -----------------------------------------------------------------------------------
 
--- "ip", "ipv6" or "eth_withoutfcs" for a data payload (tvb of the payload alone; `length` is its length
--- on the wire, which the subset tvb does not keep when the capture was cut short by a snapshot length).
-local function payload_dissector(payload, length)
-    local choice = vela.prefs.payload
+-- "ip" or "ipv6" when the payload is an IP packet of exactly its length, otherwise nil.
+local function ip_packet(payload, length)
     local captured = payload:len()
     local nibble = captured > 0 and bit.rshift(payload(0, 1):uint(), 4) or 0
-    if choice == PAYLOAD_TAP then return "eth_withoutfcs" end
-    if choice == PAYLOAD_TUN then return nibble == 6 and "ipv6" or "ip" end
     if nibble == 4 and length >= 20 and captured >= 4 and payload(2, 2):uint() == length then return "ip" end
     if nibble == 6 and length >= 40 and captured >= 6 and 40 + payload(4, 2):uint() == length then
         return "ipv6"
     end
-    return "eth_withoutfcs"
+    return nil
+end
+
+-- EtherTypes a tap carries often enough to tell an Ethernet frame from encrypted bytes.
+local ETHERTYPES = {}
+for _, t in ipairs({
+    0x0800, 0x0806, 0x0842, 0x22F0, 0x22F3, 0x6558, 0x8035, 0x8100, 0x86DD, 0x8808, 0x8809, 0x8847, 0x8848,
+    0x8863, 0x8864, 0x886F, 0x888E, 0x8892, 0x889A, 0x88A4, 0x88A8, 0x88B5, 0x88B6, 0x88CC, 0x88E1, 0x88E5,
+    0x88E7, 0x88F7, 0x8902, 0x8906, 0x8914, 0x893A, 0x9000, 0x9100,
+}) do ETHERTYPES[t] = true end
+
+-- Whether the payload looks like an Ethernet frame: a unicast source address and a common EtherType, or an
+-- 802.3 length field that matches the frame (padded to 60 bytes at most).
+local function ethernet_frame(payload, length)
+    if length < 14 or payload:len() < 14 then return false end
+    if bit.band(payload(6, 1):uint(), 1) ~= 0 then return false end
+    local ethertype = payload(12, 2):uint()
+    if ethertype <= 1500 then return 14 + ethertype == length or (length <= 60 and 14 + ethertype <= length) end
+    return ETHERTYPES[ethertype] == true
+end
+
+-- "ip", "ipv6" or "eth_withoutfcs" for a clear data payload (tvb of the payload alone; `length` is its
+-- length on the wire, which the subset tvb does not keep when the capture was cut short by a snapshot
+-- length).
+local function payload_dissector(payload, length)
+    local choice = vela.prefs.payload
+    if choice == PAYLOAD_TAP then return "eth_withoutfcs" end
+    if choice == PAYLOAD_TUN then
+        local captured = payload:len()
+        local nibble = captured > 0 and bit.rshift(payload(0, 1):uint(), 4) or 0
+        return nibble == 6 and "ipv6" or "ip"
+    end
+    return ip_packet(payload, length) or "eth_withoutfcs"
+end
+
+-- Whether a data payload is taken for a sealed frame, and why: nil (the preference says), the circuit's
+-- IACK or IRDY in the capture ({ frame, cipher, name }), or "guess" (the auto heuristic).
+local function is_sealed(payload, length, pinfo, vid)
+    local choice = vela.prefs.sealed
+    if choice == SEALED_ALWAYS then return true, nil end
+    if choice == SEALED_CLEAR then return false, nil end
+    local learned = learned_cipher(pinfo, vid)
+    if learned then return learned.cipher ~= CIPHER.CLEAR, learned end
+    if length < MIN_SEALED then return false, nil end
+    local mode = vela.prefs.payload
+    local clear
+    if mode == PAYLOAD_TAP then
+        clear = ethernet_frame(payload, length)
+    elseif mode == PAYLOAD_TUN then
+        clear = ip_packet(payload, length) ~= nil
+    else
+        clear = ip_packet(payload, length) ~= nil or ethernet_frame(payload, length)
+    end
+    return not clear, "guess"
+end
+
+-- A sealed frame after the vid byte: key epoch, counter (low 32 bits), encrypted frame, tag. Returns the
+-- info text.
+local function dissect_sealed(tvb, tree, why)
+    local length = tvb:reported_length_remaining(1)
+    local captured = tvb:len() - 1
+    local sealed = tree:add(f.sealed, tvb(1, captured))
+    sealed:set_text(string.format("Sealed frame (%d bytes: epoch, counter, %s encrypted, tag): not decrypted",
+        length, length >= MIN_SEALED and tostring(length - SEALED_HEADER - TAG_LENGTH) .. " bytes" or "?"))
+    if why == "guess" then
+        sealed:add(vela, "[Taken for sealed: no IACK of this circuit in the capture, and the payload is neither "
+            .. "an Ethernet frame nor an IP packet (preference Sealed data frames: auto)]")
+    elseif why then
+        sealed:add(vela, string.format("[Sealed with %s: the circuit's %s in frame %d]",
+            cipher_names[why.cipher] or "?", why.name, why.frame))
+    else
+        sealed:add(vela, "[Taken for sealed: preference Sealed data frames: sealed]")
+    end
+    sealed:add(f.sealed_epoch, tvb(1, 1))
+    local epoch = tvb(1, 1):uint()
+    local counter
+    if captured >= SEALED_HEADER then
+        local counter_range = tvb(1 + SEALED_EPOCH_LENGTH, SEALED_COUNTER_LENGTH)
+        sealed:add(f.sealed_counter, counter_range)
+        counter = counter_range:uint()
+    end
+    local encrypted = length - SEALED_HEADER - TAG_LENGTH
+    if length < MIN_SEALED then
+        sealed:add_proto_expert_info(ef.malformed, string.format(
+            "A sealed frame of %d bytes after the vid byte: it needs at least %d (%d epoch, %d counter, "
+                .. "1 or more encrypted, %d tag)",
+            length, MIN_SEALED, SEALED_EPOCH_LENGTH, SEALED_COUNTER_LENGTH, TAG_LENGTH))
+        if captured > SEALED_HEADER then sealed:add(f.payload, tvb(1 + SEALED_HEADER)) end
+    else
+        local at = 1 + SEALED_HEADER
+        local shown = math.min(encrypted, captured - SEALED_HEADER)
+        if shown > 0 then sealed:add(f.sealed_ciphertext, tvb(at, shown)) end
+        sealed:add(f.sealed_length, encrypted):set_generated()
+        local tag_at = at + encrypted
+        if tag_at + TAG_LENGTH <= tvb:len() then
+            sealed:add(f.sealed_tag, tvb(tag_at, TAG_LENGTH))
+        elseif tag_at < tvb:len() then
+            sealed:add(f.sealed_tag, tvb(tag_at))
+        end
+    end
+    local text = string.format("sealed, epoch %d", epoch)
+    if counter then text = text .. string.format(", counter %d", counter) end
+    if encrypted > 0 then text = text .. string.format(" (%d bytes encrypted)", encrypted) end
+    return text
 end
 
 local function dissect_data(tvb, pinfo, tree, root)
@@ -515,6 +852,12 @@ local function dissect_data(tvb, pinfo, tree, root)
         return
     end
     local payload = tvb(1):tvb()
+    local sealed, why = is_sealed(payload, tvb:reported_length_remaining(1), pinfo, vid)
+    if sealed then
+        tree:append_text(", sealed frame (encrypted)")
+        pinfo.cols.info:set(label .. ": " .. dissect_sealed(tvb, tree, why))
+        return
+    end
     local name = payload_dissector(payload, tvb:reported_length_remaining(1))
     local dissector = inner(name)
     tree:append_text(name == "eth_withoutfcs" and ", Ethernet frame" or ", IP packet")

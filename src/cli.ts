@@ -6,7 +6,8 @@ import type { LinkMode } from "./link/link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
-import { MODERATION_WAIT_US } from "./timing.ts";
+import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS, MODERATION_WAIT_US, REKEY_AFTER_MS } from "./timing.ts";
+import type { CipherPolicy } from "./session.ts";
 
 export const DEFAULT_PORT = 4455;
 
@@ -30,6 +31,12 @@ export interface DaemonArgs {
   localPort: number;
   /** The pre-shared key file (--key-file). */
   keyFile?: string;
+  /** More key files a listener accepts (--key-file given again). */
+  extraKeyFiles?: string[];
+  /** --cipher: the data cipher to insist on, "clear" for none, or "auto". */
+  cipher?: CipherPolicy;
+  /** --rekey-after, in milliseconds. */
+  rekeyAfterMs?: number;
   /** A JSON file with the listener settings and any number of circuits (--config), instead of the flags. */
   configFile?: string;
   peer?: CircuitArgs;
@@ -56,6 +63,8 @@ export interface CircuitArgs {
   addresses: IpPrefix[];
   mtu?: number;
   ifname?: string;
+  /** The data cipher this circuit insists on (CONNECT cipher=, a config file's circuit). */
+  cipher?: CipherPolicy;
 }
 
 export type Command =
@@ -107,7 +116,13 @@ Listener options:
 
 Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
-                      carries a MAC, and messages without the right one are dropped
+                      carries a MAC, every data frame is encrypted and authenticated with keys made
+                      new by each handshake; give it again for more keys a listener accepts (the first
+                      one is the initiator's)
+  --cipher C          the data cipher with a key: auto (default: AES-256-GCM where both CPUs have AES
+                      instructions, else ChaCha20-Poly1305), aes-256-gcm, chacha20-poly1305, or none
+                      (frames in clear on purpose; both ends log a warning)
+  --rekey-after S     new session keys every S seconds (1-120, default ${REKEY_AFTER_MS / 1000})
   --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
   --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
                       talk to it; two daemons on one host need two paths
@@ -165,6 +180,7 @@ export interface RawCircuit {
   mtu?: string;
   ifname?: string;
   family?: 4 | 6;
+  cipher?: string;
 }
 
 /**
@@ -196,7 +212,28 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
       `${dash}ifname "${raw.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
     );
   }
-  return { host: raw.peer, family: raw.family, vid, mode, addresses, mtu, ifname: raw.ifname };
+  const circuit: CircuitArgs = {
+    host: raw.peer,
+    family: raw.family,
+    vid,
+    mode,
+    addresses,
+    mtu,
+    ifname: raw.ifname,
+  };
+  if (raw.cipher !== undefined) circuit.cipher = parseCipher(raw.cipher, `${dash}cipher`);
+  return circuit;
+}
+
+/** The ciphers --cipher names, as the operator spells them. */
+export const CIPHER_CHOICES = ["auto", "aes-256-gcm", "chacha20-poly1305", "none"] as const;
+
+/** --cipher's value: "none" is the clear cipher. Throws UsageError. */
+export function parseCipher(text: string, option: string): CipherPolicy {
+  if (!(CIPHER_CHOICES as readonly string[]).includes(text)) {
+    throw new UsageError(`${option} is ${CIPHER_CHOICES.join(", ")}, not "${text}"`);
+  }
+  return text === "none" ? "clear" : text as CipherPolicy;
 }
 
 /** "HOST:PORT" or "[IPv6]:PORT" for --metrics. */
@@ -294,7 +331,9 @@ export function parseCommandLine(argv: string[]): Command {
         listen: { type: "boolean" },
         allow: { type: "string", multiple: true },
         "insecure-accept-any": { type: "boolean" },
-        "key-file": { type: "string" },
+        "key-file": { type: "string", multiple: true },
+        cipher: { type: "string" },
+        "rekey-after": { type: "string" },
         config: { type: "string" },
         control: { type: "string" },
         metrics: { type: "string" },
@@ -325,8 +364,9 @@ export function parseCommandLine(argv: string[]): Command {
   if (!listen && (allow.length > 0 || insecureAcceptAny)) {
     throw new UsageError("--allow and --insecure-accept-any go with --listen");
   }
-  const keyFile = v["key-file"];
-  if (keyFile === "") throw new UsageError("--key-file needs a file name");
+  const keyFiles = v["key-file"] ?? [];
+  if (keyFiles.some((file) => file === "")) throw new UsageError("--key-file needs a file name");
+  const keyFile = keyFiles[0];
   if (v.config !== undefined) {
     const alongside = [
       "config",
@@ -384,6 +424,18 @@ export function parseCommandLine(argv: string[]): Command {
     underlay: (v.underlay ?? "libc") as "libc" | "deno",
     offload: !v["no-offload"],
   };
+  if (keyFiles.length > 1) args.extraKeyFiles = keyFiles.slice(1);
+  if (v.cipher !== undefined) {
+    args.cipher = parseCipher(v.cipher, "--cipher");
+    if (keyFile === undefined) {
+      throw new UsageError("--cipher goes with --key-file (without a key frames are clear)");
+    }
+  }
+  if (v["rekey-after"] !== undefined) {
+    args.rekeyAfterMs =
+      integer(v["rekey-after"], "--rekey-after", MIN_REKEY_AFTER_MS / 1000, MAX_REKEY_AFTER_MS / 1000) *
+      1000;
+  }
   if (v["datapath-threads"] !== undefined) {
     args.datapathThreads = integer(v["datapath-threads"], "--datapath-threads", 1, 2) as 1 | 2;
     if (v.underlay === "deno") throw new UsageError("--datapath-threads goes with the libc underlay");

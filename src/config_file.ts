@@ -6,6 +6,9 @@
 import { canonicalIp, type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { defaultInterfaceName, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
+import { CIPHER_CHOICES } from "./cli.ts";
+import type { CipherPolicy } from "./session.ts";
+import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
 
 /** A config file that cannot be used. The message starts with the JSON path of the bad field. */
 export class ConfigError extends Error {
@@ -33,6 +36,10 @@ export interface CircuitConfig {
   port?: number;
   /** Use only the peer's IPv4 or IPv6 address. */
   family?: 4 | 6;
+  /** This circuit's own key file, instead of the top-level one. */
+  keyFile?: string;
+  /** The data cipher this circuit insists on. */
+  cipher?: CipherPolicy;
 }
 
 export interface FileConfig {
@@ -42,11 +49,36 @@ export interface FileConfig {
   /** UDP port of the listener and default port of the peers. */
   port?: number;
   keyFile?: string;
+  /** More key files a listener accepts. */
+  keyFiles?: string[];
+  cipher?: CipherPolicy;
+  rekeyAfterMs?: number;
   circuits: CircuitConfig[];
 }
 
-const TOP_KEYS = ["listen", "allow", "insecure_accept_any", "port", "key_file", "circuits"];
-const CIRCUIT_KEYS = ["peer", "vid", "mode", "address", "mtu", "ifname", "port", "family"];
+const TOP_KEYS = [
+  "listen",
+  "allow",
+  "insecure_accept_any",
+  "port",
+  "key_file",
+  "key_files",
+  "cipher",
+  "rekey_after",
+  "circuits",
+];
+const CIRCUIT_KEYS = [
+  "peer",
+  "vid",
+  "mode",
+  "address",
+  "mtu",
+  "ifname",
+  "port",
+  "family",
+  "key_file",
+  "cipher",
+];
 
 type JsonObject = Record<string, unknown>;
 
@@ -116,6 +148,13 @@ function wholeNumber(value: unknown, field: string, min: number, max: number): n
     fail(field, `must be a whole number from ${min} to ${max}, not ${shown(value)}`);
   }
   return value;
+}
+
+function cipherField(value: unknown, field: string): CipherPolicy {
+  if (typeof value !== "string" || !(CIPHER_CHOICES as readonly string[]).includes(value)) {
+    fail(field, `must be one of ${CIPHER_CHOICES.map((c) => `"${c}"`).join(", ")}, not ${shown(value)}`);
+  }
+  return value === "none" ? "clear" : value as CipherPolicy;
 }
 
 function boolean(value: unknown, field: string): boolean {
@@ -188,6 +227,13 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
     circuit.ifname = value.ifname;
   }
   if (has("port")) circuit.port = wholeNumber(value.port, `${field}.port`, 1, 65535);
+  if (has("cipher")) circuit.cipher = cipherField(value.cipher, `${field}.cipher`);
+  if (has("key_file")) {
+    if (typeof value.key_file !== "string" || value.key_file === "") {
+      fail(`${field}.key_file`, `must be the path of the key file, not ${shown(value.key_file)}`);
+    }
+    circuit.keyFile = value.key_file;
+  }
   if (has("family")) {
     if (value.family !== 4 && value.family !== 6) {
       fail(`${field}.family`, `must be 4 or 6, not ${shown(value.family)}`);
@@ -229,6 +275,22 @@ export function parseConfig(text: string): FileConfig {
     }
     config.keyFile = root.key_file;
   }
+  if (has("key_files")) {
+    const files = root.key_files;
+    if (!Array.isArray(files) || files.some((f) => typeof f !== "string" || f === "")) {
+      fail("key_files", `must be an array of key file paths, not ${shown(files)}`);
+    }
+    config.keyFiles = files as string[];
+  }
+  if (has("cipher")) config.cipher = cipherField(root.cipher, "cipher");
+  if (has("rekey_after")) {
+    config.rekeyAfterMs = wholeNumber(
+      root.rekey_after,
+      "rekey_after",
+      MIN_REKEY_AFTER_MS / 1000,
+      MAX_REKEY_AFTER_MS / 1000,
+    ) * 1000;
+  }
   if (has("circuits")) {
     const circuits = root.circuits;
     if (!Array.isArray(circuits)) {
@@ -260,7 +322,15 @@ export function parseConfig(text: string): FileConfig {
     }
   });
 
-  if (listen && allow.length === 0 && !insecureAcceptAny && config.keyFile === undefined) {
+  if (
+    (config.cipher !== undefined || config.circuits.some((c) => c.cipher !== undefined)) && !config.keyFile &&
+    !config.circuits.some((c) => c.keyFile)
+  ) {
+    fail("cipher", `goes with "key_file" (without a key frames are clear)`);
+  }
+  if (
+    listen && allow.length === 0 && !insecureAcceptAny && config.keyFile === undefined && !config.keyFiles
+  ) {
     fail(
       "listen",
       `the listener needs "allow" (the initiators' underlay prefixes), "key_file" or "insecure_accept_any": true`,

@@ -1,12 +1,19 @@
 /** An optional Prometheus text endpoint (--metrics HOST:PORT): GET /metrics. */
 
 import denoJson from "../deno.json" with { type: "json" };
-import type { DaemonStatus } from "./daemon/daemon.ts";
+import type { CircuitStatus, DaemonStatus } from "./daemon/daemon.ts";
 import { RuntimeFailure } from "./errors.ts";
 
 /** A label value with \, " and newline escaped as the text format asks. */
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** The labels that name a circuit. */
+function circuitLabels(c: CircuitStatus): string {
+  return `peer="${label(c.peer)}",address="${label(c.address)}",vid="${c.vid}",ifname="${
+    label(c.ifname ?? "")
+  }"`;
 }
 
 /** The Prometheus text exposition of a daemon's status. */
@@ -24,10 +31,7 @@ export function formatMetrics(status: DaemonStatus): string {
     for (const c of status.circuits) {
       const v = value(c);
       if (v === null) continue;
-      const labels = `peer="${label(c.peer)}",address="${label(c.address)}",vid="${c.vid}",ifname="${
-        label(c.ifname ?? "")
-      }"`;
-      lines.push(`${name}{${labels}} ${v}`);
+      lines.push(`${name}{${circuitLabels(c)}} ${v}`);
     }
   };
   family("vela_info", "gauge", "VELA version");
@@ -58,6 +62,40 @@ export function formatMetrics(status: DaemonStatus): string {
     "counter",
     "Frames the device refused",
     (c) => c.drops.deviceRefused,
+  );
+  family(
+    "vela_circuit_rx_rejected_total",
+    "counter",
+    "Sealed frames from the peer dropped, by reason: bad-tag (forged or corrupted), replayed-data (a counter seen already), too-old (below the replay window), no-key (a key epoch the circuit does not hold)",
+  );
+  for (const c of status.circuits) {
+    const labels = circuitLabels(c);
+    lines.push(`vela_circuit_rx_rejected_total{${labels},reason="bad-tag"} ${c.drops.badTag}`);
+    lines.push(`vela_circuit_rx_rejected_total{${labels},reason="replayed-data"} ${c.drops.replayedData}`);
+    lines.push(`vela_circuit_rx_rejected_total{${labels},reason="too-old"} ${c.drops.tooOld}`);
+    lines.push(`vela_circuit_rx_rejected_total{${labels},reason="no-key"} ${c.drops.noKey}`);
+  }
+  perCircuit(
+    "vela_circuit_key_exhausted_total",
+    "counter",
+    "Frames not sent because the key had sealed all it may, or there was none yet",
+    (c) => c.drops.keyExhausted,
+  );
+  family("vela_circuit_cipher_info", "gauge", "The circuit's data cipher");
+  for (const c of status.circuits) {
+    lines.push(`vela_circuit_cipher_info{${circuitLabels(c)},cipher="${label(c.cipher)}"} 1`);
+  }
+  perCircuit(
+    "vela_circuit_key_age_seconds",
+    "gauge",
+    "Seconds since the session keys in use were made",
+    (c) => c.keyAgeSeconds,
+  );
+  perCircuit(
+    "vela_circuit_key_rotations_total",
+    "counter",
+    "Times the session keys were renewed",
+    (c) => c.rotations,
   );
   perCircuit(
     "vela_circuit_rtt_seconds",

@@ -1,51 +1,78 @@
 /**
  * The session state machine of one circuit, pure: `handle(event, now)` returns the actions to take and
- * touches nothing else. The clock and the nonce source are injected.
+ * touches nothing else. The clock, the nonce source and the key exchange are injected.
+ *
+ * A session is keyed when it has a pre-shared key (`psk`): then IREQ and IACK carry X25519 ephemerals,
+ * every handshake makes new session keys (src/crypto/handshake.ts), ICON proves the initiator holds them
+ * (its MAC is made with the handshake's control key), KEEPALIVE and CREQ are signed with the control keys
+ * and a KEEPALIVE is taken only with a sequence number above the last one. A keyed responder creates its
+ * interface, or switches an existing circuit to a new handshake, only once that proof has arrived. The
+ * rows marked (keyed) apply to keyed sessions only; a session without a key works as protocol v1 did.
  *
  * Initiator (the side run with --peer):
  *
  *   state        event                                  actions                                      next
- *   idle         start                                  send IREQ, timer +first retry                requesting
- *   requesting   timer                                  send IREQ, timer +backoff (doubling, capped) requesting
- *   requesting   IACK or IRDY (our nonce, our mode)     set-mtu agreed, send ICON, forward on,       established
- *                                                       established, timer +keepalive
+ *   idle         start                                  send IREQ (handshake h, new ephemeral),      requesting
+ *                                                       timer +first retry
+ *   requesting   timer                                  send IREQ, timer +backoff (doubling,         requesting
+ *                                                       capped); after UNANSWERED_IREQS, unanswered
+ *   requesting   IACK or IRDY (our nonce, h, our mode)  (keyed) derive keys, keys; set-mtu agreed,   established
+ *                                                       send ICON, forward on, established,
+ *                                                       timer +keepalive
  *   requesting   IACK or IRDY with another mode         refused, timer +NAK retry                    refused
  *   requesting   NAK (our nonce)                        refused, timer +NAK retry                    refused
- *   refused      timer                                  send IREQ, timer +first retry                requesting
- *   established  timer, peer heard within dead time     send KEEPALIVE, timer +keepalive             established
- *   established  timer, peer silent for the dead time   forward off, dead-peer, resolve, send IREQ,  requesting
- *                                                       timer +first retry
- *   established  KEEPALIVE (both nonces)                peer heard; an echo gives the RTT, a         established
+ *   refused      timer                                  send IREQ (h + 1), timer +first retry        requesting
+ *   established  timer, peer heard within dead time     send KEEPALIVE, timer +keepalive; (keyed)    established
+ *                                                       keys due for renewal: send IREQ (h + 1);
+ *                                                       previous keys past the overlap: keys
+ *   established  timer, peer silent for the dead time   forward off, dead-peer, resolve, send IREQ   requesting
+ *                                                       (h + 1), timer +first retry
+ *   established  KEEPALIVE (both nonces, fresh, signed) peer heard; an echo gives the RTT, a         established
  *                                                       periodic one is answered: send KEEPALIVE
- *   established  IACK or IRDY (our nonce, same peer)    send ICON (our ICON was lost)                established
- *   established  CREQ (our nonces)                      forward off, send IREQ, timer +first retry   requesting
- *   any but idle moved (the peer's name points elsewhere) forward off, send IREQ, timer +first retry requesting
+ *   established  IACK or IRDY (our nonce, h, same peer) send ICON (our ICON was lost)                established
+ *   established  IACK (our nonce, renewal h, same peer) (keyed) derive keys, keys (new and previous),  established
+ *                                                       rotated, send ICON
+ *   established  NAK (our nonce; no key)                forward off, refused, timer +NAK retry       refused
+ *                (a keyed listener says CREQ instead: a NAK can be replayed, a signed CREQ cannot)
+ *   established  CREQ (our nonces, signed)              forward off, send IREQ (h + 1), timer        requesting
+ *   any but idle moved (the peer's name points elsewhere) forward off, send IREQ (h + 1), timer       requesting
  *   any          close                                  send CREQ (once the peer's nonce is known),  closed
  *                                                       forward off, timer off
  *
  * Responder (the listener's side, made by the daemon for an IREQ it accepts):
  *
  *   state        event                                  actions                                      next
- *   idle         IREQ                                   create-device (agreed MTU, mode, plan),      acknowledged
+ *   idle         IREQ (no key)                          create-device (agreed MTU, mode, plan),      acknowledged
  *                                                       forward on, send IACK, timer +keepalive
+ *   idle         IREQ (keyed)                           choose the cipher, derive keys (pending),    acknowledged
+ *                                                       send IACK, timer +keepalive; no device yet
  *   idle         IREQ with MTU below the minimum        send NAK MTU_TOO_SMALL                       closed
- *   acknowledged IREQ (same initiator nonce)            send IACK (our IACK was lost)                acknowledged
- *   acknowledged ICON                                   established                                  established
+ *   idle         IREQ (keyed) offering no cipher we take send NAK CIPHER_MISMATCH                    closed
+ *   acknowledged IREQ (same nonce and handshake)        send IACK again (our IACK was lost)          acknowledged
+ *   acknowledged ICON, or a KEEPALIVE signed with the   (keyed, no device) create-device, keys,      established
+ *                pending keys                           forward on; established
  *   acknowledged KEEPALIVE (both nonces)                answer it as below, established              established
- *   established  IREQ (same initiator nonce)            send IRDY                                    established
- *   established  KEEPALIVE (both nonces)                peer heard; an echo gives the RTT, a         established
+ *   established  IREQ (same nonce and handshake)        send IRDY                                    established
+ *   established  KEEPALIVE (both nonces, fresh, signed) peer heard; an echo gives the RTT, a         established
  *                                                       periodic one is answered: send KEEPALIVE
+ *   ack./estab./lost IREQ (keyed; renewal, or a new     derive pending keys, keys (open with them    unchanged
+ *                nonce: the peer restarted)             too), send IACK; the current keys stay
+ *   ack./estab./lost ICON or KEEPALIVE signed with the  (keyed) the pending handshake becomes the     established
+ *                pending keys                           session: set-mtu (if it changed), keys,
+ *                                                       rotated
  *   ack./estab.  timer, peer heard within dead time     send KEEPALIVE (established only),           unchanged
- *                                                       timer +keepalive
+ *                                                       timer +keepalive; previous keys past the
+ *                                                       overlap: keys
+ *   acknowledged timer, silent, no device (keyed)       forget it                                    closed
  *   ack./estab.  timer, peer silent for the dead time   dead-peer, timer +linger                     lost
- *   lost         IREQ (same initiator nonce)            send IACK, timer +keepalive                  acknowledged
- *   lost         KEEPALIVE (both nonces)                answer it, established, timer +keepalive     established
+ *   lost         IREQ (same initiator nonce, no key)    send IACK, timer +keepalive                  acknowledged
+ *   lost         KEEPALIVE (both nonces, fresh, signed) answer it, established, timer +keepalive     established
  *   lost         timer (lingered)                       forward off, remove-device                   closed
- *   ack./estab./lost IREQ (new nonce, same mode)        the peer restarted: set-mtu (if it changed), acknowledged
+ *   ack./estab./lost IREQ (new nonce, same mode, no key) the peer restarted: set-mtu (if it changed), acknowledged
  *                                                       send IACK, timer +keepalive
  *   ack./estab./lost IREQ (new nonce, MTU below min)    send NAK MTU_TOO_SMALL                       unchanged
  *   ack./estab./lost IREQ (new nonce, other mode)       send NAK MODE_MISMATCH                       unchanged
- *   ack./estab./lost CREQ (both nonces)                 forward off, remove-device                   closed
+ *   ack./estab./lost CREQ (both nonces, signed)         forward off, remove-device                   closed
  *   any          close                                  send CREQ and remove-device (unless idle),   closed
  *                                                       forward off, timer off
  *
@@ -53,20 +80,43 @@
  * been asking for the dead time or longer since the last lookup.
  *
  * Closed is final: every event after it is dropped.
- * Any other (state, event) pair is ignored and reported as a `drop` action with the reason.
+ * Any other (state, event) pair, and any message whose signature or sequence number does not check, is
+ * ignored and reported as a `drop` action with the reason.
  */
 
 import type { LinkMode } from "./link/link_device.ts";
 import type { IpPrefix } from "./ip.ts";
-import { type ControlMessage, NakReason, type Nonce } from "./wire.ts";
+import {
+  type CipherName,
+  type ControlMessage,
+  EPHEMERAL_LENGTH,
+  type Iack,
+  type Ireq,
+  IREQ_FLAG_AES,
+  NakReason,
+  type Nonce,
+  offerBit,
+  offeredCiphers,
+} from "./wire.ts";
 import {
   DEAD_PEER_MS,
   IREQ_FIRST_RETRY_MS,
   IREQ_MAX_RETRY_MS,
   KEEPALIVE_INTERVAL_MS,
+  KEY_OVERLAP_MS,
   NAK_RETRY_MS,
+  REKEY_AFTER_MS,
   RESPONDER_LINGER_MS,
+  UNANSWERED_IREQS,
 } from "./timing.ts";
+import {
+  type Ephemeral,
+  type HandshakeCrypto,
+  type SessionKeys,
+  x25519Handshake,
+} from "./crypto/handshake.ts";
+import { AEAD_OVERHEAD, type AeadCipher, type DataKeys, rekeyAfterPackets } from "./crypto/data_keys.ts";
+import { verifyControl } from "./keys.ts";
 
 /** The smallest link MTU VELA agrees to (IPv4's minimum datagram). */
 import { MIN_LINK_MTU } from "./circuit_rules.ts";
@@ -83,15 +133,21 @@ export type SessionState =
   | "lost"
   | "closed";
 
+/** What a side asks for with --cipher: a cipher, clear on purpose ("clear", --cipher none), or "auto". */
+export type CipherPolicy = CipherName | "auto";
+
 export type SessionEvent =
   | { type: "start" }
-  | { type: "timer" }
+  /** `keyUse`: packets the current data keys have sealed or opened, whichever is more (keyed sessions). */
+  | { type: "timer"; keyUse?: number }
   | { type: "close" }
   | { type: "moved" }
-  | { type: "received"; message: ControlMessage };
+  /** `datagram`: the bytes the message was decoded from, for the signature of a keyed session. */
+  | { type: "received"; message: ControlMessage; datagram?: Uint8Array };
 
 export type SessionAction =
-  | { type: "send"; message: ControlMessage }
+  /** `sign`: the key to make the message's MAC with (none: unsigned). */
+  | { type: "send"; message: ControlMessage; sign?: Uint8Array }
   | { type: "create-device"; mtu: number; mode: LinkMode; plan: IpPrefix[] }
   | { type: "set-mtu"; mtu: number }
   | { type: "forward"; enabled: boolean }
@@ -101,6 +157,12 @@ export type SessionAction =
   | { type: "dead-peer"; silentMs: number }
   /** Look the peer's name up again (an initiator that has heard nothing for a while). */
   | { type: "resolve" }
+  /** The data keys the datapath holds from now on (keyed sessions with a cipher). */
+  | { type: "keys"; cipher: CipherName; keys: DataKeys }
+  /** New session keys are in use (a renewal, or a restarted peer's handshake). */
+  | { type: "rotated"; handshake: number }
+  /** An initiator's IREQs got no answer `tries` times in a row. */
+  | { type: "unanswered"; tries: number }
   | { type: "timer"; at: number | undefined }
   | { type: "drop"; reason: string };
 
@@ -109,14 +171,56 @@ export interface SessionConfig {
   vid: number;
   /** The mode this side wants (the responder takes the initiator's). */
   mode: LinkMode;
-  /** This side's MTU proposal, from its route to the peer or --mtu. */
+  /**
+   * This side's MTU proposal for a clear circuit, from its route to the peer; with a cipher the session
+   * takes AEAD_OVERHEAD off it, unless `fixedMtu` (the operator's --mtu, the link MTU itself).
+   */
   mtu: number;
+  fixedMtu?: boolean;
   /** The initiator's plan for the responder's addresses. */
   plan: IpPrefix[];
   /** A fresh session nonce (wire.newNonce in the daemon, a counter in tests). */
   newNonce: () => Nonce;
   /** Milliseconds since the Unix epoch, for the IREQ timestamp. */
   wallClock: () => number;
+  /** The pre-shared key: a keyed session (the responder's is the key its IREQ was signed with). */
+  psk?: Uint8Array;
+  /** --cipher (default "auto"). */
+  cipher?: CipherPolicy;
+  /** This host has AES instructions (src/crypto/cpu.ts). */
+  aesHardware?: boolean;
+  /** The key exchange (default: X25519 and HKDF). */
+  handshakeCrypto?: HandshakeCrypto;
+  /** New keys this long after the current ones (default REKEY_AFTER_MS). */
+  rekeyAfterMs?: number;
+}
+
+/** One handshake's outcome: its number, cipher, keys and when it was made. */
+interface KeyEpoch {
+  readonly handshake: number;
+  readonly cipher: CipherName;
+  readonly keys: SessionKeys;
+  readonly since: number;
+}
+
+/** A responder's handshake that waits for the initiator's proof (ICON or a signed KEEPALIVE). */
+interface PendingHandshake {
+  readonly initiatorNonce: Nonce;
+  readonly handshake: number;
+  readonly initiatorEphemeral: Uint8Array;
+  readonly epoch: KeyEpoch;
+  readonly mtu: number;
+  readonly mode: LinkMode;
+  readonly plan: IpPrefix[];
+  readonly answer: Iack;
+}
+
+const NO_EPHEMERAL = new Uint8Array(EPHEMERAL_LENGTH);
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export class Session {
@@ -125,6 +229,7 @@ export class Session {
   #state: SessionState = "idle";
   #mode: LinkMode;
   readonly #localMtu: number;
+  readonly #fixedMtu: boolean;
   #agreedMtu = 0;
   readonly #plan: IpPrefix[];
   readonly #ownNonce: Nonce;
@@ -136,15 +241,44 @@ export class Session {
   #lastHeard = 0;
   #rttMs: number | undefined;
   readonly #wallClock: () => number;
+  readonly #psk: Uint8Array | undefined;
+  readonly #policy: CipherPolicy;
+  readonly #aesHardware: boolean;
+  readonly #crypto: HandshakeCrypto;
+  readonly #rekeyAfterMs: number;
+  /** The initiator's handshake in flight or in use; the responder's in use. */
+  #handshake = 0;
+  #started = false;
+  /** The initiator's ephemeral key pair for the handshake in flight. */
+  #ephemeral: Ephemeral | undefined;
+  /** The initiator has asked for new keys and waits for the IACK. */
+  #renewing = false;
+  #current: KeyEpoch | undefined;
+  #previous: KeyEpoch | undefined;
+  /** The responder's answer to the handshake in use, and the initiator's ephemeral in it. */
+  #currentAnswer: Iack | undefined;
+  #currentInitiatorEphemeral: Uint8Array | undefined;
+  #pending: PendingHandshake | undefined;
+  #pendingSince = 0;
+  #keepalivesSent = 0n;
+  #peerSequence = 0n;
+  #unanswered = 0;
+  #rotations = 0;
 
   constructor(config: SessionConfig) {
     this.role = config.role;
     this.vid = config.vid;
     this.#mode = config.mode;
     this.#localMtu = config.mtu;
+    this.#fixedMtu = config.fixedMtu ?? false;
     this.#plan = config.plan;
     this.#ownNonce = config.newNonce();
     this.#wallClock = config.wallClock;
+    this.#psk = config.psk;
+    this.#policy = config.cipher ?? "auto";
+    this.#aesHardware = config.aesHardware ?? false;
+    this.#crypto = config.handshakeCrypto ?? x25519Handshake;
+    this.#rekeyAfterMs = config.rekeyAfterMs ?? REKEY_AFTER_MS;
   }
 
   get state(): SessionState {
@@ -167,12 +301,34 @@ export class Session {
   get rttMs(): number | undefined {
     return this.#rttMs;
   }
+  /** Whether the session has a pre-shared key. */
+  get keyed(): boolean {
+    return this.#psk !== undefined;
+  }
+  /** The data cipher in use: "clear" without a key, undefined while a keyed session has no keys yet. */
+  get cipher(): CipherName | undefined {
+    return this.#psk ? this.#current?.cipher : "clear";
+  }
+  /** When the keys in use were made (monotonic ms), undefined without. */
+  get keysSince(): number | undefined {
+    return this.#current?.since;
+  }
+  /** How many times the keys changed after the first handshake of the circuit. */
+  get rotations(): number {
+    return this.#rotations;
+  }
+  /** The handshake number of the keys in use. */
+  get handshake(): number {
+    return this.#current?.handshake ?? this.#handshake;
+  }
 
   handle(event: SessionEvent, now: number): SessionAction[] {
     if (this.#state === "closed") return [{ type: "drop", reason: `${describe(event)} after close` }];
     if (event.type === "close") return this.#close();
     return this.role === "initiator" ? this.#initiator(event, now) : this.#responder(event, now);
   }
+
+  // ---------------------------------------------------------------- initiator
 
   #initiator(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
     const state = this.#state;
@@ -186,7 +342,12 @@ export class Session {
       if (state === "established") {
         const silent = now - this.#lastHeard;
         if (silent < DEAD_PEER_MS) {
-          return [this.#keepalive(now), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+          return [
+            this.#keepalive(now),
+            ...this.#retireKeys(now),
+            ...this.#renewal(now, event.keyUse ?? 0),
+            { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
+          ];
         }
         return [
           { type: "forward", enabled: false },
@@ -203,43 +364,19 @@ export class Session {
     const message = event.message;
     switch (message.type) {
       case "IACK":
-      case "IRDY": {
-        if (message.initiatorNonce !== this.#ownNonce) {
-          return [{ type: "drop", reason: `${message.type} for another session` }];
-        }
-        if (state === "established") {
-          if (message.responderNonce !== this.#peerNonce) {
-            return [{ type: "drop", reason: "IACK from another responder session" }];
-          }
-          return [this.#icon()];
-        }
-        if (state !== "requesting") return [{ type: "drop", reason: `${message.type} in ${state}` }];
-        if (message.mode !== this.#mode) {
-          this.#state = "refused";
-          return [
-            {
-              type: "refused",
-              reason: NakReason.MODE_MISMATCH,
-              text: `the peer answered in ${message.mode} mode`,
-            },
-            { type: "timer", at: now + NAK_RETRY_MS },
-          ];
-        }
-        this.#peerNonce = message.responderNonce;
-        this.#agreedMtu = Math.min(this.#localMtu, message.mtu);
-        this.#state = "established";
-        this.#lastHeard = now;
-        return [
-          { type: "set-mtu", mtu: this.#agreedMtu },
-          this.#icon(),
-          { type: "forward", enabled: true },
-          { type: "established", mtu: this.#agreedMtu },
-          { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
-        ];
-      }
+      case "IRDY":
+        return this.#initiatorAck(message, now);
       case "NAK": {
         if (message.initiatorNonce !== this.#ownNonce) {
           return [{ type: "drop", reason: "NAK for another session" }];
+        }
+        if (state === "established" && !this.#psk) {
+          this.#state = "refused";
+          return [
+            { type: "forward", enabled: false },
+            { type: "refused", reason: message.reason, text: message.text },
+            { type: "timer", at: now + NAK_RETRY_MS },
+          ];
         }
         if (state !== "requesting") return [{ type: "drop", reason: `NAK in ${state}` }];
         this.#state = "refused";
@@ -252,17 +389,203 @@ export class Session {
         if (state !== "established" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
           return [{ type: "drop", reason: `CREQ in ${state} or for another session` }];
         }
+        if (!this.#signedByPeer(event.datagram)) return [{ type: "drop", reason: "CREQ not signed" }];
         return [{ type: "forward", enabled: false }, ...this.#request(now, true)];
       }
       case "KEEPALIVE":
         if (state !== "established" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
           return [{ type: "drop", reason: `KEEPALIVE in ${state} or for another session` }];
         }
+        if (!this.#signedByPeer(event.datagram)) return [{ type: "drop", reason: "KEEPALIVE not signed" }];
+        if (message.sequence <= this.#peerSequence) return [{ type: "drop", reason: "KEEPALIVE replayed" }];
+        this.#peerSequence = message.sequence;
         return this.#heard(message.sentAt, message.echo, now);
       default:
         return [{ type: "drop", reason: `${message.type} is not for an initiator` }];
     }
   }
+
+  #initiatorAck(message: Iack, now: number): SessionAction[] {
+    const state = this.#state;
+    if (message.initiatorNonce !== this.#ownNonce) {
+      return [{ type: "drop", reason: `${message.type} for another session` }];
+    }
+    const handshake = this.#handshake & 0xff;
+    if (state === "established") {
+      if (message.responderNonce !== this.#peerNonce) {
+        return [{ type: "drop", reason: "IACK from another responder session" }];
+      }
+      if (this.#renewing && message.handshake === handshake) {
+        const epoch = this.#deriveInitiator(message, now);
+        if (!epoch) return [{ type: "drop", reason: `${message.type} with an unusable key` }];
+        this.#previous = this.#current;
+        this.#current = epoch;
+        this.#renewing = false;
+        this.#ephemeral = undefined;
+        this.#rotations++;
+        return [...this.#keysAction(), { type: "rotated", handshake: epoch.handshake }, this.#icon()];
+      }
+      if (message.handshake === ((this.#current?.handshake ?? this.#handshake) & 0xff)) return [this.#icon()];
+      return [{ type: "drop", reason: `${message.type} for handshake ${message.handshake}` }];
+    }
+    if (state !== "requesting") return [{ type: "drop", reason: `${message.type} in ${state}` }];
+    if (message.handshake !== handshake) {
+      return [{
+        type: "drop",
+        reason: `${message.type} for handshake ${message.handshake}, not ${handshake}`,
+      }];
+    }
+    if (message.mode !== this.#mode) {
+      this.#state = "refused";
+      return [
+        {
+          type: "refused",
+          reason: NakReason.MODE_MISMATCH,
+          text: `the peer answered in ${message.mode} mode`,
+        },
+        { type: "timer", at: now + NAK_RETRY_MS },
+      ];
+    }
+    if (!(this.#offers() & offerBit(message.cipher))) {
+      this.#state = "refused";
+      return [
+        {
+          type: "refused",
+          reason: NakReason.CIPHER_MISMATCH,
+          text: `the peer chose ${message.cipher}, which was not offered`,
+        },
+        { type: "timer", at: now + NAK_RETRY_MS },
+      ];
+    }
+    let epoch: KeyEpoch | undefined;
+    if (this.#psk) {
+      epoch = this.#deriveInitiator(message, now);
+      if (!epoch) return [{ type: "drop", reason: `${message.type} with an unusable key` }];
+    }
+    this.#current = epoch;
+    this.#previous = undefined;
+    this.#ephemeral = undefined;
+    this.#renewing = false;
+    this.#peerNonce = message.responderNonce;
+    this.#peerSequence = 0n;
+    this.#agreedMtu = Math.min(this.#proposedMtu(), message.mtu);
+    this.#state = "established";
+    this.#lastHeard = now;
+    return [
+      { type: "set-mtu", mtu: this.#agreedMtu },
+      ...this.#keysAction(),
+      this.#icon(),
+      { type: "forward", enabled: true },
+      { type: "established", mtu: this.#agreedMtu },
+      { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
+    ];
+  }
+
+  #deriveInitiator(message: Iack, now: number): KeyEpoch | undefined {
+    const own = this.#ephemeral;
+    if (!this.#psk || !own) return undefined;
+    const keys = this.#crypto.derive(this.#psk, own, message.ephemeral, {
+      vid: this.vid,
+      handshake: message.handshake,
+      cipher: message.cipher,
+      mode: message.mode,
+      initiatorNonce: this.#ownNonce,
+      responderNonce: message.responderNonce,
+      initiatorEphemeral: own.publicKey,
+      responderEphemeral: message.ephemeral,
+    });
+    return keys && { handshake: this.#handshake, cipher: message.cipher, keys, since: now };
+  }
+
+  /** Keys due for renewal (keyed, established): the renewal IREQ, sent again at each tick until answered. */
+  #renewal(now: number, keyUse: number): SessionAction[] {
+    const current = this.#current;
+    if (!this.#psk || !current) return [];
+    if (!this.#renewing) {
+      const old = now - current.since >= this.#rekeyAfterMs;
+      const used = current.cipher !== "clear" && keyUse >= rekeyAfterPackets(current.cipher as AeadCipher);
+      if (!old && !used) return [];
+      this.#handshake++;
+      this.#ephemeral = this.#crypto.newEphemeral();
+      this.#renewing = true;
+    }
+    return [this.#ireq()];
+  }
+
+  #request(now: number, fromStart: boolean, resolveNow = false): SessionAction[] {
+    const actions: SessionAction[] = [];
+    if (this.#resolvedAt === undefined && !resolveNow) this.#resolvedAt = now;
+    else if (resolveNow || now - this.#resolvedAt! >= DEAD_PEER_MS) {
+      this.#resolvedAt = now;
+      actions.push({ type: "resolve" });
+    }
+    if (fromStart) {
+      this.#retryMs = IREQ_FIRST_RETRY_MS;
+      if (this.#started) this.#handshake++;
+      this.#started = true;
+      this.#ephemeral = this.#psk ? this.#crypto.newEphemeral() : undefined;
+      this.#renewing = false;
+      this.#unanswered = 0;
+    }
+    const at = now + this.#retryMs;
+    this.#retryMs = Math.min(this.#retryMs * 2, IREQ_MAX_RETRY_MS);
+    this.#state = "requesting";
+    if (this.#unanswered++ === UNANSWERED_IREQS) {
+      actions.push({ type: "unanswered", tries: UNANSWERED_IREQS });
+    }
+    return [...actions, this.#ireq(), { type: "timer", at }];
+  }
+
+  #ireq(): SessionAction {
+    return {
+      type: "send",
+      sign: this.#psk,
+      message: {
+        type: "IREQ",
+        vid: this.vid,
+        initiatorNonce: this.#ownNonce,
+        timestamp: BigInt(Math.floor(this.#wallClock())),
+        mode: this.#mode,
+        mtu: this.#proposedMtu(),
+        handshake: this.#handshake & 0xff,
+        offers: this.#offers(),
+        flags: this.#aesHardware ? IREQ_FLAG_AES : 0,
+        ephemeral: this.#ephemeral?.publicKey ?? NO_EPHEMERAL,
+        plan: this.#plan,
+      },
+    };
+  }
+
+  /** The ciphers an initiator offers: clear only without a key or with --cipher none. */
+  #offers(): number {
+    if (!this.#psk) return offerBit("clear");
+    if (this.#policy === "auto") return offerBit("aes-256-gcm") | offerBit("chacha20-poly1305");
+    return offerBit(this.#policy);
+  }
+
+  /** The initiator's MTU proposal: a sealed frame is AEAD_OVERHEAD bytes longer, unless --mtu fixed it. */
+  #proposedMtu(): number {
+    return this.#fixedMtu || this.#offers() === offerBit("clear")
+      ? this.#localMtu
+      : this.#localMtu - AEAD_OVERHEAD;
+  }
+
+  #icon(): SessionAction {
+    const current = this.#current;
+    return {
+      type: "send",
+      sign: current?.keys.controlInitiatorToResponder,
+      message: {
+        type: "ICON",
+        vid: this.vid,
+        initiatorNonce: this.#ownNonce,
+        responderNonce: this.#peerNonce,
+        handshake: (current?.handshake ?? this.#handshake) & 0xff,
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- responder
 
   #responder(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
     const state = this.#state;
@@ -270,70 +593,59 @@ export class Session {
     if (event.type !== "received") return [{ type: "drop", reason: `${event.type} for a responder` }];
     const message = event.message;
     switch (message.type) {
-      case "IREQ": {
-        if (state === "idle") {
-          const mtu = Math.min(this.#localMtu, message.mtu);
-          if (mtu < MIN_LINK_MTU) {
-            this.#state = "closed";
-            return [
-              this.#nak(
-                message.initiatorNonce,
-                NakReason.MTU_TOO_SMALL,
-                `MTU ${mtu} is below ${MIN_LINK_MTU}`,
-              ),
-            ];
-          }
-          this.#mode = message.mode;
-          this.#peerNonce = message.initiatorNonce;
-          this.#agreedMtu = mtu;
-          this.#state = "acknowledged";
-          this.#lastHeard = now;
-          return [
-            { type: "create-device", mtu, mode: message.mode, plan: message.plan },
-            { type: "forward", enabled: true },
-            this.#ack("IACK"),
-            { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
-          ];
-        }
-        if (message.initiatorNonce === this.#peerNonce) {
-          this.#lastHeard = now;
-          if (state === "established") return [this.#ack("IRDY")];
-          if (state === "acknowledged") return [this.#ack("IACK")];
-          this.#state = "acknowledged";
-          return [this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
-        }
-        if (message.mode !== this.#mode) {
-          return [
-            this.#nak(message.initiatorNonce, NakReason.MODE_MISMATCH, `circuit is in ${this.#mode} mode`),
-          ];
-        }
-        // A new initiator nonce: the peer restarted. Keep the device, take the new session.
-        const mtu = Math.min(this.#localMtu, message.mtu);
-        if (mtu < MIN_LINK_MTU) {
-          return [
-            this.#nak(message.initiatorNonce, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`),
-          ];
-        }
-        const actions: SessionAction[] = mtu === this.#agreedMtu ? [] : [{ type: "set-mtu", mtu }];
-        this.#peerNonce = message.initiatorNonce;
-        this.#agreedMtu = mtu;
-        this.#state = "acknowledged";
-        this.#lastHeard = now;
-        return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
-      }
+      case "IREQ":
+        return this.#psk ? this.#keyedIreq(message, now) : this.#clearIreq(message, now);
       case "KEEPALIVE": {
-        if (state === "idle" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
+        if (message.receiverNonce !== this.#ownNonce || state === "idle") {
           return [{ type: "drop", reason: "KEEPALIVE for another session" }];
         }
-        const answer = this.#heard(message.sentAt, message.echo, now);
-        if (state === "established") return answer;
-        const actions: SessionAction[] = [...answer, { type: "established", mtu: this.#agreedMtu }];
-        if (state === "lost") actions.push({ type: "timer", at: now + KEEPALIVE_INTERVAL_MS });
+        const actions: SessionAction[] = [];
+        if (this.#psk) {
+          const pending = this.#pending;
+          if (
+            pending && message.senderNonce === pending.initiatorNonce &&
+            verifyControl(pending.epoch.keys.controlInitiatorToResponder, event.datagram ?? new Uint8Array())
+          ) {
+            actions.push(...this.#promote(now));
+          } else if (message.senderNonce !== this.#peerNonce || !this.#current) {
+            return [{ type: "drop", reason: "KEEPALIVE for another session" }];
+          } else if (!this.#signedByPeer(event.datagram)) {
+            return [{ type: "drop", reason: "KEEPALIVE not signed" }];
+          }
+        } else if (message.senderNonce !== this.#peerNonce) {
+          return [{ type: "drop", reason: "KEEPALIVE for another session" }];
+        }
+        if (message.sequence <= this.#peerSequence) {
+          return [...actions, { type: "drop", reason: "KEEPALIVE replayed" }];
+        }
+        this.#peerSequence = message.sequence;
+        actions.push(...this.#heard(message.sentAt, message.echo, now));
+        if (this.#state === "established") return actions;
+        if (this.#state === "lost") actions.push({ type: "timer", at: now + KEEPALIVE_INTERVAL_MS });
         this.#state = "established";
+        actions.push({ type: "established", mtu: this.#agreedMtu });
         return actions;
       }
       case "ICON": {
-        if (message.initiatorNonce !== this.#peerNonce || message.responderNonce !== this.#ownNonce) {
+        if (message.responderNonce !== this.#ownNonce) {
+          return [{ type: "drop", reason: "ICON for another session" }];
+        }
+        if (this.#psk) {
+          const pending = this.#pending;
+          if (
+            !pending || message.initiatorNonce !== pending.initiatorNonce ||
+            message.handshake !== (pending.handshake & 0xff)
+          ) {
+            return [{ type: "drop", reason: "ICON for no pending handshake" }];
+          }
+          if (
+            !verifyControl(pending.epoch.keys.controlInitiatorToResponder, event.datagram ?? new Uint8Array())
+          ) {
+            return [{ type: "drop", reason: "ICON not signed with the handshake's key" }];
+          }
+          return this.#promote(now);
+        }
+        if (message.initiatorNonce !== this.#peerNonce) {
           return [{ type: "drop", reason: "ICON for another session" }];
         }
         if (state !== "acknowledged") return [{ type: "drop", reason: `ICON in ${state}` }];
@@ -345,12 +657,206 @@ export class Session {
         if (state === "idle" || !this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
           return [{ type: "drop", reason: "CREQ for another session" }];
         }
+        if (this.#psk && (!this.#current || !this.#signedByPeer(event.datagram))) {
+          return [{ type: "drop", reason: "CREQ not signed" }];
+        }
         this.#state = "closed";
         return [{ type: "forward", enabled: false }, { type: "remove-device" }];
       }
       default:
         return [{ type: "drop", reason: `${message.type} is not for a responder` }];
     }
+  }
+
+  /** An IREQ to a responder without a key: protocol v1's rules. */
+  #clearIreq(message: Ireq, now: number): SessionAction[] {
+    const state = this.#state;
+    if (!(message.offers & offerBit("clear"))) {
+      if (state === "idle") this.#state = "closed";
+      return [this.#nak(message, NakReason.CIPHER_MISMATCH, "this listener has no key; only clear circuits")];
+    }
+    if (state === "idle") {
+      const mtu = Math.min(this.#localMtu, message.mtu);
+      if (mtu < MIN_LINK_MTU) {
+        this.#state = "closed";
+        return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
+      }
+      this.#mode = message.mode;
+      this.#peerNonce = message.initiatorNonce;
+      this.#handshake = message.handshake;
+      this.#agreedMtu = mtu;
+      this.#state = "acknowledged";
+      this.#lastHeard = now;
+      return [
+        { type: "create-device", mtu, mode: message.mode, plan: message.plan },
+        { type: "forward", enabled: true },
+        this.#ack("IACK"),
+        { type: "timer", at: now + KEEPALIVE_INTERVAL_MS },
+      ];
+    }
+    if (message.initiatorNonce === this.#peerNonce) {
+      this.#lastHeard = now;
+      this.#handshake = message.handshake;
+      if (state === "established") return [this.#ack("IRDY")];
+      if (state === "acknowledged") return [this.#ack("IACK")];
+      this.#state = "acknowledged";
+      return [this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+    }
+    if (message.mode !== this.#mode) {
+      return [this.#nak(message, NakReason.MODE_MISMATCH, `circuit is in ${this.#mode} mode`)];
+    }
+    // A new initiator nonce: the peer restarted. Keep the device, take the new session.
+    const mtu = Math.min(this.#localMtu, message.mtu);
+    if (mtu < MIN_LINK_MTU) {
+      return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
+    }
+    const actions: SessionAction[] = mtu === this.#agreedMtu ? [] : [{ type: "set-mtu", mtu }];
+    this.#peerNonce = message.initiatorNonce;
+    this.#peerSequence = 0n;
+    this.#handshake = message.handshake;
+    this.#agreedMtu = mtu;
+    this.#state = "acknowledged";
+    this.#lastHeard = now;
+    return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+  }
+
+  /** An IREQ to a keyed responder: a pending handshake, until the initiator proves it holds its keys. */
+  #keyedIreq(message: Ireq, now: number): SessionAction[] {
+    const state = this.#state;
+    const pending = this.#pending;
+    const sameHandshake = (nonce: Nonce, handshake: number, ephemeral: Uint8Array | undefined) =>
+      message.initiatorNonce === nonce && message.handshake === (handshake & 0xff) &&
+      ephemeral !== undefined && sameBytes(message.ephemeral, ephemeral);
+    if (pending && sameHandshake(pending.initiatorNonce, pending.handshake, pending.initiatorEphemeral)) {
+      // A fresh, signed retransmission (the replay guard let it through): the initiator is still there.
+      if (!this.#current) this.#lastHeard = now;
+      return [this.#sendAnswer(pending.answer, "IACK")];
+    }
+    if (
+      this.#current && this.#currentAnswer &&
+      sameHandshake(this.#peerNonce, this.#current.handshake, this.#currentInitiatorEphemeral)
+    ) {
+      return [this.#sendAnswer(this.#currentAnswer, state === "established" ? "IRDY" : "IACK")];
+    }
+    if (this.#current && message.mode !== this.#mode) {
+      return [this.#nak(message, NakReason.MODE_MISMATCH, `circuit is in ${this.#mode} mode`)];
+    }
+    const cipher = this.#chooseCipher(message);
+    if (cipher === undefined) {
+      if (state === "idle") this.#state = "closed";
+      return [
+        this.#nak(
+          message,
+          NakReason.CIPHER_MISMATCH,
+          `no offered cipher is allowed here (${this.#policy === "auto" ? "a cipher" : this.#policy} needed)`,
+        ),
+      ];
+    }
+    const mtu = Math.min(this.#localMtu - (cipher === "clear" ? 0 : AEAD_OVERHEAD), message.mtu);
+    if (mtu < MIN_LINK_MTU) {
+      if (state === "idle") this.#state = "closed";
+      return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
+    }
+    const own = this.#crypto.newEphemeral();
+    const answer: Iack = {
+      type: "IACK",
+      vid: this.vid,
+      responderNonce: this.#ownNonce,
+      initiatorNonce: message.initiatorNonce,
+      mtu,
+      mode: message.mode,
+      handshake: message.handshake,
+      cipher,
+      ephemeral: own.publicKey,
+    };
+    const keys = this.#crypto.derive(this.#psk!, own, message.ephemeral, {
+      vid: this.vid,
+      handshake: message.handshake,
+      cipher,
+      mode: message.mode,
+      initiatorNonce: message.initiatorNonce,
+      responderNonce: this.#ownNonce,
+      initiatorEphemeral: message.ephemeral,
+      responderEphemeral: own.publicKey,
+    });
+    if (!keys) {
+      if (state === "idle") this.#state = "closed";
+      return [{ type: "drop", reason: "IREQ with an unusable key" }];
+    }
+    this.#pending = {
+      initiatorNonce: message.initiatorNonce,
+      handshake: message.handshake,
+      initiatorEphemeral: message.ephemeral,
+      epoch: { handshake: message.handshake, cipher, keys, since: now },
+      mtu,
+      mode: message.mode,
+      plan: message.plan,
+      answer,
+    };
+    this.#pendingSince = now;
+    const actions: SessionAction[] = [];
+    if (state === "idle") {
+      this.#state = "acknowledged";
+      this.#lastHeard = now;
+      actions.push({ type: "timer", at: now + KEEPALIVE_INTERVAL_MS });
+    } else {
+      // Frames sealed with the pending keys may come before the proof does: open them too.
+      actions.push(...this.#keysAction());
+    }
+    return [this.#sendAnswer(answer, "IACK"), ...actions];
+  }
+
+  /** The pending handshake is proven: it becomes the session (the first one creates the interface). */
+  #promote(now: number): SessionAction[] {
+    const pending = this.#pending!;
+    this.#pending = undefined;
+    const first = this.#current === undefined;
+    const newPeer = pending.initiatorNonce !== this.#peerNonce;
+    const previous = this.#current;
+    this.#previous = previous && (previous.handshake & 1) !== (pending.handshake & 1) ? previous : undefined;
+    this.#current = { ...pending.epoch, since: now };
+    this.#currentAnswer = pending.answer;
+    this.#currentInitiatorEphemeral = pending.initiatorEphemeral;
+    this.#handshake = pending.handshake;
+    this.#peerNonce = pending.initiatorNonce;
+    if (newPeer) this.#peerSequence = 0n;
+    this.#mode = pending.mode;
+    const wasLost = this.#state === "lost";
+    const wasEstablished = this.#state === "established";
+    this.#state = "established";
+    this.#lastHeard = now;
+    const actions: SessionAction[] = [];
+    if (first) {
+      this.#agreedMtu = pending.mtu;
+      actions.push(
+        { type: "create-device", mtu: pending.mtu, mode: pending.mode, plan: pending.plan },
+        ...this.#keysAction(),
+        { type: "forward", enabled: true },
+      );
+    } else {
+      if (pending.mtu !== this.#agreedMtu) {
+        this.#agreedMtu = pending.mtu;
+        actions.push({ type: "set-mtu", mtu: pending.mtu });
+      }
+      this.#rotations++;
+      actions.push(...this.#keysAction(), { type: "rotated", handshake: pending.handshake });
+    }
+    if (!wasEstablished) actions.push({ type: "established", mtu: this.#agreedMtu });
+    if (wasLost) actions.push({ type: "timer", at: now + KEEPALIVE_INTERVAL_MS });
+    return actions;
+  }
+
+  /** The responder's cipher for an IREQ: --cipher if offered, else AES-GCM where both have AES. */
+  #chooseCipher(message: Ireq): CipherName | undefined {
+    const offered = offeredCiphers(message.offers);
+    if (this.#policy !== "auto") return offered.includes(this.#policy) ? this.#policy : undefined;
+    const aes = offered.includes("aes-256-gcm");
+    const chacha = offered.includes("chacha20-poly1305");
+    if (aes && (!chacha || (this.#aesHardware && (message.flags & IREQ_FLAG_AES) !== 0))) {
+      return "aes-256-gcm";
+    }
+    if (chacha) return "chacha20-poly1305";
+    return offered.includes("clear") ? "clear" : undefined;
   }
 
   #responderTimer(now: number): SessionAction[] {
@@ -363,12 +869,109 @@ export class Session {
       return [{ type: "drop", reason: `timer in ${state}` }];
     }
     const silent = now - this.#lastHeard;
+    if (this.#psk && !this.#current) {
+      // A handshake nobody proved: no interface was made, nothing to keep.
+      if (silent < DEAD_PEER_MS) return [{ type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
+      this.#state = "closed";
+      this.#pending = undefined;
+      return [];
+    }
     if (silent >= DEAD_PEER_MS) {
       this.#state = "lost";
       return [{ type: "dead-peer", silentMs: silent }, { type: "timer", at: now + RESPONDER_LINGER_MS }];
     }
+    const actions: SessionAction[] = [];
+    if (this.#pending && now - this.#pendingSince >= DEAD_PEER_MS) {
+      this.#pending = undefined;
+      actions.push(...this.#keysAction());
+    }
+    actions.push(...this.#retireKeys(now));
     const next: SessionAction = { type: "timer", at: now + KEEPALIVE_INTERVAL_MS };
-    return state === "established" ? [this.#keepalive(now), next] : [next];
+    return state === "established" ? [this.#keepalive(now), ...actions, next] : [...actions, next];
+  }
+
+  #ack(type: "IACK" | "IRDY"): SessionAction {
+    return this.#sendAnswer({
+      type,
+      vid: this.vid,
+      responderNonce: this.#ownNonce,
+      initiatorNonce: this.#peerNonce,
+      mtu: this.#agreedMtu,
+      mode: this.#mode,
+      handshake: this.#handshake & 0xff,
+      cipher: "clear",
+      ephemeral: NO_EPHEMERAL,
+    }, type);
+  }
+
+  #sendAnswer(answer: Iack, type: "IACK" | "IRDY"): SessionAction {
+    return { type: "send", sign: this.#psk, message: { ...answer, type } };
+  }
+
+  #nak(request: Ireq, reason: number, text: string): SessionAction {
+    return {
+      type: "send",
+      sign: this.#psk,
+      message: { type: "NAK", vid: this.vid, initiatorNonce: request.initiatorNonce, reason, text },
+    };
+  }
+
+  // ---------------------------------------------------------------- both
+
+  /** The previous keys, once past the overlap, are dropped. */
+  #retireKeys(now: number): SessionAction[] {
+    if (!this.#previous || !this.#current || now - this.#current.since < KEY_OVERLAP_MS) return [];
+    this.#previous = undefined;
+    return this.#keysAction();
+  }
+
+  /** The data keys for the datapath, when the circuit has a cipher. */
+  #keysAction(): SessionAction[] {
+    const current = this.#current;
+    if (!current || current.cipher === "clear") return [];
+    const cipher = current.cipher as AeadCipher;
+    const initiator = this.role === "initiator";
+    const sending = (e: KeyEpoch) =>
+      initiator ? e.keys.dataInitiatorToResponder : e.keys.dataResponderToInitiator;
+    const receiving = (e: KeyEpoch) =>
+      initiator ? e.keys.dataResponderToInitiator : e.keys.dataInitiatorToResponder;
+    const rx: KeyEpoch[] = [];
+    const pending = this.#pending?.epoch;
+    if (pending && pending.cipher !== "clear" && (pending.handshake & 1) !== (current.handshake & 1)) {
+      rx.push(pending);
+    }
+    rx.push(current);
+    if (rx.length < 2 && this.#previous && this.#previous.cipher !== "clear") rx.push(this.#previous);
+    return [{
+      type: "keys",
+      cipher,
+      keys: {
+        tx: { epoch: current.handshake & 0xff, cipher, key: sending(current) },
+        rx: rx.map((e) => ({ epoch: e.handshake & 0xff, cipher: e.cipher as AeadCipher, key: receiving(e) })),
+      },
+    }];
+  }
+
+  /** Whether a datagram carries the MAC of the peer's control key (current or previous); true without a key. */
+  #signedByPeer(datagram: Uint8Array | undefined): boolean {
+    if (!this.#psk) return true;
+    if (!datagram) return false;
+    const initiator = this.role === "initiator";
+    for (const epoch of [this.#current, this.#previous]) {
+      if (!epoch) continue;
+      const key = initiator ? epoch.keys.controlResponderToInitiator : epoch.keys.controlInitiatorToResponder;
+      if (verifyControl(key, datagram)) return true;
+    }
+    return false;
+  }
+
+  /** The key this side signs its session messages (KEEPALIVE, CREQ) with; none without a key. */
+  #ownControlKey(): Uint8Array | undefined {
+    const epoch = this.#current ?? this.#pending?.epoch;
+    if (!this.#psk || !epoch) return undefined;
+    return this.role === "initiator"
+      ? epoch.keys.controlInitiatorToResponder
+      : epoch.keys.controlResponderToInitiator;
   }
 
   /**
@@ -386,6 +989,7 @@ export class Session {
   #keepalive(now: number, echo = 0n): SessionAction {
     return {
       type: "send",
+      sign: this.#ownControlKey(),
       message: {
         type: "KEEPALIVE",
         vid: this.vid,
@@ -394,6 +998,7 @@ export class Session {
         // Monotonic milliseconds, at least 1 so that it is never mistaken for "no echo".
         sentAt: BigInt(Math.max(1, Math.floor(now))),
         echo,
+        sequence: ++this.#keepalivesSent,
       },
     };
   }
@@ -403,75 +1008,24 @@ export class Session {
     return sender === this.#peerNonce && receiver === this.#ownNonce;
   }
 
-  #request(now: number, fromStart: boolean, resolveNow = false): SessionAction[] {
-    const actions: SessionAction[] = [];
-    if (this.#resolvedAt === undefined && !resolveNow) this.#resolvedAt = now;
-    else if (resolveNow || now - this.#resolvedAt! >= DEAD_PEER_MS) {
-      this.#resolvedAt = now;
-      actions.push({ type: "resolve" });
-    }
-    if (fromStart) this.#retryMs = IREQ_FIRST_RETRY_MS;
-    const at = now + this.#retryMs;
-    this.#retryMs = Math.min(this.#retryMs * 2, IREQ_MAX_RETRY_MS);
-    this.#state = "requesting";
-    return [...actions, {
-      type: "send",
-      message: {
-        type: "IREQ",
-        vid: this.vid,
-        initiatorNonce: this.#ownNonce,
-        timestamp: BigInt(Math.floor(this.#wallClock())),
-        mode: this.#mode,
-        mtu: this.#localMtu,
-        options: 0,
-        plan: this.#plan,
-      },
-    }, { type: "timer", at }];
-  }
-
-  #icon(): SessionAction {
-    return {
-      type: "send",
-      message: {
-        type: "ICON",
-        vid: this.vid,
-        initiatorNonce: this.#ownNonce,
-        responderNonce: this.#peerNonce,
-      },
-    };
-  }
-
-  #ack(type: "IACK" | "IRDY"): SessionAction {
-    return {
-      type: "send",
-      message: {
-        type,
-        vid: this.vid,
-        responderNonce: this.#ownNonce,
-        initiatorNonce: this.#peerNonce,
-        mtu: this.#agreedMtu,
-        mode: this.#mode,
-        options: 0,
-      },
-    };
-  }
-
-  #nak(initiatorNonce: Nonce, reason: number, text: string): SessionAction {
-    return { type: "send", message: { type: "NAK", vid: this.vid, initiatorNonce, reason, text } };
-  }
-
   #close(): SessionAction[] {
     const wasLive = this.#state !== "idle";
     const actions: SessionAction[] = [];
-    if (wasLive && this.#peerNonce !== 0n) {
+    const sign = this.#ownControlKey();
+    if (wasLive && this.#peerNonce !== 0n && (!this.#psk || sign)) {
       actions.push({
         type: "send",
+        sign,
         message: { type: "CREQ", vid: this.vid, senderNonce: this.#ownNonce, receiverNonce: this.#peerNonce },
       });
     }
     actions.push({ type: "forward", enabled: false }, { type: "timer", at: undefined });
-    if (this.role === "responder" && wasLive) actions.push({ type: "remove-device" });
+    if (this.role === "responder" && wasLive && (!this.#psk || this.#current)) {
+      actions.push({ type: "remove-device" });
+    }
     this.#state = "closed";
+    this.#pending = undefined;
+    this.#ephemeral = undefined;
     return actions;
   }
 }

@@ -28,6 +28,7 @@ export async function circuitSpec(
     mtu: circuit.mtu,
     ifname: circuit.ifname,
     family: circuit.family,
+    cipher: circuit.cipher,
   };
 }
 
@@ -40,8 +41,23 @@ function fromArgs(args: DaemonArgs): FileConfig {
     insecureAcceptAny: args.insecureAcceptAny,
     port: args.listen ? args.port : args.localPort,
     keyFile: args.keyFile,
+    keyFiles: args.extraKeyFiles,
+    cipher: args.cipher,
+    rekeyAfterMs: args.rekeyAfterMs,
     circuits: peer ? [{ ...peer, peer: peer.host, port: args.port }] : [],
   };
+}
+
+/** Reads a key file; throws RuntimeFailure with the KeyError's sentence. */
+function readKey(path: string, warn: (text: string) => void): Uint8Array {
+  try {
+    const read = readKeyFile(path);
+    if (read.warning) warn(read.warning);
+    return read.key;
+  } catch (error) {
+    if (error instanceof KeyError) throw new RuntimeFailure(error.message);
+    throw error;
+  }
 }
 
 /**
@@ -63,23 +79,18 @@ export async function buildDaemonConfig(
   } else {
     settings = fromArgs(args);
   }
-  let key: Uint8Array | undefined;
-  if (settings.keyFile !== undefined) {
-    try {
-      const read = readKeyFile(settings.keyFile);
-      key = read.key;
-      if (read.warning) warn(read.warning);
-    } catch (error) {
-      if (error instanceof KeyError) throw new RuntimeFailure(error.message);
-      throw error;
-    }
-  }
+  const key = settings.keyFile === undefined ? undefined : readKey(settings.keyFile, warn);
+  const extraKeys = (settings.keyFiles ?? []).map((path) => readKey(path, warn));
   const localPort = settings.port ?? (settings.listen ? DEFAULT_PORT : 0);
   const circuits: CircuitSpec[] = [];
   for (const circuit of settings.circuits) {
-    circuits.push(
-      await circuitSpec({ ...circuit, host: circuit.peer }, circuit.port ?? DEFAULT_PORT, resolvePeer),
+    const spec = await circuitSpec(
+      { ...circuit, host: circuit.peer },
+      circuit.port ?? DEFAULT_PORT,
+      resolvePeer,
     );
+    if (circuit.keyFile !== undefined) spec.key = readKey(circuit.keyFile, warn);
+    circuits.push(spec);
   }
   return {
     port: localPort,
@@ -87,6 +98,9 @@ export async function buildDaemonConfig(
     allow: settings.allow,
     insecureAcceptAny: settings.insecureAcceptAny,
     key,
+    extraKeys,
+    cipher: settings.cipher,
+    rekeyAfterMs: settings.rekeyAfterMs,
     circuits,
   };
 }

@@ -22,20 +22,35 @@ export function humanDuration(seconds: number | null): string {
   return h > 0 ? `${h}h${pad(m)}m${pad(s)}s` : m > 0 ? `${m}m${pad(s)}s` : `${s}s`;
 }
 
+/** A circuit's drops: send and device always, the AEAD stage's reasons when there are any. */
+function dropsCell(c: DaemonStatus["circuits"][number]): string {
+  const parts = [`send ${c.drops.sendFailed}`, `device ${c.drops.deviceRefused}`];
+  const sealed: [string, number][] = [
+    ["bad-tag", c.drops.badTag],
+    ["replayed-data", c.drops.replayedData],
+    ["too-old", c.drops.tooOld],
+    ["no-key", c.drops.noKey],
+    ["key-exhausted", c.drops.keyExhausted],
+  ];
+  for (const [reason, count] of sealed) if (count > 0) parts.push(`${reason} ${count}`);
+  return parts.join(", ");
+}
+
 /** The table: one row per circuit, then the drops by reason. */
 export function renderStatus(status: DaemonStatus): string {
-  const header = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "UPTIME", "RTT", "TX", "RX", "DROPS"];
+  const header = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "CIPHER", "UPTIME", "RTT", "TX", "RX", "DROPS"];
   const rows = status.circuits.map((c) => [
     c.peer,
     `${c.address}:${c.port}`,
     String(c.vid),
     c.ifname ?? "-",
     `${c.state} (${c.role})`,
+    c.keyAgeSeconds === null ? c.cipher : `${c.cipher} (keys ${humanDuration(c.keyAgeSeconds)})`,
     humanDuration(c.uptimeSeconds),
     c.rttMs === null ? "-" : `${c.rttMs.toFixed(1)} ms`,
     `${c.txPackets} pkts / ${humanBytes(c.txBytes)}`,
     `${c.rxPackets} pkts / ${humanBytes(c.rxBytes)}`,
-    `send ${c.drops.sendFailed}, device ${c.drops.deviceRefused}`,
+    dropsCell(c),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd();

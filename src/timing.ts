@@ -20,6 +20,18 @@ export const RESPONDER_LINGER_MS = 60_000;
 export const DNS_REFRESH_MS = 60_000;
 /** With a key, IREQs whose timestamp is further than this from the receiver's wall clock are refused as stale. */
 export const REPLAY_WINDOW_MS = 30_000;
+/**
+ * Session keys (src/session.ts): the initiator makes new ones by a new handshake this long after the
+ * current ones were made (--rekey-after changes it, at most MAX_REKEY_AFTER_MS), or sooner when they have
+ * sealed half of what the cipher allows (src/crypto/data_keys.ts).
+ */
+export const REKEY_AFTER_MS = 100_000;
+export const MAX_REKEY_AFTER_MS = 120_000;
+export const MIN_REKEY_AFTER_MS = 1_000;
+/** After new keys, the previous ones still open frames this long (those already on their way). */
+export const KEY_OVERLAP_MS = 10_000;
+/** An initiator that has sent this many IREQs without an answer says so in the log (once per attempt). */
+export const UNANSWERED_IREQS = 4;
 /** IREQs accepted per second from one source address, and the burst above that. */
 export const IREQ_RATE_PER_SECOND = 5;
 export const IREQ_BURST = 10;

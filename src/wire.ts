@@ -1,12 +1,13 @@
 /**
- * Wire protocol v1 (docs/PROTOCOL.md is the byte-by-byte specification).
+ * Wire protocol v2 (docs/PROTOCOL.md is the byte-by-byte specification).
  *
  * Every datagram starts with one byte: 1..255 is data on circuit `vid` = that byte, followed by one
- * Ethernet frame (tap) or IP packet (tun), unchanged. 0 is a control message:
+ * Ethernet frame (tap) or IP packet (tun), in clear, or sealed by the circuit's AEAD stage
+ * (src/datapath/aead_stage.ts). 0 is a control message:
  *
  *   offset 0  u8   0 (control marker)
  *   offset 1  u8   VC code (NOP 0, IREQ 1, IACK 2, ICON 3, CREQ 4, KEEPALIVE 5, IRDY 6, NAK 7)
- *   offset 2  u8   protocol version, 1
+ *   offset 2  u8   protocol version, 2
  *   offset 3  u8   vid (0 only in NOP)
  *   offset 4  u16  body length, big endian
  *   offset 6  u8   flags: bit 0 = a 16-byte MAC follows the body; other bits 0
@@ -19,7 +20,11 @@
 import type { LinkMode } from "./link/link_device.ts";
 import type { Family, IpPrefix } from "./ip.ts";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** The version before this one: its IREQs are answered with a v1 NAK that says to upgrade. */
+export const OLD_PROTOCOL_VERSION = 1;
+/** An X25519 public key. */
+export const EPHEMERAL_LENGTH = 32;
 export const CONTROL_MARKER = 0;
 export const HEADER_LENGTH = 8;
 export const MAC_LENGTH = 16;
@@ -59,7 +64,29 @@ export const NakReason = {
   DEVICE_FAILED: 5,
   BAD_KEY: 6,
   MTU_TOO_SMALL: 7,
+  /** No cipher both ends accept (--cipher). */
+  CIPHER_MISMATCH: 8,
+  /** The peer speaks an older protocol version. */
+  UPGRADE: 9,
 } as const;
+
+/** The data cipher of a circuit, as IREQ offers and IACK names it. */
+export const CipherCode = { clear: 0, "aes-256-gcm": 1, "chacha20-poly1305": 2 } as const;
+export type CipherName = keyof typeof CipherCode;
+const CIPHER_NAMES = Object.fromEntries(Object.entries(CipherCode).map(([k, v]) => [v, k])) as Record<
+  number,
+  CipherName
+>;
+/** The IREQ offer bit of a cipher. */
+export function offerBit(cipher: CipherName): number {
+  return 1 << CipherCode[cipher];
+}
+/** The ciphers an offer bitmask names, in code order. */
+export function offeredCiphers(offers: number): CipherName[] {
+  return Object.values(CipherCode).filter((code) => offers & (1 << code)).map((code) => CIPHER_NAMES[code]);
+}
+/** IREQ flag: the initiator's CPU has AES instructions. */
+export const IREQ_FLAG_AES = 0x01;
 
 export type Nonce = bigint;
 
@@ -75,7 +102,14 @@ export interface Ireq {
   timestamp: bigint;
   mode: LinkMode;
   mtu: number;
-  options: number;
+  /** Which handshake of this initiator session this is (0, 1, ... mod 256): the key epoch it makes. */
+  handshake: number;
+  /** Bitmask of the data ciphers offered (offerBit). */
+  offers: number;
+  /** IREQ_FLAG_AES and future flags. */
+  flags: number;
+  /** The initiator's X25519 ephemeral public key; all zero without a pre-shared key. */
+  ephemeral: Uint8Array;
   /** The addresses the responder's interface takes. */
   plan: IpPrefix[];
 }
@@ -86,13 +120,20 @@ export interface Iack {
   initiatorNonce: Nonce;
   mtu: number;
   mode: LinkMode;
-  options: number;
+  /** The handshake of the IREQ answered. */
+  handshake: number;
+  /** The data cipher the responder chose. */
+  cipher: CipherName;
+  /** The responder's X25519 ephemeral public key; all zero without a pre-shared key. */
+  ephemeral: Uint8Array;
 }
 export interface Icon {
   type: "ICON";
   vid: number;
   initiatorNonce: Nonce;
   responderNonce: Nonce;
+  /** The handshake confirmed (with a key, the MAC is made with its initiator's control key). */
+  handshake: number;
 }
 export interface Creq {
   type: "CREQ";
@@ -107,6 +148,8 @@ export interface Keepalive {
   receiverNonce: Nonce;
   sentAt: bigint;
   echo: bigint;
+  /** Counts the sender's KEEPALIVEs in this session from 1; a receiver takes each number once, rising. */
+  sequence: bigint;
 }
 export interface Nak {
   type: "NAK";
@@ -132,12 +175,12 @@ export type Decoded =
 
 /** Body lengths of the fixed-size messages; IREQ adds its plan, NAK its text, NOP may carry padding. */
 const FIXED_BODY: Record<Exclude<VcName, "NOP">, number> = {
-  IREQ: 24,
-  IACK: 24,
-  IRDY: 24,
-  ICON: 16,
+  IREQ: 56,
+  IACK: 56,
+  IRDY: 56,
+  ICON: 24,
   CREQ: 16,
-  KEEPALIVE: 32,
+  KEEPALIVE: 40,
   NAK: 10,
 };
 
@@ -203,7 +246,7 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       if (!mode) return `IREQ mode ${body.getUint8(16)}`;
       const count = body.getUint8(17);
       if (count > MAX_PLAN_ADDRESSES) return `IREQ plan of ${count} addresses`;
-      if (body.getUint16(22) !== 0) return "IREQ reserved bytes set";
+      if (body.getUint8(23) !== 0) return "IREQ reserved byte set";
       const plan: IpPrefix[] = [];
       let at = FIXED_BODY.IREQ;
       for (let i = 0; i < count; i++) {
@@ -226,7 +269,10 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         timestamp: body.getBigUint64(8),
         mode,
         mtu: body.getUint16(18),
-        options: body.getUint16(20),
+        handshake: body.getUint8(20),
+        offers: body.getUint8(21),
+        flags: body.getUint8(22),
+        ephemeral: bytesAt(body, 24, EPHEMERAL_LENGTH),
         plan,
       };
     }
@@ -236,7 +282,9 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       if (wrong) return wrong;
       const mode = modeFrom(body.getUint8(18));
       if (!mode) return `${name} mode ${body.getUint8(18)}`;
-      if (body.getUint8(19) !== 0 || body.getUint16(22) !== 0) return `${name} reserved bytes set`;
+      const cipher = CIPHER_NAMES[body.getUint8(20)];
+      if (cipher === undefined) return `${name} cipher ${body.getUint8(20)}`;
+      if (body.getUint8(21) !== 0 || body.getUint16(22) !== 0) return `${name} reserved bytes set`;
       return {
         type: name,
         vid,
@@ -244,23 +292,37 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         initiatorNonce: body.getBigUint64(8),
         mtu: body.getUint16(16),
         mode,
-        options: body.getUint16(20),
+        handshake: body.getUint8(19),
+        cipher,
+        ephemeral: bytesAt(body, 24, EPHEMERAL_LENGTH),
       };
     }
-    case "ICON":
-      return exact(16) ??
-        { type: "ICON", vid, initiatorNonce: body.getBigUint64(0), responderNonce: body.getBigUint64(8) };
+    case "ICON": {
+      const wrong = exact(FIXED_BODY.ICON);
+      if (wrong) return wrong;
+      if (body.getUint8(17) !== 0 || body.getUint16(18) !== 0 || body.getUint32(20) !== 0) {
+        return "ICON reserved bytes set";
+      }
+      return {
+        type: "ICON",
+        vid,
+        initiatorNonce: body.getBigUint64(0),
+        responderNonce: body.getBigUint64(8),
+        handshake: body.getUint8(16),
+      };
+    }
     case "CREQ":
       return exact(16) ??
         { type: "CREQ", vid, senderNonce: body.getBigUint64(0), receiverNonce: body.getBigUint64(8) };
     case "KEEPALIVE":
-      return exact(32) ?? {
+      return exact(FIXED_BODY.KEEPALIVE) ?? {
         type: "KEEPALIVE",
         vid,
         senderNonce: body.getBigUint64(0),
         receiverNonce: body.getBigUint64(8),
         sentAt: body.getBigUint64(16),
         echo: body.getBigUint64(24),
+        sequence: body.getBigUint64(32),
       };
     case "NAK": {
       const textLength = body.getUint8(9);
@@ -277,6 +339,18 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       return { type: "NAK", vid, initiatorNonce: body.getBigUint64(0), reason: body.getUint8(8), text };
     }
   }
+}
+
+/** A copy of `length` body bytes at `at`. */
+function bytesAt(body: DataView, at: number, length: number): Uint8Array {
+  return new Uint8Array(body.buffer, body.byteOffset + at, length).slice();
+}
+
+function ephemeralOf(message: Ireq | Iack): Uint8Array {
+  if (message.ephemeral.length !== EPHEMERAL_LENGTH) {
+    throw new RangeError(`${message.type} ephemeral key of ${message.ephemeral.length} bytes`);
+  }
+  return message.ephemeral;
 }
 
 function bodyLength(message: ControlMessage): number {
@@ -331,7 +405,10 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       out[at + 16] = ModeCode[message.mode];
       out[at + 17] = message.plan.length;
       view.setUint16(at + 18, message.mtu);
-      view.setUint16(at + 20, message.options);
+      out[at + 20] = message.handshake & 0xff;
+      out[at + 21] = message.offers;
+      out[at + 22] = message.flags;
+      out.set(ephemeralOf(message), at + 24);
       let p = at + FIXED_BODY.IREQ;
       for (const prefix of message.plan) {
         out[p] = prefix.family;
@@ -347,11 +424,14 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       view.setBigUint64(at + 8, message.initiatorNonce);
       view.setUint16(at + 16, message.mtu);
       out[at + 18] = ModeCode[message.mode];
-      view.setUint16(at + 20, message.options);
+      out[at + 19] = message.handshake & 0xff;
+      out[at + 20] = CipherCode[message.cipher];
+      out.set(ephemeralOf(message), at + 24);
       break;
     case "ICON":
       view.setBigUint64(at, message.initiatorNonce);
       view.setBigUint64(at + 8, message.responderNonce);
+      out[at + 16] = message.handshake & 0xff;
       break;
     case "CREQ":
       view.setBigUint64(at, message.senderNonce);
@@ -362,6 +442,7 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       view.setBigUint64(at + 8, message.receiverNonce);
       view.setBigUint64(at + 16, message.sentAt);
       view.setBigUint64(at + 24, message.echo);
+      view.setBigUint64(at + 32, message.sequence);
       break;
     case "NAK": {
       const text = nakText(message.text);
@@ -380,4 +461,34 @@ export function newNonce(): Nonce {
   const bytes = new BigUint64Array(1);
   do crypto.getRandomValues(bytes); while (bytes[0] === 0n);
   return bytes[0];
+}
+
+/**
+ * A protocol v1 IREQ, told apart by its version byte: the vid and initiator nonce that a v1 NAK needs, or
+ * undefined for anything else. Never throws.
+ */
+export function oldIreq(datagram: Uint8Array): { vid: number; initiatorNonce: Nonce } | undefined {
+  if (datagram.length < HEADER_LENGTH + 24 || datagram.length > MAX_CONTROL_LENGTH) return undefined;
+  if (datagram[0] !== CONTROL_MARKER || datagram[1] !== VcCode.IREQ) return undefined;
+  if (datagram[2] !== OLD_PROTOCOL_VERSION || datagram[3] === 0) return undefined;
+  const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
+  return { vid: datagram[3], initiatorNonce: view.getBigUint64(HEADER_LENGTH) };
+}
+
+/**
+ * A NAK in protocol v1's format (the same header and NAK body, version 1), so that a v1 initiator logs its
+ * text: the way to tell it to upgrade. With `macLength` the flag is set and room left, as encode() does.
+ */
+export function encodeOldNak(
+  vid: number,
+  initiatorNonce: Nonce,
+  text: string,
+  macLength = 0,
+): Uint8Array<ArrayBuffer> {
+  const datagram = encode(
+    { type: "NAK", vid, initiatorNonce, reason: NakReason.UNSPECIFIED, text },
+    macLength,
+  );
+  datagram[2] = OLD_PROTOCOL_VERSION;
+  return datagram;
 }

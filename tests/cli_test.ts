@@ -310,6 +310,32 @@ Deno.test("--moderation-us takes 0 to 1000 microseconds, for the libc underlay o
   refused([...CIRCUIT, "--moderation-us", "50", "--underlay", "deno"], "--moderation-us", "libc");
 });
 
+// --- keys and ciphers ------------------------------------------------------------------------------
+
+Deno.test("--key-file given twice keeps the first for the circuits and the second as a listener's extra key", () => {
+  const args = daemon(["--listen", "--key-file", "/k/one", "--key-file", "/k/two"]);
+  assert.equal(args.keyFile, "/k/one");
+  assert.deepEqual(args.extraKeyFiles, ["/k/two"]);
+});
+
+Deno.test("--cipher takes auto, the two ciphers and none, which is the clear cipher", () => {
+  for (const [text, policy] of [["auto", "auto"], ["aes-256-gcm", "aes-256-gcm"], ["none", "clear"]]) {
+    assert.equal(daemon([...CIRCUIT, "--key-file", "/k", "--cipher", text]).cipher, policy);
+  }
+  assert.equal(
+    daemon([...CIRCUIT, "--key-file", "/k", "--cipher", "chacha20-poly1305"]).cipher,
+    "chacha20-poly1305",
+  );
+  refused([...CIRCUIT, "--key-file", "/k", "--cipher", "des"], "--cipher", "aes-256-gcm", "des");
+  refused([...CIRCUIT, "--cipher", "none"], "--cipher goes with --key-file");
+});
+
+Deno.test("--rekey-after is seconds from 1 to 120", () => {
+  assert.equal(daemon([...CIRCUIT, "--key-file", "/k", "--rekey-after", "30"]).rekeyAfterMs, 30_000);
+  refused([...CIRCUIT, "--rekey-after", "0"], "--rekey-after");
+  refused([...CIRCUIT, "--rekey-after", "121"], "--rekey-after");
+});
+
 // --- help text -------------------------------------------------------------------------------------
 
 /** The names in parseCommandLine's parseArgs options object, as written in src/cli.ts. */
@@ -329,6 +355,8 @@ const LONG_OPTIONS = [
   "ipv6",
   "datapath-threads",
   "moderation-us",
+  "cipher",
+  "rekey-after",
   "verbose",
   "quiet",
   "help",

@@ -200,6 +200,31 @@ Deno.test("parseConfig() names the entry of an allow prefix that is not a CIDR",
   refused({ listen: true, allow: "198.18.0.0/15" }, "allow: must be an array");
 });
 
+Deno.test("parseConfig() takes key_files, cipher, rekey_after and a circuit's own key_file and cipher", () => {
+  const config = parsed({
+    listen: true,
+    key_file: "/k/one",
+    key_files: ["/k/two", "/k/three"],
+    cipher: "none",
+    rekey_after: 60,
+    circuits: [{ ...CIRCUIT, key_file: "/k/site", cipher: "chacha20-poly1305" }],
+  });
+  assert.deepEqual(config.keyFiles, ["/k/two", "/k/three"]);
+  assert.equal(config.cipher, "clear");
+  assert.equal(config.rekeyAfterMs, 60_000);
+  assert.equal(config.circuits[0].keyFile, "/k/site");
+  assert.equal(config.circuits[0].cipher, "chacha20-poly1305");
+  assert.equal(
+    parsed({ listen: true, key_files: ["/k/two"] }).listen,
+    true,
+    "key_files alone make a listener",
+  );
+  refused({ ...circuit({}), key_file: "/k", cipher: "rc4" }, "cipher: ", `"aes-256-gcm"`, `not "rc4"`);
+  refused({ ...circuit({}), key_file: "/k", rekey_after: 500 }, "rekey_after: ", "1 to 120");
+  refused({ ...circuit({ cipher: "aes-256-gcm" }) }, "cipher: ", "key_file");
+  refused({ listen: true, key_files: "/k" }, "key_files: ", "array");
+});
+
 Deno.test("parseConfig() says the listener needs allow, key_file or insecure_accept_any", () => {
   refused({ listen: true }, "listen: the listener needs", "allow", "key_file", "insecure_accept_any");
   refused({ listen: true, allow: [], insecure_accept_any: false }, "listen: ");

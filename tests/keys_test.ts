@@ -32,7 +32,10 @@ const IREQ: ControlMessage = {
   timestamp: 1_700_000_000_123n,
   mode: "tap",
   mtu: 1400,
-  options: 0,
+  handshake: 0,
+  offers: 1,
+  flags: 0,
+  ephemeral: new Uint8Array(32),
   plan: [parseCidr("198.18.207.1/30")!, parseCidr("fd00:1::1/126")!],
 };
 const KEEPALIVE: ControlMessage = {
@@ -42,6 +45,7 @@ const KEEPALIVE: ControlMessage = {
   receiverNonce: 6n,
   sentAt: 1000n,
   echo: 999n,
+  sequence: 1n,
 };
 const MESSAGES = [IREQ, KEEPALIVE];
 

@@ -25,7 +25,18 @@ function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
     txBytes: 1536,
     rxPackets: 11,
     rxBytes: 1400,
-    drops: { sendFailed: 1, deviceRefused: 2 },
+    cipher: "clear",
+    keyAgeSeconds: null,
+    rotations: 0,
+    drops: {
+      sendFailed: 1,
+      deviceRefused: 2,
+      badTag: 0,
+      replayedData: 0,
+      tooOld: 0,
+      noKey: 0,
+      keyExhausted: 0,
+    },
     ...overrides,
   };
 }
@@ -134,7 +145,18 @@ Deno.test("formatMetrics() gives each circuit's counters with its labels and is 
       txBytes: 0,
       rxPackets: 0,
       rxBytes: 0,
-      drops: { sendFailed: 0, deviceRefused: 0 },
+      cipher: "clear",
+      keyAgeSeconds: null,
+      rotations: 0,
+      drops: {
+        sendFailed: 0,
+        deviceRefused: 0,
+        badTag: 0,
+        replayedData: 0,
+        tooOld: 0,
+        noKey: 0,
+        keyExhausted: 0,
+      },
     }),
   ], { "bad-mac": 7, runt: 0 }));
   const samples = checkExposition(text);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
 import { humanBytes, humanDuration, renderStatus } from "../src/status_table.ts";
 
-const HEADER = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "UPTIME", "RTT", "TX", "RX", "DROPS"];
+const HEADER = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "CIPHER", "UPTIME", "RTT", "TX", "RX", "DROPS"];
 
 function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
   return {
@@ -23,7 +23,18 @@ function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
     txBytes: 1536,
     rxPackets: 11,
     rxBytes: 100,
-    drops: { sendFailed: 1, deviceRefused: 2 },
+    cipher: "clear",
+    keyAgeSeconds: null,
+    rotations: 0,
+    drops: {
+      sendFailed: 1,
+      deviceRefused: 2,
+      badTag: 0,
+      replayedData: 0,
+      tooOld: 0,
+      noKey: 0,
+      keyExhausted: 0,
+    },
     ...overrides,
   };
 }
@@ -97,7 +108,18 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
         txBytes: 0,
         rxPackets: 3,
         rxBytes: 3 * 1024 * 1024,
-        drops: { sendFailed: 0, deviceRefused: 0 },
+        cipher: "clear",
+        keyAgeSeconds: null,
+        rotations: 0,
+        drops: {
+          sendFailed: 0,
+          deviceRefused: 0,
+          badTag: 0,
+          replayedData: 0,
+          tooOld: 0,
+          noKey: 0,
+          keyExhausted: 0,
+        },
       }),
     ],
     drops: { "bad-mac": 4, runt: 0, "not-allowed": 1 },
@@ -124,6 +146,7 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
     "3",
     "vela3",
     "established (initiator)",
+    "clear",
     "1h02m05s",
     "0.5 ms",
     "12 pkts / 1.5 KiB",
@@ -136,6 +159,7 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
     "42",
     "-",
     "requesting (responder)",
+    "clear",
     "-",
     "-",
     "0 pkts / 0 B",

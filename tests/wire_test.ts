@@ -1,18 +1,30 @@
 import assert from "node:assert/strict";
 import { parseCidr } from "../src/ip.ts";
 import {
+  CipherCode,
+  type CipherName,
   type ControlMessage,
   datagramKind,
   decode,
   type Decoded,
   type DropReason,
   encode,
+  encodeOldNak,
+  EPHEMERAL_LENGTH,
   HEADER_LENGTH,
+  type Iack,
+  type Ireq,
+  IREQ_FLAG_AES,
   MAC_LENGTH,
   MAX_CONTROL_LENGTH,
   MAX_NAK_TEXT,
   NakReason,
   newNonce,
+  offerBit,
+  offeredCiphers,
+  OLD_PROTOCOL_VERSION,
+  oldIreq,
+  PROTOCOL_VERSION,
 } from "../src/wire.ts";
 
 const DROP_REASONS: ReadonlySet<DropReason> = new Set<DropReason>([
@@ -28,6 +40,12 @@ const DROP_REASONS: ReadonlySet<DropReason> = new Set<DropReason>([
 const V4 = parseCidr("198.18.207.1/30")!;
 const V6 = parseCidr("fd00:1::1/126")!;
 
+/** A 32-byte stand-in for an X25519 public key: `first`, first + 1, ... */
+function key32(first: number): Uint8Array {
+  return Uint8Array.from({ length: EPHEMERAL_LENGTH }, (_, i) => (first + i) & 0xff);
+}
+const NO_KEY = new Uint8Array(EPHEMERAL_LENGTH);
+
 const SAMPLES: ControlMessage[] = [
   { type: "NOP", vid: 0 },
   {
@@ -37,7 +55,10 @@ const SAMPLES: ControlMessage[] = [
     timestamp: 1_700_000_000_123n,
     mode: "tap",
     mtu: 1400,
-    options: 0,
+    handshake: 7,
+    offers: offerBit("aes-256-gcm") | offerBit("chacha20-poly1305"),
+    flags: IREQ_FLAG_AES,
+    ephemeral: key32(0x40),
     plan: [V4, V6],
   },
   {
@@ -47,7 +68,9 @@ const SAMPLES: ControlMessage[] = [
     initiatorNonce: 0x0102030405060708n,
     mtu: 1400,
     mode: "tap",
-    options: 0,
+    handshake: 7,
+    cipher: "aes-256-gcm",
+    ephemeral: key32(0x80),
   },
   {
     type: "IRDY",
@@ -56,11 +79,13 @@ const SAMPLES: ControlMessage[] = [
     initiatorNonce: 88n,
     mtu: 9000,
     mode: "tun",
-    options: 0,
+    handshake: 0,
+    cipher: "clear",
+    ephemeral: NO_KEY,
   },
-  { type: "ICON", vid: 5, initiatorNonce: 1n, responderNonce: 2n },
+  { type: "ICON", vid: 5, initiatorNonce: 1n, responderNonce: 2n, handshake: 200 },
   { type: "CREQ", vid: 6, senderNonce: 3n, receiverNonce: 4n },
-  { type: "KEEPALIVE", vid: 7, senderNonce: 5n, receiverNonce: 6n, sentAt: 1000n, echo: 999n },
+  { type: "KEEPALIVE", vid: 7, senderNonce: 5n, receiverNonce: 6n, sentAt: 1000n, echo: 999n, sequence: 3n },
   { type: "NAK", vid: 8, initiatorNonce: 9n, reason: NakReason.VID_IN_USE, text: "vid 8 is in use" },
 ];
 
@@ -87,7 +112,7 @@ function roundTrip(message: ControlMessage): ControlMessage {
 }
 
 /** An IREQ with `plan`, for the plan tests. */
-function ireq(plan = [V4]): ControlMessage {
+function ireq(plan = [V4]): Ireq {
   return {
     type: "IREQ",
     vid: 9,
@@ -95,7 +120,10 @@ function ireq(plan = [V4]): ControlMessage {
     timestamp: 1234n,
     mode: "tun",
     mtu: 1500,
-    options: 0,
+    handshake: 0,
+    offers: offerBit("clear"),
+    flags: 0,
+    ephemeral: NO_KEY,
     plan,
   };
 }
@@ -120,8 +148,30 @@ function rawNak(text: Uint8Array, lengthByte = text.length): Uint8Array {
 
 Deno.test("encode() lays out the 8-byte control header", () => {
   const datagram = encode(SAMPLES[4]);
-  assert.deepEqual(Array.from(datagram.subarray(0, HEADER_LENGTH)), [0, 3, 1, 5, 0, 16, 0, 0]);
-  assert.equal(datagram.length, HEADER_LENGTH + 16);
+  assert.deepEqual(Array.from(datagram.subarray(0, HEADER_LENGTH)), [0, 3, 2, 5, 0, 24, 0, 0]);
+  assert.equal(datagram.length, HEADER_LENGTH + 24);
+  assert.equal(PROTOCOL_VERSION, 2);
+  assert.equal(OLD_PROTOCOL_VERSION, 1);
+});
+
+Deno.test("the fixed bodies are 56 (IREQ, IACK, IRDY), 24 (ICON), 16 (CREQ), 40 (KEEPALIVE) and 10 (NAK) bytes", () => {
+  const expected: Record<string, number> = {
+    IREQ: 56,
+    IACK: 56,
+    IRDY: 56,
+    ICON: 24,
+    CREQ: 16,
+    KEEPALIVE: 40,
+    NAK: 10,
+  };
+  for (const message of [ireq([]), ...SAMPLES.filter((m) => m.type !== "NOP" && m.type !== "IREQ")]) {
+    const length = message.type === "NAK"
+      ? expected.NAK + new TextEncoder().encode(message.text).length
+      : expected[message.type];
+    const datagram = encode(message);
+    assert.equal(datagram.length, HEADER_LENGTH + length, message.type);
+    assert.equal(new DataView(datagram.buffer).getUint16(4), length, message.type);
+  }
 });
 
 Deno.test("a NOP round-trips, with vid 0 or a circuit's vid", () => {
@@ -131,25 +181,25 @@ Deno.test("a NOP round-trips, with vid 0 or a circuit's vid", () => {
 });
 
 Deno.test("decode() accepts a NOP with padding in its body", () => {
-  const datagram = withBodyLength(new Uint8Array([0, 0, 1, 0, 0, 0, 0, 0, 0xaa, 0xbb, 0xcc]));
+  const datagram = withBodyLength(new Uint8Array([0, 0, 2, 0, 0, 0, 0, 0, 0xaa, 0xbb, 0xcc]));
   assert.deepEqual(decodeOk(datagram).message, { type: "NOP", vid: 0 });
 });
 
 Deno.test("an IREQ with an empty plan round-trips", () => {
   const message = ireq([]);
-  assert.equal(encode(message).length, HEADER_LENGTH + 24);
+  assert.equal(encode(message).length, HEADER_LENGTH + 56);
   assert.deepEqual(roundTrip(message), message);
 });
 
 Deno.test("an IREQ with one IPv4 plan address round-trips", () => {
   const message = ireq([V4]);
-  assert.equal(encode(message).length, HEADER_LENGTH + 24 + 2 + 4);
+  assert.equal(encode(message).length, HEADER_LENGTH + 56 + 2 + 4);
   assert.deepEqual(roundTrip(message), message);
 });
 
 Deno.test("an IREQ with one IPv6 plan address round-trips", () => {
   const message = ireq([V6]);
-  assert.equal(encode(message).length, HEADER_LENGTH + 24 + 2 + 16);
+  assert.equal(encode(message).length, HEADER_LENGTH + 56 + 2 + 16);
   assert.deepEqual(roundTrip(message), message);
 });
 
@@ -169,11 +219,90 @@ Deno.test("an IREQ keeps all 64 bits of its nonce and timestamp, and both modes"
       timestamp: 0x8000000000000001n,
       mode,
       mtu: 65535,
-      options: 0xbeef,
+      handshake: 255,
+      offers: 0xff,
+      flags: 0xff,
+      ephemeral: new Uint8Array(EPHEMERAL_LENGTH).fill(0xff),
       plan: [],
     };
     assert.deepEqual(roundTrip(message), message);
   }
+});
+
+Deno.test("an IREQ carries its handshake, offers, flags and ephemeral key", () => {
+  const message: Ireq = {
+    ...ireq([V4]),
+    handshake: 0x2a,
+    offers: offerBit("clear") | offerBit("chacha20-poly1305"),
+    flags: IREQ_FLAG_AES,
+    ephemeral: key32(0xe0),
+  };
+  const datagram = encode(message);
+  const body = datagram.subarray(HEADER_LENGTH);
+  assert.equal(body[20], 0x2a, "handshake at body offset 20");
+  assert.equal(body[21], 0b101, "offers at body offset 21");
+  assert.equal(body[22], 0x01, "flags at body offset 22");
+  assert.equal(body[23], 0, "reserved byte at body offset 23");
+  assert.deepEqual(Array.from(body.subarray(24, 56)), Array.from(key32(0xe0)), "ephemeral at body offset 24");
+  assert.equal(body[56], 4, "the plan starts at body offset 56");
+  const decoded = roundTrip(message);
+  assert.deepEqual(decoded, message);
+  assert.ok(decoded.type === "IREQ");
+  assert.deepEqual(offeredCiphers(decoded.offers), ["clear", "chacha20-poly1305"]);
+  // The decoded ephemeral is a copy, not a view into the datagram.
+  datagram[HEADER_LENGTH + 24] ^= 0xff;
+  assert.equal(decoded.ephemeral[0], 0xe0);
+});
+
+Deno.test("encode() writes the handshake number mod 256", () => {
+  const decoded = roundTrip({ ...ireq([]), handshake: 256 + 5 });
+  assert.ok(decoded.type === "IREQ");
+  assert.equal(decoded.handshake, 5);
+  const ack = roundTrip({ ...(SAMPLES[2] as Iack), handshake: 511 });
+  assert.ok(ack.type === "IACK");
+  assert.equal(ack.handshake, 255);
+  const icon = roundTrip({ type: "ICON", vid: 1, initiatorNonce: 1n, responderNonce: 2n, handshake: 256 });
+  assert.ok(icon.type === "ICON");
+  assert.equal(icon.handshake, 0);
+});
+
+Deno.test("an IACK carries its handshake, cipher and ephemeral key at body offsets 19, 20 and 24", () => {
+  for (const cipher of Object.keys(CipherCode) as CipherName[]) {
+    const message: Iack = { ...(SAMPLES[2] as Iack), cipher };
+    const body = encode(message).subarray(HEADER_LENGTH);
+    assert.equal(body[18], 1, "mode tap");
+    assert.equal(body[19], 7, "handshake");
+    assert.equal(body[20], CipherCode[cipher], cipher);
+    assert.deepEqual(Array.from(body.subarray(21, 24)), [0, 0, 0], "reserved");
+    assert.deepEqual(Array.from(body.subarray(24)), Array.from(key32(0x80)));
+    assert.deepEqual(roundTrip(message), message);
+  }
+});
+
+Deno.test("encode() throws a RangeError for an ephemeral key that is not 32 bytes", () => {
+  for (const length of [0, 31, 33]) {
+    assert.throws(() => encode({ ...ireq([]), ephemeral: new Uint8Array(length) }), RangeError);
+    assert.throws(
+      () => encode({ ...(SAMPLES[2] as Iack), ephemeral: new Uint8Array(length) }),
+      RangeError,
+    );
+  }
+});
+
+Deno.test("offerBit() and offeredCiphers() round-trip every set of ciphers, in code order", () => {
+  assert.deepEqual(CipherCode, { clear: 0, "aes-256-gcm": 1, "chacha20-poly1305": 2 });
+  assert.equal(offerBit("clear"), 1);
+  assert.equal(offerBit("aes-256-gcm"), 2);
+  assert.equal(offerBit("chacha20-poly1305"), 4);
+  const names = Object.keys(CipherCode) as CipherName[];
+  for (let offers = 0; offers < 8; offers++) {
+    const ciphers = offeredCiphers(offers);
+    assert.deepEqual(ciphers, names.filter((_, i) => offers & (1 << i)), `offers ${offers}`);
+    assert.equal(ciphers.reduce((mask, c) => mask | offerBit(c), 0), offers);
+  }
+  // Bits with no cipher are ignored.
+  assert.deepEqual(offeredCiphers(0xf8), []);
+  assert.deepEqual(offeredCiphers(0xff), names);
 });
 
 Deno.test("IACK, IRDY, ICON, CREQ and KEEPALIVE round-trip", () => {
@@ -274,7 +403,7 @@ Deno.test("decode() rejects a data datagram (first byte not 0) as bad-field", ()
 
 Deno.test("decode() rejects a truncated IREQ whose body is shorter than its fixed part", () => {
   const full = encode(ireq([]));
-  for (const cut of [1, 8, 23]) {
+  for (const cut of [1, 8, 32, 55]) {
     assertDrop(decode(withBodyLength(full.slice(0, full.length - cut))), "truncated");
   }
 });
@@ -283,7 +412,7 @@ Deno.test("decode() rejects a truncated IREQ whose plan is cut in the middle", (
   const full = encode(ireq([V6]));
   // Cut inside the address bytes, and right after the family byte.
   assertDrop(decode(withBodyLength(full.slice(0, full.length - 5))), "truncated");
-  assertDrop(decode(withBodyLength(full.slice(0, HEADER_LENGTH + 24 + 1))), "truncated");
+  assertDrop(decode(withBodyLength(full.slice(0, HEADER_LENGTH + 56 + 1))), "truncated");
   // The count says two addresses but only one is there.
   const one = encode(ireq([V4]));
   one[HEADER_LENGTH + 17] = 2;
@@ -303,23 +432,35 @@ Deno.test("decode() rejects an IREQ whose plan has more than 4 addresses", () =>
   assertDrop(decode(datagram), "bad-field");
 });
 
-Deno.test("decode() rejects an IREQ with its reserved bytes set", () => {
+Deno.test("decode() rejects an IREQ with its reserved byte set", () => {
+  for (const value of [1, 0x80, 0xff]) {
+    const datagram = encode(ireq([]));
+    datagram[HEADER_LENGTH + 23] = value;
+    assertDrop(decode(datagram), "bad-field");
+  }
+});
+
+Deno.test("decode() takes any offers and flags bytes in an IREQ (future ciphers and flags)", () => {
   const datagram = encode(ireq([]));
-  datagram[HEADER_LENGTH + 23] = 1;
-  assertDrop(decode(datagram), "bad-field");
+  datagram[HEADER_LENGTH + 21] = 0xff;
+  datagram[HEADER_LENGTH + 22] = 0xfe;
+  const { message } = decodeOk(datagram);
+  assert.ok(message.type === "IREQ");
+  assert.equal(message.offers, 0xff);
+  assert.equal(message.flags, 0xfe);
 });
 
 Deno.test("decode() rejects a datagram over 512 bytes as oversize", () => {
   const big = withBodyLength(new Uint8Array(MAX_CONTROL_LENGTH + 1).fill(0, 0, 8));
-  big[2] = 1;
+  big[2] = 2;
   assertDrop(decode(big), "oversize");
   const edge = withBodyLength(new Uint8Array(MAX_CONTROL_LENGTH));
-  edge[2] = 1;
+  edge[2] = 2;
   assert.ok(decode(edge).ok, "a 512-byte NOP is accepted");
 });
 
 Deno.test("decode() rejects a bad protocol version", () => {
-  for (const version of [0, 2, 255]) {
+  for (const version of [0, 1, 3, 255]) {
     const datagram = encode(SAMPLES[4]);
     datagram[2] = version;
     assertDrop(decode(datagram), "bad-version");
@@ -336,7 +477,7 @@ Deno.test("decode() rejects unknown VC codes 8 and 255", () => {
 
 Deno.test("decode() rejects a body length larger than the datagram as truncated", () => {
   const datagram = encode(SAMPLES[4]);
-  new DataView(datagram.buffer).setUint16(4, 17);
+  new DataView(datagram.buffer).setUint16(4, 25);
   assertDrop(decode(datagram), "truncated");
   new DataView(datagram.buffer).setUint16(4, 0xffff);
   assertDrop(decode(datagram), "truncated");
@@ -391,29 +532,69 @@ Deno.test("decode() rejects a bad mode byte in IREQ, IACK and IRDY", () => {
 });
 
 Deno.test("decode() rejects IACK and IRDY with reserved bytes set", () => {
-  for (const offset of [19, 22, 23]) {
-    const datagram = encode(SAMPLES[2]);
+  for (const message of [SAMPLES[2], SAMPLES[3]]) {
+    for (const offset of [21, 22, 23]) {
+      const datagram = encode(message);
+      datagram[HEADER_LENGTH + offset] = 1;
+      assertDrop(decode(datagram), "bad-field");
+    }
+  }
+});
+
+Deno.test("decode() rejects an IACK naming an unknown cipher", () => {
+  for (const message of [SAMPLES[2], SAMPLES[3]]) {
+    for (const cipher of [3, 4, 0x80, 255]) {
+      const datagram = encode(message);
+      datagram[HEADER_LENGTH + 20] = cipher;
+      assertDrop(decode(datagram), "bad-field");
+    }
+  }
+});
+
+Deno.test("decode() rejects an ICON with its reserved bytes set", () => {
+  for (let offset = 17; offset < 24; offset++) {
+    const datagram = encode(SAMPLES[4]);
     datagram[HEADER_LENGTH + offset] = 1;
     assertDrop(decode(datagram), "bad-field");
+  }
+  const datagram = encode(SAMPLES[4]);
+  datagram[HEADER_LENGTH + 16] = 0xff;
+  assert.ok(decode(datagram).ok, "byte 16 is the handshake");
+});
+
+Deno.test("decode() rejects a version-1 datagram as bad-version", () => {
+  // A v1 IREQ, IACK, ICON and KEEPALIVE with their v1 body lengths (24, 24, 16, 32), and a v2 one relabelled.
+  for (const [code, length] of [[1, 24], [2, 24], [3, 16], [5, 32], [7, 10]]) {
+    const datagram = new Uint8Array(HEADER_LENGTH + length);
+    datagram.set([0, code, 1, 3]);
+    new DataView(datagram.buffer).setUint16(4, length);
+    if (code === 1) datagram[HEADER_LENGTH + 16] = 1;
+    if (code === 2) datagram[HEADER_LENGTH + 18] = 1;
+    assertDrop(decode(datagram), "bad-version");
+  }
+  for (const message of SAMPLES) {
+    const datagram = encode(message);
+    datagram[2] = OLD_PROTOCOL_VERSION;
+    assertDrop(decode(datagram), "bad-version");
   }
 });
 
 Deno.test("decode() rejects a plan address family other than 4 or 6", () => {
   for (const family of [0, 5, 41]) {
     const datagram = encode(ireq([V4]));
-    datagram[HEADER_LENGTH + 24] = family;
+    datagram[HEADER_LENGTH + 56] = family;
     assertDrop(decode(datagram), "bad-field");
   }
 });
 
 Deno.test("decode() rejects an IPv4 plan prefix length over 32 and an IPv6 one over 128", () => {
   const v4 = encode(ireq([V4]));
-  v4[HEADER_LENGTH + 25] = 33;
+  v4[HEADER_LENGTH + 57] = 33;
   assertDrop(decode(v4), "bad-field");
-  v4[HEADER_LENGTH + 25] = 32;
+  v4[HEADER_LENGTH + 57] = 32;
   assert.ok(decode(v4).ok, "/32 is accepted");
   const v6 = encode(ireq([V6]));
-  v6[HEADER_LENGTH + 25] = 129;
+  v6[HEADER_LENGTH + 57] = 129;
   assertDrop(decode(v6), "bad-field");
 });
 
@@ -450,6 +631,156 @@ Deno.test("encode() throws a RangeError for vid 0 on any message but NOP, and fo
 Deno.test("encode() throws a RangeError for a plan of more than 4 addresses", () => {
   assert.throws(() => encode(ireq([V4, V4, V4, V4, V6])), RangeError);
   assert.doesNotThrow(() => encode(ireq([V4, V6, V4, V6])));
+});
+
+// --- protocol v1 peers ----------------------------------------------------------------------------
+
+/** A protocol v1 IREQ as a v1 initiator sends it: 24-byte fixed body (nonce, timestamp, mode, count, MTU, options). */
+function v1Ireq(vid: number, nonce: bigint, plan: Uint8Array = new Uint8Array(0), macLength = 0): Uint8Array {
+  const bodyLength = 24 + plan.length;
+  const datagram = new Uint8Array(HEADER_LENGTH + bodyLength + macLength);
+  const view = new DataView(datagram.buffer);
+  datagram.set([0, 1, 1, vid]);
+  view.setUint16(4, bodyLength);
+  datagram[6] = macLength ? 1 : 0;
+  view.setBigUint64(HEADER_LENGTH, nonce);
+  view.setBigUint64(HEADER_LENGTH + 8, 1_700_000_000_123n);
+  datagram[HEADER_LENGTH + 16] = 1;
+  datagram[HEADER_LENGTH + 17] = plan.length ? 1 : 0;
+  view.setUint16(HEADER_LENGTH + 18, 1400);
+  view.setUint16(HEADER_LENGTH + 20, 0xbeef);
+  datagram.set(plan, HEADER_LENGTH + 24);
+  if (macLength) datagram.fill(0xab, datagram.length - macLength);
+  return datagram;
+}
+
+/** How a protocol v1 decoder reads a NAK (its header and NAK body are v2's, with version 1). */
+function readV1Nak(
+  datagram: Uint8Array,
+): { vid: number; initiatorNonce: bigint; reason: number; text: string } {
+  const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
+  assert.equal(datagram[0], 0, "control marker");
+  assert.equal(datagram[1], 7, "VC code NAK");
+  assert.equal(datagram[2], 1, "version 1");
+  assert.equal(datagram[7], 0, "reserved");
+  const bodyLength = view.getUint16(4);
+  const macLength = datagram[6] & 1 ? 16 : 0;
+  assert.equal(datagram[6] & ~1, 0, "no other flags");
+  assert.equal(datagram.length, HEADER_LENGTH + bodyLength + macLength);
+  const textLength = datagram[HEADER_LENGTH + 9];
+  assert.ok(textLength <= 200);
+  assert.equal(bodyLength, 10 + textLength);
+  const text = new TextDecoder("utf-8", { fatal: true }).decode(
+    datagram.subarray(HEADER_LENGTH + 10, HEADER_LENGTH + 10 + textLength),
+  );
+  return {
+    vid: datagram[3],
+    initiatorNonce: view.getBigUint64(HEADER_LENGTH),
+    reason: datagram[HEADER_LENGTH + 8],
+    text,
+  };
+}
+
+Deno.test("oldIreq() reads a v1 IREQ's vid and nonce and ignores everything else", () => {
+  const nonce = 0x0102030405060708n;
+  assert.deepEqual(oldIreq(v1Ireq(3, nonce)), { vid: 3, initiatorNonce: nonce });
+  assert.deepEqual(oldIreq(v1Ireq(255, 0xffffffffffffffffn)), {
+    vid: 255,
+    initiatorNonce: 0xffffffffffffffffn,
+  });
+  // A plan, a MAC, and any garbage in the rest of the body change nothing.
+  assert.deepEqual(oldIreq(v1Ireq(9, nonce, new Uint8Array([4, 30, 198, 18, 207, 2]), MAC_LENGTH)), {
+    vid: 9,
+    initiatorNonce: nonce,
+  });
+  const garbage = v1Ireq(4, nonce);
+  garbage.fill(0xee, HEADER_LENGTH + 8);
+  garbage[4] = 0xff; // a body length that does not match
+  garbage[7] = 0x55;
+  assert.deepEqual(oldIreq(garbage), { vid: 4, initiatorNonce: nonce });
+  // A view into a larger buffer.
+  const buffer = new Uint8Array(100).fill(0x77);
+  buffer.set(v1Ireq(5, nonce), 11);
+  assert.deepEqual(oldIreq(buffer.subarray(11, 11 + HEADER_LENGTH + 24)), { vid: 5, initiatorNonce: nonce });
+});
+
+Deno.test("oldIreq() is undefined for anything but a v1 IREQ", () => {
+  const nonce = 77n;
+  assert.equal(oldIreq(encode(ireq([]))), undefined, "a v2 IREQ");
+  for (const message of SAMPLES) {
+    const datagram = encode(message);
+    datagram[2] = OLD_PROTOCOL_VERSION;
+    if (message.type !== "IREQ") assert.equal(oldIreq(datagram), undefined, `a v1 ${message.type}`);
+  }
+  const v1 = v1Ireq(3, nonce);
+  assert.equal(oldIreq(v1.subarray(0, HEADER_LENGTH + 23)), undefined, "shorter than a v1 IREQ");
+  assert.equal(oldIreq(new Uint8Array(0)), undefined, "empty");
+  const data = v1.slice();
+  data[0] = 3;
+  assert.equal(oldIreq(data), undefined, "a data datagram");
+  const vidZero = v1.slice();
+  vidZero[3] = 0;
+  assert.equal(oldIreq(vidZero), undefined, "vid 0");
+  for (const version of [0, 2, 3]) {
+    const other = v1.slice();
+    other[2] = version;
+    assert.equal(oldIreq(other), undefined, `version ${version}`);
+  }
+  const big = new Uint8Array(MAX_CONTROL_LENGTH + 1);
+  big.set(v1);
+  assert.equal(oldIreq(big), undefined, "over 512 bytes");
+  const edge = new Uint8Array(MAX_CONTROL_LENGTH);
+  edge.set(v1);
+  assert.deepEqual(oldIreq(edge), { vid: 3, initiatorNonce: nonce }, "512 bytes");
+});
+
+Deno.test("encodeOldNak() makes a version-1 NAK whose text a v1 decoder would read", () => {
+  const nonce = 0x1122334455667788n;
+  const text = "the peer speaks VELA protocol v2: upgrade VELA on this side";
+  const datagram = encodeOldNak(6, nonce, text);
+  const textBytes = new TextEncoder().encode(text);
+  assert.deepEqual(
+    Array.from(datagram.subarray(0, HEADER_LENGTH)),
+    [0, 7, 1, 6, 0, 10 + textBytes.length, 0, 0],
+    "header: control, NAK, version 1, vid, body length, no MAC",
+  );
+  assert.deepEqual(Array.from(datagram.subarray(HEADER_LENGTH, HEADER_LENGTH + 8)), [
+    0x11,
+    0x22,
+    0x33,
+    0x44,
+    0x55,
+    0x66,
+    0x77,
+    0x88,
+  ]);
+  assert.equal(datagram[HEADER_LENGTH + 8], NakReason.UNSPECIFIED, "a reason v1 knows");
+  assert.equal(datagram[HEADER_LENGTH + 9], textBytes.length);
+  assert.deepEqual(Array.from(datagram.subarray(HEADER_LENGTH + 10)), Array.from(textBytes));
+  assert.deepEqual(readV1Nak(datagram), { vid: 6, initiatorNonce: nonce, reason: 0, text });
+  // A v2 decoder drops it for its version; with the version byte put back, it is a v2 NAK.
+  assertDrop(decode(datagram), "bad-version");
+  const relabelled = datagram.slice();
+  relabelled[2] = PROTOCOL_VERSION;
+  assert.deepEqual(decodeOk(relabelled).message, {
+    type: "NAK",
+    vid: 6,
+    initiatorNonce: nonce,
+    reason: NakReason.UNSPECIFIED,
+    text,
+  });
+});
+
+Deno.test("encodeOldNak() with macLength sets the MAC flag and leaves room, and cuts its text to 200 bytes", () => {
+  const signed = encodeOldNak(1, 5n, "upgrade", MAC_LENGTH);
+  assert.equal(signed[2], 1);
+  assert.equal(signed[6], 1);
+  assert.equal(signed.length, HEADER_LENGTH + 10 + 7 + MAC_LENGTH);
+  assert.deepEqual(Array.from(signed.subarray(signed.length - MAC_LENGTH)), new Array(MAC_LENGTH).fill(0));
+  assert.deepEqual(readV1Nak(signed), { vid: 1, initiatorNonce: 5n, reason: 0, text: "upgrade" });
+  const long = encodeOldNak(1, 5n, "ü".repeat(150));
+  assert.deepEqual(readV1Nak(long).text, "ü".repeat(100));
+  assert.throws(() => encodeOldNak(0, 5n, "x"), RangeError);
 });
 
 // --- datagramKind() and newNonce() ----------------------------------------------------------------
@@ -496,6 +827,11 @@ function assertWellBehaved(datagram: Uint8Array, what: string): Decoded {
   if (!decoded.ok) {
     assert.ok(DROP_REASONS.has(decoded.reason), `unknown drop reason ${decoded.reason} for ${what}`);
   }
+  try {
+    oldIreq(datagram);
+  } catch (error) {
+    assert.fail(`oldIreq() threw on ${what}: ${error}`);
+  }
   return decoded;
 }
 
@@ -504,11 +840,11 @@ Deno.test("decode() never throws on 2000 random datagrams and only returns known
   const byte = () => Math.floor(random() * 256);
   let accepted = 0;
   for (let i = 0; i < 2000; i++) {
-    const length = Math.floor(random() * 80);
+    const length = Math.floor(random() * 120);
     const datagram = new Uint8Array(length).map(byte);
     // Mostly plausible headers, so that the body decoders are reached too.
     if (length > 0 && random() < 0.8) datagram[0] = 0;
-    if (length > 2 && random() < 0.8) datagram[2] = 1;
+    if (length > 2 && random() < 0.8) datagram[2] = random() < 0.9 ? PROTOCOL_VERSION : OLD_PROTOCOL_VERSION;
     if (length > 1 && random() < 0.8) datagram[1] = Math.floor(random() * 9);
     if (length > 7 && random() < 0.7) {
       datagram[6] = random() < 0.2 ? 1 : 0;

@@ -55,7 +55,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
         const equals = option.indexOf("=");
         if (equals < 1) return { error: `"${option}" is not key=value` };
         const key = option.slice(0, equals).toLowerCase();
-        if (!["mode", "address", "mtu", "ifname", "port", "family"].includes(key)) {
+        if (!["mode", "address", "mtu", "ifname", "port", "family", "cipher"].includes(key)) {
           return { error: `unknown option ${key}` };
         }
         if (key !== "address" && fields[key]) return { error: `${key} given twice` };
@@ -74,6 +74,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
           mtu: fields.mtu?.[0],
           ifname: fields.ifname?.[0],
           family: family === undefined ? undefined : Number(family) as 4 | 6,
+          cipher: fields.cipher?.[0],
         }, "");
         const portText = fields.port?.[0];
         const port = portText === undefined
@@ -122,8 +123,16 @@ export function formatCircuitLine(c: CircuitStatus): string {
     `tx_bytes=${c.txBytes}`,
     `rx_packets=${c.rxPackets}`,
     `rx_bytes=${c.rxBytes}`,
+    `cipher=${c.cipher}`,
+    `key_age=${c.keyAgeSeconds ?? "-"}`,
+    `rotations=${c.rotations}`,
     `drop_send_failed=${c.drops.sendFailed}`,
     `drop_device_refused=${c.drops.deviceRefused}`,
+    `drop_bad_tag=${c.drops.badTag}`,
+    `drop_replayed_data=${c.drops.replayedData}`,
+    `drop_too_old=${c.drops.tooOld}`,
+    `drop_no_key=${c.drops.noKey}`,
+    `drop_key_exhausted=${c.drops.keyExhausted}`,
   ].join(" ");
 }
 

@@ -10,10 +10,11 @@ import { type IpPrefix, parseIp, prefixContains } from "../ip.ts";
 import { RateLimiter, ReplayGuard, verifyControl } from "../keys.ts";
 import { IREQ_BURST, IREQ_RATE_PER_SECOND, REPLAY_WINDOW_MS } from "../timing.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
-import type { ControlMessage, Ireq } from "../wire.ts";
+import { type ControlMessage, FLAG_MAC, type Ireq } from "../wire.ts";
 
 export type Verdict =
-  | { readonly admit: true }
+  /** `key`: the pre-shared key whose MAC the message carries (keyed daemons, PSK-signed messages). */
+  | { readonly admit: true; readonly key?: Uint8Array }
   | {
     readonly admit: false;
     readonly reason: string;
@@ -23,13 +24,17 @@ export type Verdict =
 
 /** The parts of the daemon's configuration the policy reads. */
 export interface AdmissionRules {
-  readonly key?: Uint8Array;
+  /** Every pre-shared key this daemon holds (none: a daemon without a key). */
+  readonly keys: readonly Uint8Array[];
   readonly listen: boolean;
   readonly allow: readonly IpPrefix[];
   readonly insecureAcceptAny?: boolean;
 }
 
 const ADMIT: Verdict = { admit: true };
+
+/** Messages signed with the session's own control keys, which only the session can check. */
+const SESSION_SIGNED = new Set(["ICON", "KEEPALIVE", "CREQ"]);
 
 function refuse(reason: string, text: string, level: "debug" | "warning" = "debug"): Verdict {
   return { admit: false, reason, text, level };
@@ -39,7 +44,12 @@ export class Admission {
   readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
   readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
 
-  /** Whether to act on `message` (decoded from `datagram`) from `from`, at monotonic `now` and `wallClock`. */
+  /**
+   * Whether to act on `message` (decoded from `datagram`) from `from`, at monotonic `now` and `wallClock`.
+   * The cheap checks come first and the rate limit last, so that replayed or forged IREQs spend no
+   * token of the source they claim: the MAC (with a key; ICON, KEEPALIVE and CREQ only need the flag here,
+   * their session checks them with its own keys), then an IREQ's freshness, then the rate limit.
+   */
   control(
     rules: AdmissionRules,
     datagram: Uint8Array,
@@ -48,21 +58,23 @@ export class Admission {
     now: number,
     wallClock: number,
   ): Verdict {
-    const key = rules.key;
-    if (key && !verifyControl(key, datagram)) {
-      return refuse(
-        "bad-mac",
-        `Dropped ${message.type} from ${from.address}: no valid MAC (a different key, or none)`,
-        "warning",
-      );
+    let key: Uint8Array | undefined;
+    if (rules.keys.length > 0) {
+      const flagged = (datagram[6] & FLAG_MAC) !== 0;
+      if (SESSION_SIGNED.has(message.type)) {
+        if (flagged) return ADMIT;
+      } else if (flagged) {
+        key = rules.keys.find((candidate) => verifyControl(candidate, datagram));
+      }
+      if (!key) {
+        return refuse(
+          "bad-mac",
+          `Dropped ${message.type} from ${from.address}: no valid MAC (a different key, or none)`,
+          "warning",
+        );
+      }
     }
-    if (message.type !== "IREQ") return ADMIT;
-    if (!this.#ireqLimiter.allow(from.address, now)) {
-      return refuse(
-        "rate-limited",
-        `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
-      );
-    }
+    if (message.type !== "IREQ") return key ? { admit: true, key } : ADMIT;
     if (key) {
       const verdict = this.#replays.check(message.initiatorNonce, message.timestamp, wallClock);
       if (verdict === "stale") {
@@ -78,7 +90,29 @@ export class Admission {
         return refuse(verdict, `Dropped a replayed IREQ from ${from.address}`, "warning");
       }
     }
-    return ADMIT;
+    if (!this.#ireqLimiter.allow(from.address, now)) {
+      return refuse(
+        "rate-limited",
+        `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
+      );
+    }
+    return key ? { admit: true, key } : ADMIT;
+  }
+
+  /** Whether a v1 IREQ may be answered (a NAK that says to upgrade): its MAC, then the rate limit. */
+  oldVersion(rules: AdmissionRules, datagram: Uint8Array, from: Endpoint, now: number): Verdict {
+    let key: Uint8Array | undefined;
+    if (rules.keys.length > 0) {
+      key = rules.keys.find((candidate) => verifyControl(candidate, datagram));
+      if (!key) return refuse("bad-mac", `Dropped a v1 IREQ from ${from.address}: no valid MAC`, "warning");
+    }
+    if (!this.#ireqLimiter.allow(from.address, now)) {
+      return refuse(
+        "rate-limited",
+        `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
+      );
+    }
+    return key ? { admit: true, key } : ADMIT;
   }
 
   /**
@@ -90,7 +124,7 @@ export class Admission {
       return refuse("not-listening", `Ignored IREQ from ${from.address}: this daemon does not listen`);
     }
     const source = parseIp(from.address);
-    const allowed = rules.insecureAcceptAny || (rules.allow.length === 0 && rules.key !== undefined) ||
+    const allowed = rules.insecureAcceptAny || (rules.allow.length === 0 && rules.keys.length > 0) ||
       (source !== undefined && rules.allow.some((prefix) => prefixContains(prefix, source)));
     if (!allowed || !source) {
       return refuse(

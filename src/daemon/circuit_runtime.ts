@@ -13,7 +13,9 @@ import { formatCidr, type IpPrefix } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import type { Session, SessionAction } from "../session.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
-import { type ControlMessage, NakReason } from "../wire.ts";
+import { type CipherName, type ControlMessage, NakReason } from "../wire.ts";
+import { type DataKey, type DataKeys, KEY_STATE_BYTES } from "../crypto/data_keys.ts";
+import { pipelineFor } from "../datapath/stage.ts";
 import { defaultInterfaceName } from "../circuit_rules.ts";
 import { derivedMac } from "./provisioning.ts";
 import type { TimerId, Timers } from "./timers.ts";
@@ -28,7 +30,8 @@ export interface CircuitHost {
   /** The daemon is stopping: no new timers. */
   readonly stopped: boolean;
   now(): number;
-  send(to: Endpoint, message: ControlMessage): void;
+  /** Sends a control message, signed with `sign` when given. */
+  send(to: Endpoint, message: ControlMessage, sign?: Uint8Array): void;
   drop(reason: string, text: string): void;
   /** Opens and configures a device (src/daemon/provisioning.ts); throws RuntimeFailure. */
   openDevice(name: string, mode: LinkMode, mtu: number, addresses: IpPrefix[], mac: Uint8Array): LinkDevice;
@@ -51,6 +54,15 @@ export class CircuitRuntime {
   establishedAt?: number;
   /** Live counters, kept across re-handshakes. */
   readonly counters: CircuitCounters;
+  /** The pre-shared key of a keyed circuit. */
+  readonly psk?: Uint8Array;
+  /** The data keys the datapath holds (keyed circuits with a cipher), and their cipher. */
+  #dataKeys: DataKeys | undefined;
+  #cipher: CipherName = "clear";
+  /** Frames sealed and opened when the keys in use were installed: the new keys' use counts from there. */
+  #keyUseBase = { sealed: 0, opened: 0 };
+  /** The counter state of each key in use, by the key's bytes (the session hands the same arrays again). */
+  #keyStates = new Map<Uint8Array, SharedArrayBuffer>();
   readonly #host: CircuitHost;
 
   constructor(
@@ -62,6 +74,7 @@ export class CircuitRuntime {
       remote: Endpoint;
       device?: LinkDevice;
       counters: CircuitCounters;
+      psk?: Uint8Array;
     },
   ) {
     this.#host = host;
@@ -71,16 +84,94 @@ export class CircuitRuntime {
     this.remote = init.remote;
     this.device = init.device;
     this.counters = init.counters;
+    this.psk = init.psk;
   }
 
-  /** Carries out what the session asked for. */
-  apply(actions: SessionAction[]): void {
+  /** The circuit's pipeline: sealed with its keys, or clear. */
+  #pipeline() {
+    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys);
+  }
+
+  /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters and pipeline. */
+  addToDatapath(): void {
+    if (!this.device) return;
+    this.#host.datapath.addCircuit(
+      this.session.vid,
+      this.remote,
+      this.device,
+      this.session.mtu,
+      this.counters,
+      this.#pipeline(),
+    );
+  }
+
+  /**
+   * The keys with their counter state: shared memory made once per key and direction, kept while the
+   * key is in use, so that a stage made again (a move, a new MTU) goes on with the key's counter and
+   * replay window (src/crypto/data_keys.ts).
+   */
+  #withState(keys: DataKeys): DataKeys {
+    const states = new Map<Uint8Array, SharedArrayBuffer>();
+    const stateOf = (key: DataKey): DataKey => {
+      const held = this.#keyStates.get(key.key) ?? new SharedArrayBuffer(KEY_STATE_BYTES);
+      states.set(key.key, held);
+      return { ...key, state: held };
+    };
+    const result = { tx: keys.tx && stateOf(keys.tx), rx: keys.rx.map(stateOf) };
+    this.#keyStates = states;
+    return result;
+  }
+
+  /** Packets the keys in use have sealed or opened, whichever is more. */
+  #keyUse(): number {
+    if (!this.#dataKeys) return 0;
+    this.#host.datapath.refreshCounters();
+    return Math.max(
+      this.counters.sealed - this.#keyUseBase.sealed,
+      this.counters.opened - this.#keyUseBase.opened,
+    );
+  }
+
+  /**
+   * Carries out what the session asked for. `replyTo`: where the session's answers to an IREQ (IACK,
+   * IRDY, NAK) go when they are not for the circuit's current endpoint (a restarted initiator asking from
+   * a new port, before it has proven its keys).
+   */
+  apply(actions: SessionAction[], replyTo?: Endpoint): void {
     const host = this.#host;
     const vid = this.session.vid;
     for (const action of actions) {
       switch (action.type) {
-        case "send":
-          host.send(this.remote, action.message);
+        case "send": {
+          const answer = action.message.type === "IACK" || action.message.type === "IRDY" ||
+            action.message.type === "NAK";
+          host.send(answer && replyTo ? replyTo : this.remote, action.message, action.sign);
+          break;
+        }
+        case "keys": {
+          const wasSealed = this.#dataKeys !== undefined;
+          const renewed = this.#dataKeys?.tx?.key !== action.keys.tx?.key;
+          this.#dataKeys = this.#withState(action.keys);
+          this.#cipher = action.cipher;
+          if (renewed) {
+            host.datapath.refreshCounters();
+            this.#keyUseBase = { sealed: this.counters.sealed, opened: this.counters.opened };
+          }
+          if (this.forwarding) {
+            if (wasSealed) host.datapath.updateStages(this.remote.address, vid, this.#pipeline());
+            else this.addToDatapath();
+          }
+          break;
+        }
+        case "rotated":
+          host.log.info(
+            `Circuit ${vid} with ${this.remote.address}: new session keys (handshake ${action.handshake})`,
+          );
+          break;
+        case "unanswered":
+          host.log.warn(
+            `No answer from ${this.remote.address} port ${this.remote.port} to ${action.tries} requests for circuit ${vid}: check the key, --allow and the port`,
+          );
           break;
         case "resolve":
           if (this.spec) host.refreshPeer(this);
@@ -118,7 +209,9 @@ export class CircuitRuntime {
               initiatorNonce: request,
               reason: NakReason.DEVICE_FAILED,
               text: "the listener could not create the interface",
-            });
+            }, this.psk);
+            // A keyed initiator is established by now: a signed CREQ makes it ask again later.
+            if (this.session.keyed) this.apply(this.session.handle({ type: "close" }, host.now()));
             return;
           }
           const plan = action.plan.map(formatCidr).join(", ") || "no addresses";
@@ -134,20 +227,12 @@ export class CircuitRuntime {
             } catch (error) {
               host.log.error(explainDeviceError(error, `set MTU ${action.mtu} on ${this.device.name}`));
             }
-            if (this.forwarding) {
-              host.datapath.addCircuit(vid, this.remote, this.device, action.mtu, this.counters);
-            }
+            if (this.forwarding) this.addToDatapath();
           }
           break;
         case "forward":
           if (action.enabled && this.device) {
-            host.datapath.addCircuit(
-              vid,
-              this.remote,
-              this.device,
-              this.session.mtu,
-              this.counters,
-            );
+            this.addToDatapath();
             this.forwarding = true;
           } else if (!action.enabled && this.forwarding) {
             host.datapath.removeCircuit(this.remote.address, vid);
@@ -167,8 +252,15 @@ export class CircuitRuntime {
         case "established":
           this.establishedAt = host.now();
           host.log.info(
-            `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}`,
+            `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}, ${
+              this.session.cipher ?? "clear"
+            }`,
           );
+          if (this.session.keyed && this.session.cipher === "clear") {
+            host.log.warn(
+              `Circuit ${vid} with ${this.remote.address} carries its frames in clear (--cipher none): anyone on the path reads them and can inject frames`,
+            );
+          }
           break;
         case "refused":
           host.log.error(
@@ -181,7 +273,7 @@ export class CircuitRuntime {
           if (action.at !== undefined && !host.stopped) {
             this.timer = host.timers.setTimeout(() => {
               this.timer = undefined;
-              this.apply(this.session.handle({ type: "timer" }, host.now()));
+              this.apply(this.session.handle({ type: "timer", keyUse: this.#keyUse() }, host.now()));
             }, Math.max(0, action.at - host.now()));
           }
           break;

@@ -14,7 +14,9 @@ import { circuitKey, defaultInterfaceName, linkMtuFor } from "../circuit_rules.t
 import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddress } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
-import { Session } from "../session.ts";
+import { type CipherPolicy, Session } from "../session.ts";
+import { cpuHasAes } from "../crypto/cpu.ts";
+import { loadLibcrypto } from "../../ffi/libcrypto.ts";
 import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
@@ -29,11 +31,14 @@ import {
   type ControlMessage,
   decode,
   encode,
+  encodeOldNak,
   type Ireq,
   MAC_LENGTH,
   NakReason,
   type Nonce,
+  oldIreq,
 } from "../wire.ts";
+import { cipherOverhead } from "../datapath/stage.ts";
 import { signControl } from "../keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
@@ -54,6 +59,10 @@ export interface CircuitSpec {
   ifname?: string;
   /** Resolve the peer's name to this family only (-4, -6). */
   family?: 4 | 6;
+  /** This circuit's own pre-shared key (else the daemon's). */
+  key?: Uint8Array;
+  /** --cipher for this circuit (else the daemon's). */
+  cipher?: CipherPolicy;
 }
 
 export interface DaemonConfig {
@@ -65,9 +74,27 @@ export interface DaemonConfig {
   allow: IpPrefix[];
   /** Accept IREQs from anyone. */
   insecureAcceptAny: boolean;
-  /** The pre-shared key: every control message carries a MAC made with it, and must. */
+  /**
+   * The pre-shared key: circuits without their own use it, and with a key every control message carries
+   * a MAC and every data frame is sealed (unless --cipher none).
+   */
   key?: Uint8Array;
+  /** More keys a listener accepts (--key-file given again, key_files in the config). */
+  extraKeys?: Uint8Array[];
+  /** --cipher: "auto" (the default), a cipher to insist on, or "clear" (--cipher none). */
+  cipher?: CipherPolicy;
+  /** New session keys this often (--rekey-after; default REKEY_AFTER_MS). */
+  rekeyAfterMs?: number;
   circuits: CircuitSpec[];
+}
+
+/** Every key a daemon holds: the default one, the extra ones and the circuits' own. */
+export function daemonKeys(config: DaemonConfig): Uint8Array[] {
+  const keys: Uint8Array[] = [];
+  for (const key of [config.key, ...(config.extraKeys ?? []), ...config.circuits.map((c) => c.key)]) {
+    if (key && !keys.some((k) => k.length === key.length && k.every((b, i) => b === key[i]))) keys.push(key);
+  }
+  return keys;
 }
 
 /** The outside world of a daemon: the kernel in production, fakes in tests. */
@@ -165,7 +192,20 @@ export class Daemon {
       txBytes: c.counters.txBytes,
       rxPackets: c.counters.rxPackets,
       rxBytes: c.counters.rxBytes,
-      drops: { sendFailed: c.counters.txDropped, deviceRefused: c.counters.rxDropped },
+      cipher: c.session.cipher ?? "-",
+      keyAgeSeconds: c.session.keysSince === undefined
+        ? null
+        : Math.floor((now - c.session.keysSince) / 1000),
+      rotations: c.session.rotations,
+      drops: {
+        sendFailed: c.counters.txDropped,
+        deviceRefused: c.counters.rxDropped,
+        badTag: c.counters.badTag,
+        replayedData: c.counters.replayedData,
+        tooOld: c.counters.tooOld,
+        noKey: c.counters.noKey,
+        keyExhausted: c.counters.keyExhausted,
+      },
     }));
     return {
       port: this.port,
@@ -261,6 +301,7 @@ export class Daemon {
   /** Binds the underlay, starts the datapath and every configured circuit. Throws RuntimeFailure. */
   start(): void {
     const { port } = this.#config;
+    this.#checkCrypto(this.#config);
     try {
       this.#underlay = this.#env.bindUnderlay(port);
     } catch (error) {
@@ -301,6 +342,24 @@ export class Daemon {
     this.#log.info(`VELA started, ${where}`);
   }
 
+  /**
+   * A keyed daemon that would seal frames needs libcrypto: without it, it stops here with the sentence
+   * that says what to install (it never falls back to clear by itself). Throws RuntimeFailure.
+   */
+  #checkCrypto(config: DaemonConfig): void {
+    const sealing = (key: Uint8Array | undefined, cipher: CipherPolicy | undefined) =>
+      key !== undefined && (cipher ?? config.cipher ?? "auto") !== "clear";
+    const needed =
+      (config.listen && daemonKeys(config).length > 0 && (config.cipher ?? "auto") !== "clear") ||
+      config.circuits.some((spec) => sealing(spec.key ?? config.key, spec.cipher));
+    if (!needed) return;
+    try {
+      loadLibcrypto();
+    } catch (error) {
+      throw new RuntimeFailure((error as Error).message);
+    }
+  }
+
   /** The link MTU a circuit proposes: --mtu, or the route MTU to the peer less the overhead. */
   #circuitMtu(spec: CircuitSpec): number {
     if (spec.mtu !== undefined) return spec.mtu;
@@ -322,6 +381,13 @@ export class Daemon {
       throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} exists already`);
     }
     const mtu = this.#circuitMtu(spec);
+    const psk = spec.key ?? this.#config.key;
+    const cipher = spec.cipher ?? this.#config.cipher ?? "auto";
+    const fixedMtu = spec.mtu !== undefined;
+    // Until the handshake agrees on one, the interface has the MTU this side proposes.
+    const deviceMtu = fixedMtu || !psk
+      ? mtu
+      : mtu - cipherOverhead(cipher === "auto" ? "aes-256-gcm" : cipher);
     const name = spec.ifname ?? defaultInterfaceName(spec.vid);
     const addresses = spec.addresses.some((a) => a.family === 6)
       ? spec.addresses
@@ -329,7 +395,7 @@ export class Daemon {
     const device = this.#openConfigured(
       name,
       spec.mode,
-      mtu,
+      deviceMtu,
       addresses,
       derivedMac("initiator", remote.address, spec.vid),
     );
@@ -338,10 +404,16 @@ export class Daemon {
       vid: spec.vid,
       mode: spec.mode,
       mtu,
+      fixedMtu,
       plan: addresses.map(peerAddress),
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
+      psk,
+      cipher,
+      aesHardware: cpuHasAes(),
+      rekeyAfterMs: this.#config.rekeyAfterMs,
     });
+
     const circuit = new CircuitRuntime(this.#circuitHost, {
       key,
       session,
@@ -349,10 +421,11 @@ export class Daemon {
       remote,
       device,
       counters: zeroCounters(),
+      psk,
     });
     this.#circuits.set(key, circuit);
     this.#log.info(
-      `Interface ${device.name} (${spec.mode}, MTU ${mtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
+      `Interface ${device.name} (${spec.mode}, MTU ${deviceMtu}) is up; asking ${spec.peerName} (${remote.address} port ${remote.port}) for circuit ${spec.vid}`,
     );
     circuit.apply(session.handle({ type: "start" }, this.#env.now()));
   }
@@ -387,12 +460,14 @@ export class Daemon {
     if (this.#stopped) return;
     const decoded = decode(datagram);
     if (!decoded.ok) {
+      if (decoded.reason === "bad-version") this.#answerOldVersion(datagram, from);
       this.#drop(decoded.reason, `Dropped a control datagram from ${from.address}: ${decoded.detail}`);
       return;
     }
     const message = decoded.message;
+    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
     const verdict = this.#admission.control(
-      this.#config,
+      rules,
       datagram,
       message,
       from,
@@ -404,9 +479,39 @@ export class Daemon {
       return;
     }
     if (message.type === "NOP") return;
-    const circuit = this.#circuits.get(circuitKey(from.address, message.vid));
+    let circuit = this.#circuits.get(circuitKey(from.address, message.vid));
+    if (verdict.key && circuit?.session.keyed && !sameKey(circuit.psk, verdict.key)) {
+      this.#drop(
+        "bad-mac",
+        `Dropped ${message.type} from ${from.address}: signed with another circuit's key`,
+      );
+      return;
+    }
+    const sessionSigned = message.type === "ICON" || message.type === "KEEPALIVE" || message.type === "CREQ";
+    if (sessionSigned && rules.keys.length > 0) {
+      // Signed with a session's own keys: the session that holds them may be at another address (the
+      // initiator moved). It follows only what its keys verify.
+      const ours = message.type === "ICON" ? message.responderNonce : message.receiverNonce;
+      if (!circuit || circuit.session.nonce !== ours) {
+        circuit = [...this.#circuits.values()].find((c) =>
+          c.session.vid === message.vid && c.session.nonce === ours
+        );
+      }
+      if (!circuit) {
+        this.#drop(
+          "no-session",
+          `Dropped ${message.type} for unknown circuit ${message.vid} from ${from.address}`,
+        );
+        return;
+      }
+      const actions = circuit.session.handle({ type: "received", message, datagram }, this.#env.now());
+      const verified = !(actions.length === 1 && actions[0].type === "drop");
+      if (verified && circuit.session.role === "responder") this.#follow(circuit, from);
+      circuit.apply(actions);
+      return;
+    }
     if (!circuit) {
-      if (message.type === "IREQ") this.#accept(message, from);
+      if (message.type === "IREQ") this.#accept(message, from, verdict.key);
       else {this.#drop(
           "no-session",
           `Dropped ${message.type} for unknown circuit ${message.vid} from ${from.address}`,
@@ -424,23 +529,75 @@ export class Daemon {
         initiatorNonce: message.initiatorNonce,
         reason: NakReason.VID_IN_USE,
         text: "vid in use",
-      });
+      }, verdict.key);
       return;
     }
     if (
-      message.type === "IREQ" && circuit.session.role === "responder" && circuit.remote.port !== from.port
+      message.type === "IREQ" && circuit.session.role === "responder" && !circuit.session.keyed &&
+      circuit.remote.port !== from.port
     ) {
-      // The initiator came back from another port (it restarted): follow it.
-      circuit.remote = from;
-      if (circuit.forwarding && circuit.device) {
-        this.#datapath!.addCircuit(message.vid, from, circuit.device, circuit.session.mtu, circuit.counters);
-      }
+      // Without a key: the initiator came back from another port (it restarted): follow it.
+      this.#follow(circuit, from);
     }
-    circuit.apply(circuit.session.handle({ type: "received", message }, this.#env.now()));
+    circuit.apply(circuit.session.handle({ type: "received", message, datagram }, this.#env.now()), from);
   }
 
-  #accept(request: Ireq, from: Endpoint): void {
-    const verdict = this.#admission.newCircuit(this.#config, request, from);
+  /**
+   * A responder's circuit whose peer was heard from another address or port (authenticated by the
+   * session's keys, or an IREQ without a key): the circuit and its datapath entry move there; the
+   * interface stays.
+   */
+  #follow(circuit: Circuit, from: Endpoint): void {
+    const old = circuit.remote;
+    if (old.address === from.address && old.port === from.port) return;
+    const key = circuitKey(from.address, circuit.session.vid);
+    const other = this.#circuits.get(key);
+    if (other && other !== circuit) {
+      if (other.device) {
+        this.#log.warn(
+          `Circuit ${circuit.session.vid}: ${from.address} has a circuit ${circuit.session.vid} already; not following there`,
+        );
+        return;
+      }
+      // An unproven handshake at the new address (a replayed IREQ, say) gives way.
+      this.#closeCircuit(other);
+    }
+    this.#log.info(
+      `Circuit ${circuit.session.vid}: the peer moved from ${formatEndpoint(old)} to ${
+        formatEndpoint(from)
+      }; following`,
+    );
+    if (circuit.forwarding) this.#datapath!.removeCircuit(old.address, circuit.session.vid);
+    if (this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
+    circuit.key = key;
+    circuit.remote = from;
+    this.#circuits.set(key, circuit);
+    if (circuit.forwarding) circuit.addToDatapath();
+  }
+
+  /** A protocol v1 IREQ: a v1 NAK that says to upgrade (signed when the daemon has the key it was signed with). */
+  #answerOldVersion(datagram: Uint8Array, from: Endpoint): void {
+    const old = oldIreq(datagram);
+    if (!old) return;
+    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
+    const verdict = this.#admission.oldVersion(rules, datagram, from, this.#env.now());
+    if (!verdict.admit) return;
+    this.#log.warn(
+      `${from.address} asked for circuit ${old.vid} in protocol v1; told it to upgrade VELA (this side speaks v2)`,
+    );
+    const reply = encodeOldNak(
+      old.vid,
+      old.initiatorNonce,
+      "the peer speaks VELA protocol v2: upgrade VELA on this side",
+      verdict.key ? MAC_LENGTH : 0,
+    );
+    if (verdict.key) signControl(verdict.key, reply);
+    void this.#underlay?.sendControl(reply, from);
+  }
+
+  #accept(request: Ireq, from: Endpoint, psk: Uint8Array | undefined): void {
+    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
+    const verdict = this.#admission.newCircuit(rules, request, from);
     if (!verdict.admit) {
       this.#drop(verdict.reason, verdict.text, verdict.level);
       if (verdict.reason === "not-allowed") {
@@ -450,7 +607,7 @@ export class Daemon {
           initiatorNonce: request.initiatorNonce,
           reason: NakReason.NOT_ALLOWED,
           text: "not allowed",
-        });
+        }, psk);
       }
       return;
     }
@@ -469,12 +626,17 @@ export class Daemon {
       plan: [],
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
+      psk,
+      cipher: this.#config.cipher ?? "auto",
+      aesHardware: cpuHasAes(),
+      rekeyAfterMs: this.#config.rekeyAfterMs,
     });
     const circuit = new CircuitRuntime(this.#circuitHost, {
       key: circuitKey(from.address, request.vid),
       session,
       remote: from,
       counters: zeroCounters(),
+      psk,
     });
     this.#circuits.set(circuit.key, circuit);
     circuit.apply(session.handle({ type: "received", message: request }, this.#env.now()));
@@ -506,7 +668,7 @@ export class Daemon {
         return getters.stopped();
       },
       now: () => this.#env.now(),
-      send: (to, message) => this.#send(to, message),
+      send: (to, message, sign) => this.#send(to, message, sign),
       drop: (reason, text) => this.#drop(reason, text),
       openDevice: (name, mode, mtu, addresses, mac) => this.#openConfigured(name, mode, mtu, addresses, mac),
       forget: (circuit, ifCurrent = false) => {
@@ -516,11 +678,11 @@ export class Daemon {
     };
   }
 
-  #send(to: Endpoint, message: ControlMessage): void {
+  /** Sends a control message, signed with `sign` when given (a pre-shared or a session control key). */
+  #send(to: Endpoint, message: ControlMessage, sign?: Uint8Array): void {
     if (!this.#underlay) return;
-    const key = this.#config.key;
-    const datagram = encode(message, key ? MAC_LENGTH : 0);
-    if (key) signControl(key, datagram);
+    const datagram = encode(message, sign ? MAC_LENGTH : 0);
+    if (sign) signControl(sign, datagram);
     const sending = this.#underlay.sendControl(datagram, to);
     this.#pendingSends.add(sending);
     sending.then((sent) => {
@@ -575,8 +737,7 @@ export class Daemon {
     this.#log.info(
       `${spec.peerName} now points to ${text} (was ${circuit.remote.address}); moving circuit ${spec.vid}`,
     );
-    const wasForwarding = circuit.forwarding;
-    if (wasForwarding) this.#datapath!.removeCircuit(circuit.remote.address, spec.vid);
+    if (circuit.forwarding) this.#datapath!.removeCircuit(circuit.remote.address, spec.vid);
     circuit.forwarding = false;
     this.#circuits.delete(circuit.key);
     circuit.key = key;
@@ -646,5 +807,17 @@ function specIdentity(spec: CircuitSpec): unknown[] {
     spec.mtu,
     spec.ifname,
     spec.family,
+    spec.key ? Array.from(spec.key) : null,
+    spec.cipher ?? null,
   ];
+}
+
+function sameKey(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  return a !== undefined && b !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+function formatEndpoint(endpoint: Endpoint): string {
+  return endpoint.address.includes(":")
+    ? `[${endpoint.address}]:${endpoint.port}`
+    : `${endpoint.address}:${endpoint.port}`;
 }

@@ -26,8 +26,26 @@ export interface CircuitStatus {
   txBytes: number;
   rxPackets: number;
   rxBytes: number;
-  /** Frames dropped by reason: the underlay could not send them, the device refused them. */
-  drops: { sendFailed: number; deviceRefused: number };
+  /** The data cipher: "aes-256-gcm", "chacha20-poly1305", "clear", or "-" while a keyed circuit has no keys. */
+  cipher: string;
+  /** Seconds since the session keys in use were made, null without keys. */
+  keyAgeSeconds: number | null;
+  /** How many times the keys were renewed (or a restarted peer's new handshake took over). */
+  rotations: number;
+  /**
+   * Frames dropped by reason: the underlay could not send them, the device refused them; the AEAD stage:
+   * a tag that does not verify, a counter seen already, one older than the replay window, a key epoch the
+   * circuit does not hold, and frames not sent because the key had sealed all it may.
+   */
+  drops: {
+    sendFailed: number;
+    deviceRefused: number;
+    badTag: number;
+    replayedData: number;
+    tooOld: number;
+    noKey: number;
+    keyExhausted: number;
+  };
 }
 
 export interface DaemonStatus {

@@ -19,7 +19,7 @@ import { type PacketBatch, PacketBatch as Batch } from "../packet/packet_batch.t
 import type { Endpoint, UnderlayBatch } from "../underlay/underlay.ts";
 import type { PacketLink } from "../link/packet_link.ts";
 import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
-import { decodeAll, encodeAll, type Stage } from "./stage.ts";
+import { decodeAll, encodeAll, type Stage, type StageSpec } from "./stage.ts";
 import { LinkWriter } from "../link/device_link.ts";
 
 /** The first byte of a control datagram (src/wire.ts, CONTROL_MARKER). */
@@ -119,6 +119,16 @@ export class DatapathCore {
     this.#bySlot[slot] = undefined;
     if (this.#table.get(circuit.key) === circuit) this.#table.delete(circuit.key);
     circuit.link.flush();
+    for (const stage of circuit.stages) stage.close?.();
+  }
+
+  /** Gives a circuit's stages new settings (new keys), each to the stage of the same id. */
+  updateStages(slot: number, specs: readonly StageSpec[]): void {
+    const circuit = this.#bySlot[slot];
+    if (!circuit) return;
+    for (const spec of specs) {
+      for (const stage of circuit.stages) if (stage.id === spec.id) stage.update?.(spec);
+    }
   }
 
   hasCircuit(slot: number): boolean {

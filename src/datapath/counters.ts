@@ -16,8 +16,19 @@ export const Counter = {
   TX_DROPPED: 4,
   /** Frames the device refused, or that a stage dropped on the way in. */
   RX_DROPPED: 5,
+  /** The AEAD stage (src/datapath/aead_stage.ts): frames dropped on the way in, by reason. */
+  BAD_TAG: 6,
+  REPLAYED_DATA: 7,
+  TOO_OLD: 8,
+  /** A frame for a key epoch the circuit does not hold, or too short to be sealed. */
+  NO_KEY: 9,
+  /** Frames sealed and opened, in all (the session renews keys by how many one key has done). */
+  SEALED: 10,
+  OPENED: 11,
+  /** Frames not sent because the key had sealed all it may (RFC 9001 limits), or there was none yet. */
+  KEY_EXHAUSTED: 12,
 } as const;
-export const CIRCUIT_FIELDS = 6;
+export const CIRCUIT_FIELDS = 13;
 
 /** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
 export const DatapathCount = {
@@ -43,6 +54,13 @@ export interface CircuitCounters {
   rxBytes: number;
   txDropped: number;
   rxDropped: number;
+  badTag: number;
+  replayedData: number;
+  tooOld: number;
+  noKey: number;
+  sealed: number;
+  opened: number;
+  keyExhausted: number;
 }
 
 export interface DatapathCounters {
@@ -59,7 +77,21 @@ export interface DatapathCounters {
 }
 
 export function zeroCounters(): CircuitCounters {
-  return { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, txDropped: 0, rxDropped: 0 };
+  return {
+    txPackets: 0,
+    txBytes: 0,
+    rxPackets: 0,
+    rxBytes: 0,
+    txDropped: 0,
+    rxDropped: 0,
+    badTag: 0,
+    replayedData: 0,
+    tooOld: 0,
+    noKey: 0,
+    sealed: 0,
+    opened: 0,
+    keyExhausted: 0,
+  };
 }
 
 /** `into` = `offset` + the slot's values. */
@@ -72,6 +104,13 @@ export function readCounters(counts: CircuitCounts, offset: CircuitCounters, int
   into.rxBytes = offset.rxBytes + v[b + Counter.RX_BYTES];
   into.txDropped = offset.txDropped + v[b + Counter.TX_DROPPED];
   into.rxDropped = offset.rxDropped + v[b + Counter.RX_DROPPED];
+  into.badTag = offset.badTag + v[b + Counter.BAD_TAG];
+  into.replayedData = offset.replayedData + v[b + Counter.REPLAYED_DATA];
+  into.tooOld = offset.tooOld + v[b + Counter.TOO_OLD];
+  into.noKey = offset.noKey + v[b + Counter.NO_KEY];
+  into.sealed = offset.sealed + v[b + Counter.SEALED];
+  into.opened = offset.opened + v[b + Counter.OPENED];
+  into.keyExhausted = offset.keyExhausted + v[b + Counter.KEY_EXHAUSTED];
 }
 
 export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {

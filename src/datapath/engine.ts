@@ -6,6 +6,7 @@
 import type { LinkDevice } from "../link/link_device.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
 import type { CircuitCounters, DatapathCounters } from "./counters.ts";
+import type { StageSpec } from "./stage.ts";
 
 /** Told when a device fails for good (removed under VELA's feet); the circuit is already out of the table. */
 export type DeviceFailureHandler = (vid: number, remote: Endpoint, error: unknown) => void;
@@ -19,8 +20,9 @@ export interface DatapathEngine {
    */
   run(): Promise<void>;
   /**
-   * Forwards between `device` and `remote` for `vid` with buffers for `mtu`; replaces a circuit with
-   * the same remote address and vid. Returns the circuit's live counters.
+   * Forwards between `device` and `remote` for `vid` with buffers for `mtu`, through the pipeline
+   * `stages` (default: the clear one); replaces a circuit with the same remote address and vid. Returns
+   * the circuit's live counters.
    */
   addCircuit(
     vid: number,
@@ -28,7 +30,10 @@ export interface DatapathEngine {
     device: LinkDevice,
     mtu: number,
     counters?: CircuitCounters,
+    stages?: readonly StageSpec[],
   ): CircuitCounters;
+  /** New settings (keys) for the stages of the circuit (address, vid); the stages keep their state. */
+  updateStages(address: string, vid: number, stages: readonly StageSpec[]): void;
   /** Stops forwarding for (address, vid); the device stays open for its owner to close. */
   removeCircuit(address: string, vid: number): void;
   /** Brings counters kept elsewhere (shared memory) into the circuits' counter objects. */

@@ -19,7 +19,8 @@ import {
   zeroCounters,
 } from "./counters.ts";
 import type { DatapathEngine, DeviceFailureHandler } from "./engine.ts";
-import { buildStages, DEFAULT_PIPELINE, type Stage } from "./stage.ts";
+import { buildStages, DEFAULT_PIPELINE, type Stage, type StageSpec } from "./stage.ts";
+import "./stages.ts";
 import { WORKER_SLOTS } from "./worker_messages.ts";
 
 interface Circuit {
@@ -44,7 +45,7 @@ export class IsolateDatapath implements DatapathEngine {
   #nextSlot = 0;
   readonly #pumps = new Set<Promise<void>>();
   /** The stages of every circuit; a test may give its own. */
-  readonly #stages: () => Stage[];
+  readonly #stages: (() => Stage[]) | undefined;
 
   constructor(
     underlay: IsolateUnderlay,
@@ -55,7 +56,7 @@ export class IsolateDatapath implements DatapathEngine {
     this.#underlay = underlay;
     this.#onDeviceFailure = onDeviceFailure;
     this.#core = new DatapathCore(underlay, onControl, { circuits: this.#values, datapath: this.#counts });
-    this.#stages = options.stages ?? (() => buildStages(DEFAULT_PIPELINE));
+    this.#stages = options.stages;
   }
 
   get counters(): DatapathCounters {
@@ -75,6 +76,7 @@ export class IsolateDatapath implements DatapathEngine {
     device: LinkDevice,
     mtu: number,
     counters?: CircuitCounters,
+    stages: readonly StageSpec[] = DEFAULT_PIPELINE,
   ): CircuitCounters {
     const key = `${remote.address}|${vid}`;
     const previous = this.#circuits.get(key);
@@ -90,7 +92,8 @@ export class IsolateDatapath implements DatapathEngine {
       this.#core.writer,
       this.#core.countsOf(slot),
     );
-    this.#core.addCircuit({ slot, vid, route, link, stages: this.#stages() });
+    const built = this.#stages?.() ?? buildStages(stages, { counts: this.#core.countsOf(slot) });
+    this.#core.addCircuit({ slot, vid, route, link, stages: built });
     const circuit: Circuit = {
       slot,
       vid,
@@ -110,6 +113,11 @@ export class IsolateDatapath implements DatapathEngine {
   removeCircuit(address: string, vid: number): void {
     const circuit = this.#circuits.get(`${address}|${vid}`);
     if (circuit) this.#stop(circuit);
+  }
+
+  updateStages(address: string, vid: number, stages: readonly StageSpec[]): void {
+    const circuit = this.#circuits.get(`${address}|${vid}`);
+    if (circuit) this.#core.updateStages(circuit.slot, stages);
   }
 
   refreshCounters(): void {

@@ -10,6 +10,9 @@
  */
 
 import type { PacketBatch } from "../packet/packet_batch.ts";
+import type { CircuitCounts } from "./counters.ts";
+import { AEAD_OVERHEAD, type DataKeys } from "../crypto/data_keys.ts";
+import type { CipherName } from "../wire.ts";
 
 export interface Stage {
   /** What the stage is, for logs and status ("identity"). */
@@ -18,6 +21,15 @@ export interface Stage {
   readonly overhead: number;
   encode(batch: PacketBatch, start: number, end: number): void;
   decode(batch: PacketBatch, start: number, end: number): void;
+  /** Takes new settings of the same stage (new keys); a stage without settings has none. */
+  update?(spec: StageSpec): void;
+  /** Frees what the stage holds (libcrypto contexts); safe to call twice. */
+  close?(): void;
+}
+
+/** What a stage may use of its circuit: its counters (values[base + Counter.X]). */
+export interface StageContext {
+  readonly counts: CircuitCounts;
 }
 
 /** The stage that changes nothing. */
@@ -33,22 +45,35 @@ export interface StageSpec {
   readonly id: string;
 }
 
-/** Every stage a circuit may name, by id. */
-export const STAGES: Readonly<Record<string, (spec: StageSpec) => Stage>> = {
+/** Every stage a circuit may name, by id (the AEAD stage registers itself: src/datapath/stages.ts). */
+export const STAGES: Record<string, (spec: StageSpec, context: StageContext) => Stage> = {
   identity: () => identityStage,
 };
 
+const NO_COUNTS: StageContext = { counts: { values: new Float64Array(64), base: 0 } };
+
 /** The stages for a pipeline spec; throws on an unknown id. */
-export function buildStages(specs: readonly StageSpec[]): Stage[] {
+export function buildStages(specs: readonly StageSpec[], context: StageContext = NO_COUNTS): Stage[] {
   return specs.map((spec) => {
     const make = STAGES[spec.id];
     if (!make) throw new RangeError(`Unknown datapath stage: ${spec.id}`);
-    return make(spec);
+    return make(spec, context);
   });
 }
 
-/** The pipeline every circuit has today. */
+/** The pipeline of a clear circuit. */
 export const DEFAULT_PIPELINE: readonly StageSpec[] = [{ id: "identity" }];
+
+/** The pipeline of a circuit with `cipher`, holding `keys` (clear: the default pipeline). */
+export function pipelineFor(vid: number, cipher: CipherName, keys?: DataKeys): readonly StageSpec[] {
+  if (cipher === "clear" || !keys) return DEFAULT_PIPELINE;
+  return [{ id: "aead", vid, keys } as StageSpec];
+}
+
+/** Bytes the pipeline of a circuit with `cipher` adds to a frame (what the link MTU leaves room for). */
+export function cipherOverhead(cipher: CipherName): number {
+  return cipher === "clear" ? 0 : AEAD_OVERHEAD;
+}
 
 /** Bytes a pipeline adds to a frame. */
 export function pipelineOverhead(stages: readonly Stage[]): number {

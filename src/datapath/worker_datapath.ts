@@ -19,7 +19,7 @@ import {
   readDatapathCounters,
   zeroCounters,
 } from "./counters.ts";
-import { DEFAULT_PIPELINE } from "./stage.ts";
+import { DEFAULT_PIPELINE, type StageSpec } from "./stage.ts";
 import { check, libc } from "../../ffi/libc.ts";
 import { Linux } from "../../ffi/structs.ts";
 import { openPeerSocket } from "../../ffi/udp_socket.ts";
@@ -254,6 +254,7 @@ export class WorkerDatapath implements DatapathEngine {
     device: LinkDevice,
     mtu: number,
     counters?: CircuitCounters,
+    stages: readonly StageSpec[] = DEFAULT_PIPELINE,
   ): CircuitCounters {
     if (device.fd < 0) throw new TypeError("The worker datapath needs a kernel device");
     const key = `${remote.address}|${vid}`;
@@ -286,9 +287,14 @@ export class WorkerDatapath implements DatapathEngine {
       offload: device.offload,
       udpOffload: device.udpOffload,
       mode: device.mode,
-      stages: DEFAULT_PIPELINE,
+      stages,
     });
     return live;
+  }
+
+  updateStages(address: string, vid: number, stages: readonly StageSpec[]): void {
+    const slot = this.#byKey.get(`${address}|${vid}`);
+    if (slot !== undefined) this.#postAll({ type: "stages", slot, stages });
   }
 
   removeCircuit(address: string, vid: number): void {

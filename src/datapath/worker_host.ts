@@ -17,6 +17,7 @@ import { SendModeration } from "./send_moderation.ts";
 import { CORE_BATCH, DatapathCore } from "./core.ts";
 import { DatapathCount } from "./counters.ts";
 import { buildStages } from "./stage.ts";
+import "./stages.ts";
 import { DeviceLink } from "../link/device_link.ts";
 import { KernelUnderlay } from "../underlay/kernel_underlay.ts";
 import type { ToMain, ToWorker, WorkerRole } from "./worker_messages.ts";
@@ -97,12 +98,15 @@ class WorkerHost {
           vid: message.vid,
           route,
           link,
-          stages: buildStages(message.stages),
+          stages: buildStages(message.stages, { counts: core.countsOf(message.slot) }),
         });
         this.#slots.set(message.slot, { slot: message.slot, fd: message.fd, route });
         this.#rebuildPollSet();
         break;
       }
+      case "stages":
+        this.#core.updateStages(message.slot, message.stages);
+        break;
       case "remove":
         // A slot this Worker dropped itself (its device failed) was reported then, not again.
         if (this.#forget(message.slot)) send({ type: "removed", slot: message.slot });

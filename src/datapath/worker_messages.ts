@@ -47,6 +47,8 @@ export type ToWorker =
     /** The circuit's pipeline (src/datapath/stage.ts, STAGES). */
     stages: readonly StageSpec[];
   }
+  /** New settings for a circuit's stages (new keys); the stages stay, with their state. */
+  | { type: "stages"; slot: number; stages: readonly StageSpec[] }
   | { type: "remove"; slot: number }
   | { type: "stop" };
 

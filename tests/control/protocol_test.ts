@@ -66,7 +66,18 @@ function circuitStatus(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
     txBytes: 1000,
     rxPackets: 9,
     rxBytes: 900,
-    drops: { sendFailed: 1, deviceRefused: 2 },
+    cipher: "clear",
+    keyAgeSeconds: null,
+    rotations: 0,
+    drops: {
+      sendFailed: 1,
+      deviceRefused: 2,
+      badTag: 0,
+      replayedData: 0,
+      tooOld: 0,
+      noKey: 0,
+      keyExhausted: 0,
+    },
     ...overrides,
   };
 }
@@ -436,8 +447,16 @@ Deno.test("formatStatus() text has a first line 'OK <n> lines', a key=value line
     tx_bytes: "1000",
     rx_packets: "9",
     rx_bytes: "900",
+    cipher: "clear",
+    key_age: "-",
+    rotations: "0",
     drop_send_failed: "1",
     drop_device_refused: "2",
+    drop_bad_tag: "0",
+    drop_replayed_data: "0",
+    drop_too_old: "0",
+    drop_no_key: "0",
+    drop_key_exhausted: "0",
   });
   const other = fields(lines[2]);
   assert.equal(other.peer, "peer.example");

@@ -465,7 +465,15 @@ Deno.test("STATUS? JSON over the socket lists the established circuit with its c
     for (const counter of ["txPackets", "txBytes", "rxPackets", "rxBytes"] as const) {
       assert.equal(typeof circuit[counter], "number", counter);
     }
-    assert.deepEqual(circuit.drops, { sendFailed: 0, deviceRefused: 0 });
+    assert.deepEqual(circuit.drops, {
+      sendFailed: 0,
+      deviceRefused: 0,
+      badTag: 0,
+      replayedData: 0,
+      tooOld: 0,
+      noKey: 0,
+      keyExhausted: 0,
+    });
     assert.deepEqual(status, JSON.parse(JSON.stringify(a.daemon.status())), "the daemon's own status");
   });
 });

@@ -2,6 +2,15 @@ import assert from "node:assert/strict";
 import { type CircuitSpec, type DaemonConfig, derivedIPv6, derivedMac } from "../../src/daemon/daemon.ts";
 import { formatCidr, parseCidr, parseIp } from "../../src/ip.ts";
 import { generateKey, parseKey, verifyControl } from "../../src/keys.ts";
+import { AEAD_OVERHEAD } from "../../src/crypto/data_keys.ts";
+
+function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
+}
 import { encode, HEADER_LENGTH, NakReason } from "../../src/wire.ts";
 import { resolver, startFakeDaemon, until } from "../fakes/fake_daemon.ts";
 import { FakeWire } from "../fakes/fake_underlay.ts";
@@ -15,6 +24,7 @@ import {
 
 const A = "198.18.0.1";
 const B = "198.18.0.2";
+const C = "198.18.0.3";
 
 function listener(extra: Partial<DaemonConfig> = {}): DaemonConfig {
   return {
@@ -181,9 +191,13 @@ Deno.test("strangers' datagrams are dropped and counted while the circuit keeps 
     wire.inject(stranger, target, new Uint8Array([3, 1, 2, 3])); // data for an unknown circuit
     wire.inject({ address: A, port: 1 }, target, new Uint8Array([9, 1, 2])); // known address, unknown vid
     wire.inject(stranger, target, new Uint8Array([0, 1, 1])); // truncated header
-    wire.inject(stranger, target, new Uint8Array([0, 99, 1, 3, 0, 0, 0, 0])); // unknown code
+    wire.inject(stranger, target, new Uint8Array([0, 99, 2, 3, 0, 0, 0, 0])); // unknown code
     wire.inject(stranger, target, new Uint8Array(0)); // empty
-    wire.inject(stranger, target, encode({ type: "ICON", vid: 3, initiatorNonce: 1n, responderNonce: 2n }));
+    wire.inject(
+      stranger,
+      target,
+      encode({ type: "ICON", vid: 3, initiatorNonce: 1n, responderNonce: 2n, handshake: 0 }),
+    );
     await until(() => b.daemon.datapath!.counters.unknownCircuit === 2, "two unknown-circuit drops");
     await until(() => b.daemon.controlDrops["unknown-code"] === 1, "the unknown code counted");
     assert.equal(b.daemon.controlDrops["truncated"], 1);
@@ -285,7 +299,10 @@ Deno.test("an IREQ for a vid this side initiates to that peer gets NAK vid in us
         timestamp: BigInt(Date.now()),
         mode: "tap",
         mtu: 1457,
-        options: 0,
+        handshake: 0,
+        offers: 1,
+        flags: 0,
+        ephemeral: new Uint8Array(32),
         plan: [],
       }),
     );
@@ -299,7 +316,7 @@ Deno.test("an IREQ for a vid this side initiates to that peer gets NAK vid in us
   }
 });
 
-Deno.test("with the same key on both sides the circuit comes up and every control message carries a MAC", async () => {
+Deno.test("with the same key on both sides the circuit comes up, every control message carries a MAC and frames cross sealed", async () => {
   const wire = new FakeWire();
   const key = parseKey(generateKey());
   const b = startFakeDaemon(wire, B, listener({ allow: [], key }));
@@ -308,9 +325,70 @@ Deno.test("with the same key on both sides the circuit comes up and every contro
     await until(() => established(a.daemon) && established(b.daemon), "both ends established");
     const controls = wire.log.filter((e) => e.datagram[0] === 0);
     assert.ok(controls.length >= 3);
-    for (const entry of controls) assert.ok(verifyControl(key, entry.datagram), "a valid MAC");
+    for (const entry of controls) {
+      assert.equal(entry.datagram[6] & 1, 1, "the MAC flag");
+      // IREQ, IACK and IRDY carry the pre-shared key's MAC; ICON, KEEPALIVE and CREQ the session's.
+      const byPsk = [1, 2, 6, 7].includes(entry.datagram[1]);
+      assert.equal(verifyControl(key, entry.datagram), byPsk, `code ${entry.datagram[1]}`);
+    }
+    const sent = frame(0xbb, 0xaa, 9);
+    const before = wire.log.length;
+    a.network.live("vela3")!.device.inject(sent);
+    const [got] = await b.network.live("vela3")!.device.waitWritten(1);
+    assert.deepEqual(got, sent, "the frame arrives as it was sent");
+    const onWire = wire.log.slice(before).find((e) => e.datagram[0] === 3)!;
+    assert.equal(onWire.datagram.length, 1 + sent.length + AEAD_OVERHEAD, "sealed: 21 bytes more");
+    assert.ok(!contains(onWire.datagram, sent.subarray(14)), "the payload is not on the wire in clear");
+    assert.equal(a.daemon.status().circuits[0].cipher, b.daemon.status().circuits[0].cipher);
   } finally {
     await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a listener with several keys serves an initiator of each, and each circuit answers with its own key", async () => {
+  const wire = new FakeWire();
+  const [one, two, three] = [generateKey(), generateKey(), generateKey()].map(parseKey);
+  const b = startFakeDaemon(wire, B, listener({ allow: [], key: one, extraKeys: [two] }));
+  const a = startFakeDaemon(wire, A, { ...initiator(), key: two });
+  const c = startFakeDaemon(wire, C, { ...initiator({ vid: 4 }), key: three });
+  try {
+    await until(() => established(a.daemon), "the initiator with the second key established");
+    await until(() => (b.daemon.controlDrops["bad-mac"] ?? 0) >= 2, "the third key's IREQs dropped");
+    assert.equal(b.daemon.circuits().length, 1, "no circuit for the key the listener does not hold");
+    const answers = wire.log.filter((e) =>
+      e.from.address === B && e.datagram[0] === 0 && e.datagram[1] === 2
+    );
+    assert.ok(answers.length > 0);
+    for (const answer of answers) {
+      assert.ok(verifyControl(two, answer.datagram), "the IACK signed with the key the IREQ was");
+      assert.ok(!verifyControl(one, answer.datagram));
+    }
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+    await c.daemon.stop();
+  }
+});
+
+Deno.test("a protocol v1 IREQ gets a v1 NAK that says to upgrade, and no circuit", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  try {
+    const v1 = new Uint8Array(8 + 24);
+    v1.set([0, 1, 1, 3, 0, 24, 0, 0]);
+    new DataView(v1.buffer).setBigUint64(8, 0x0102030405060708n);
+    v1[8 + 16] = 1; // tap
+    const started = wire.log.length;
+    wire.inject({ address: A, port: 5000 }, { address: B, port: 4455 }, v1);
+    await until(() => wire.log.slice(started).some((e) => e.from.address === B), "an answer");
+    const answer = wire.log.slice(started).find((e) => e.from.address === B)!.datagram;
+    assert.deepEqual([...answer.subarray(0, 4)], [0, 7, 1, 3], "a NAK, version 1, vid 3");
+    assert.equal(new DataView(answer.buffer, answer.byteOffset).getBigUint64(8), 0x0102030405060708n);
+    assert.match(new TextDecoder().decode(answer.subarray(18)), /upgrade VELA/);
+    assert.equal(b.daemon.circuits().length, 0);
+    assert.equal(b.daemon.controlDrops["bad-version"], 1);
+  } finally {
     await b.daemon.stop();
   }
 });
@@ -442,7 +520,10 @@ Deno.test("an IREQ flood from one source is rate-limited, and other sources stil
           timestamp: BigInt(Date.now()),
           mode: "tap",
           mtu: 1457,
-          options: 0,
+          handshake: 0,
+          offers: 1,
+          flags: 0,
+          ephemeral: new Uint8Array(32),
           plan: [],
         }),
       );

@@ -34,14 +34,17 @@ function ireq(): Uint8Array {
     timestamp: BigInt(Date.now()),
     mode: "tap",
     mtu: 1400,
-    options: 0,
+    handshake: 0,
+    offers: 1,
+    flags: 0,
+    ephemeral: new Uint8Array(32),
     plan: [{ family: 4, bytes: new Uint8Array([198, 18, 207, 2]), prefixLength: 30 }],
   });
 }
 
 function spoofed(): Uint8Array {
   const messages: ControlMessage[] = [
-    { type: "ICON", vid: VID, initiatorNonce: nonce(), responderNonce: nonce() },
+    { type: "ICON", vid: VID, initiatorNonce: nonce(), responderNonce: nonce(), handshake: 0 },
     { type: "CREQ", vid: VID, senderNonce: nonce(), receiverNonce: nonce() },
     {
       type: "KEEPALIVE",
@@ -50,6 +53,7 @@ function spoofed(): Uint8Array {
       receiverNonce: nonce(),
       sentAt: BigInt(int(1, 1e9)),
       echo: BigInt(int(0, 1)),
+      sequence: BigInt(int(1, 1e9)),
     },
   ];
   return encode(messages[int(0, messages.length - 1)]);

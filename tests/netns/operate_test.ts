@@ -108,6 +108,7 @@ netnsTest("vela status shows the circuit with counters that move with traffic", 
     "VID",
     "IFACE",
     "STATE",
+    "CIPHER",
     "UPTIME",
     "RTT",
     "TX",
@@ -116,7 +117,9 @@ netnsTest("vela status shows the circuit with counters that move with traffic", 
   ]);
   assert.match(
     lines[2],
-    new RegExp(`^${bed.b4.replaceAll(".", "\\.")}\\s+.*\\s3\\s+vela3\\s+established \\(initiator\\)`),
+    new RegExp(
+      `^${bed.b4.replaceAll(".", "\\.")}\\s+.*\\s3\\s+vela3\\s+established \\(initiator\\)\\s+clear`,
+    ),
   );
   assert.match(lines[lines.length - 1], /^Dropped on the way in: /);
 

@@ -1,0 +1,9 @@
+/**
+ * Registers the stages that need more than stage.ts (libcrypto): imported once by each host of the core
+ * (worker_host.ts, isolate_host.ts), so that a pipeline spec names them.
+ */
+
+import { STAGES } from "./stage.ts";
+import { AeadStage, type AeadStageSpec } from "./aead_stage.ts";
+
+STAGES.aead = (spec, context) => new AeadStage(spec as AeadStageSpec, context);
