@@ -399,3 +399,66 @@ Deno.test("a missing libcrypto is one sentence that says what to install", () =>
   });
   loadLibcrypto();
 });
+
+Deno.test({
+  name: "seal() and open() allocate nothing per packet once optimized (child Denos with --trace-gc)",
+  permissions: { run: true, read: true, write: true },
+  fn: async () => {
+    // The offsets come from `%`, which V8 cannot prove to be int32s: the case that once boxed BigInts.
+    const script = await Deno.makeTempFile({ suffix: ".ts" });
+    const module = JSON.stringify(new URL("../ffi/libcrypto.ts", import.meta.url).href);
+    await Deno.writeTextFile(
+      script,
+      `import { AeadContext } from ${module};
+const packets = Number(Deno.args[0]);
+const key = new Uint8Array(32);
+const memory = new Uint8Array(65_536);
+for (const cipher of ["aes-256-gcm", "chacha20-poly1305"] as const) {
+  const seal = new AeadContext(cipher, key, "seal");
+  const open = new AeadContext(cipher, key, "open");
+  let bad = 0;
+  for (let i = 0; i < packets; i++) {
+    const at = (i % 700) * 90;
+    seal.seal(memory, at, 6, at + 6, 64, i);
+    if (!open.open(memory, at, 6, at + 6, 64, i)) bad++;
+  }
+  if (bad > 0) throw new Error(bad + " did not open");
+  seal.close();
+  open.close();
+}
+console.log("done");
+`,
+    );
+    /** The scavenges and deoptimizations of a run of `packets` packets per cipher. */
+    const run = async (packets: number) => {
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-ffi",
+          "--allow-read",
+          "--v8-flags=--trace-gc,--trace-deopt",
+          script,
+          `${packets}`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 0, text);
+      assert.match(text, /done/);
+      return {
+        scavenges: text.match(/Scavenge/g)?.length ?? 0,
+        deopts: text.match(/deoptimizing/g)?.length ?? 0,
+      };
+    };
+    try {
+      // The unoptimized start boxes its BigInts: compare a short run with a long one. 300,000 more
+      // packets per cipher with one heap BigInt per address would be some 100 more scavenges.
+      const [short, long] = [await run(100_000), await run(400_000)];
+      assert.ok(long.scavenges - short.scavenges <= 8, `${short.scavenges} then ${long.scavenges} scavenges`);
+      assert.ok(long.deopts <= 12, `${long.deopts} deoptimizations`);
+    } finally {
+      await Deno.remove(script);
+    }
+  },
+});

@@ -1,9 +1,11 @@
 /**
  * The admission policy: which control datagrams the daemon listens to, and which IREQs may open a
- * circuit. A datagram needs a valid MAC when the daemon has a key; an IREQ must keep under the rate
- * limit per source and, with a key, be fresh (not replayed, clock within REPLAY_WINDOW_MS); a new
- * circuit needs a listening daemon and a source the key or an --allow prefix admits. Each refusal says
- * why, in a reason (the drop counter) and a sentence for the log.
+ * circuit. With keys, a datagram needs a valid MAC made with one of them (ICON, KEEPALIVE and CREQ are
+ * signed with a session's own keys: here they need only the flag, their session checks them); an IREQ
+ * must, with a key, be fresh (not replayed, clock within REPLAY_WINDOW_MS), and then keep under the rate
+ * limit per source, so that forged or replayed IREQs spend no source's tokens; a new circuit needs a
+ * listening daemon and a source the key or an --allow prefix admits. Each refusal says why, in a reason
+ * (the drop counter) and a sentence for the log.
  */
 
 import { type IpPrefix, parseIp, prefixContains } from "../ip.ts";
@@ -99,12 +101,23 @@ export class Admission {
     return key ? { admit: true, key } : ADMIT;
   }
 
-  /** Whether a v1 IREQ may be answered (a NAK that says to upgrade): its MAC, then the rate limit. */
+  /**
+   * Whether a v1 IREQ may be answered (with a NAK that says to upgrade): only by a listener, only for a
+   * source it would admit (its MAC with a key, else --allow), and under the rate limit.
+   */
   oldVersion(rules: AdmissionRules, datagram: Uint8Array, from: Endpoint, now: number): Verdict {
+    if (!rules.listen) {
+      return refuse("not-listening", `Ignored a v1 IREQ from ${from.address}: this daemon does not listen`);
+    }
     let key: Uint8Array | undefined;
     if (rules.keys.length > 0) {
       key = rules.keys.find((candidate) => verifyControl(candidate, datagram));
       if (!key) return refuse("bad-mac", `Dropped a v1 IREQ from ${from.address}: no valid MAC`, "warning");
+    } else {
+      const source = parseIp(from.address);
+      const allowed = rules.insecureAcceptAny ||
+        (source !== undefined && rules.allow.some((prefix) => prefixContains(prefix, source)));
+      if (!allowed) return refuse("not-allowed", `Ignored a v1 IREQ from ${from.address}: not in --allow`);
     }
     if (!this.#ireqLimiter.allow(from.address, now)) {
       return refuse(

@@ -460,7 +460,7 @@ export class Daemon {
     if (this.#stopped) return;
     const decoded = decode(datagram);
     if (!decoded.ok) {
-      if (decoded.reason === "bad-version") this.#answerOldVersion(datagram, from);
+      if (decoded.reason === "bad-version" && this.#answerOldVersion(datagram, from)) return;
       this.#drop(decoded.reason, `Dropped a control datagram from ${from.address}: ${decoded.detail}`);
       return;
     }
@@ -575,13 +575,20 @@ export class Daemon {
     if (circuit.forwarding) circuit.addToDatapath();
   }
 
-  /** A protocol v1 IREQ: a v1 NAK that says to upgrade (signed when the daemon has the key it was signed with). */
-  #answerOldVersion(datagram: Uint8Array, from: Endpoint): void {
+  /**
+   * A protocol v1 IREQ: a v1 NAK that says to upgrade (signed when the daemon has the key it was signed
+   * with). True when the datagram was a v1 IREQ and is counted here (answered as bad-version, or refused).
+   */
+  #answerOldVersion(datagram: Uint8Array, from: Endpoint): boolean {
     const old = oldIreq(datagram);
-    if (!old) return;
+    if (!old) return false;
     const rules = { ...this.#config, keys: daemonKeys(this.#config) };
     const verdict = this.#admission.oldVersion(rules, datagram, from, this.#env.now());
-    if (!verdict.admit) return;
+    if (!verdict.admit) {
+      this.#drop(verdict.reason, verdict.text, verdict.level);
+      return true;
+    }
+    this.#drop("bad-version", `${from.address} asked for circuit ${old.vid} in protocol v1`);
     this.#log.warn(
       `${from.address} asked for circuit ${old.vid} in protocol v1; told it to upgrade VELA (this side speaks v2)`,
     );
@@ -593,6 +600,7 @@ export class Daemon {
     );
     if (verdict.key) signControl(verdict.key, reply);
     void this.#underlay?.sendControl(reply, from);
+    return true;
   }
 
   #accept(request: Ireq, from: Endpoint, psk: Uint8Array | undefined): void {
