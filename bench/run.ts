@@ -460,11 +460,24 @@ ${wrapList(SYSTEMS.filter((s) => !s.extra).map((s) => s.name), 21, 110)};
 Needs root (network namespaces). Results: bench/results/<stamp>-mtu<N>.{json,md} and latest-mtu<N>.{json,md}.
 `;
 
+/**
+ * `--vela-args "--no-offload"` as `--vela-args=--no-offload`: parseArgs refuses a separate value that starts
+ * with "-" ("argument is ambiguous"), and VELA's arguments always do.
+ */
+export function joinVelaArgs(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--vela-args" && i + 1 < argv.length) out.push(`--vela-args=${argv[++i]}`);
+    else out.push(argv[i]);
+  }
+  return out;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: joinVelaArgs(argv),
       strict: true,
       allowPositionals: false,
       options: {

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import {
   computeRatios,
   isEncrypted,
+  joinVelaArgs,
   markdown,
   parseHeader,
   parseTsvLine,
@@ -135,4 +136,14 @@ Deno.test("textTable() adds an x/best row per VELA row and an x/clear row per en
   assert.match(text, /vela-aes\/best .*7\.00x\(openvpn-gcm\).*best encrypted userspace peer/);
   assert.match(text, /vela-aes\/clear .*0\.70x\(vela-tap\) +0\.50x\(vela-tap\)/);
   assert.match(markdown(result(HEADER, ENCRYPTED_LINES)), /`x\/clear` rows/);
+});
+
+Deno.test("joinVelaArgs() keeps a --vela-args value that starts with a dash as its value", () => {
+  assert.deepEqual(joinVelaArgs(["--systems", "vela-tap", "--vela-args", "--no-offload -q"]), [
+    "--systems",
+    "vela-tap",
+    "--vela-args=--no-offload -q",
+  ]);
+  assert.deepEqual(joinVelaArgs(["--vela-args=--no-offload"]), ["--vela-args=--no-offload"]);
+  assert.deepEqual(joinVelaArgs(["--vela-args"]), ["--vela-args"]);
 });
