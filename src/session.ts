@@ -117,6 +117,7 @@ import {
 } from "./crypto/handshake.ts";
 import { AEAD_OVERHEAD, type AeadCipher, type DataKeys, rekeyAfterPackets } from "./crypto/data_keys.ts";
 import { verifyControl } from "./keys.ts";
+import { equalBytes } from "./packet/bytes.ts";
 
 /** The smallest link MTU VELA agrees to (IPv4's minimum datagram). */
 import { MIN_LINK_MTU } from "./circuit_rules.ts";
@@ -216,12 +217,6 @@ interface PendingHandshake {
 }
 
 const NO_EPHEMERAL = new Uint8Array(EPHEMERAL_LENGTH);
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 export class Session {
   readonly role: Role;
@@ -726,7 +721,7 @@ export class Session {
     const pending = this.#pending;
     const sameHandshake = (nonce: Nonce, handshake: number, ephemeral: Uint8Array | undefined) =>
       message.initiatorNonce === nonce && message.handshake === (handshake & 0xff) &&
-      ephemeral !== undefined && sameBytes(message.ephemeral, ephemeral);
+      ephemeral !== undefined && equalBytes(message.ephemeral, ephemeral);
     if (pending && sameHandshake(pending.initiatorNonce, pending.handshake, pending.initiatorEphemeral)) {
       // A fresh, signed retransmission (the replay guard let it through): the initiator is still there.
       if (!this.#current) this.#lastHeard = now;

@@ -21,7 +21,8 @@ import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timi
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
-import { Admission } from "./admission.ts";
+import { Admission, type AdmissionRules } from "./admission.ts";
+import { equalBytes } from "../packet/bytes.ts";
 import { type CircuitHost, CircuitRuntime } from "./circuit_runtime.ts";
 import { realTimers, type TimerId, type Timers } from "./timers.ts";
 
@@ -92,7 +93,7 @@ export interface DaemonConfig {
 export function daemonKeys(config: DaemonConfig): Uint8Array[] {
   const keys: Uint8Array[] = [];
   for (const key of [config.key, ...(config.extraKeys ?? []), ...config.circuits.map((c) => c.key)]) {
-    if (key && !keys.some((k) => k.length === key.length && k.every((b, i) => b === key[i]))) keys.push(key);
+    if (key && !keys.some((k) => equalBytes(k, key))) keys.push(key);
   }
   return keys;
 }
@@ -132,6 +133,8 @@ export class Daemon {
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
   readonly #admission = new Admission();
+  /** What the admission policy reads of the configuration, its keys gathered once per configuration. */
+  #rules: AdmissionRules;
   /** What the circuits' runtimes need of this daemon. */
   readonly #circuitHost: CircuitHost = this.#makeCircuitHost();
   #underlay?: Underlay;
@@ -148,6 +151,7 @@ export class Daemon {
 
   constructor(config: DaemonConfig, env: DaemonEnvironment) {
     this.#config = config;
+    this.#rules = admissionRules(config);
     this.#env = env;
     this.#timers = env.timers ?? realTimers;
   }
@@ -274,6 +278,7 @@ export class Daemon {
       this.#log.warn(`The UDP port stays ${this.port} until a restart`);
     }
     this.#config = { ...config, port: this.#config.port };
+    this.#rules = admissionRules(this.#config);
     for (const spec of added) this.#startCircuit(spec);
     return { added: added.length, removed: removed.length, kept };
   }
@@ -465,7 +470,7 @@ export class Daemon {
       return;
     }
     const message = decoded.message;
-    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
+    const rules = this.#rules;
     const verdict = this.#admission.control(
       rules,
       datagram,
@@ -582,8 +587,7 @@ export class Daemon {
   #answerOldVersion(datagram: Uint8Array, from: Endpoint): boolean {
     const old = oldIreq(datagram);
     if (!old) return false;
-    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
-    const verdict = this.#admission.oldVersion(rules, datagram, from, this.#env.now());
+    const verdict = this.#admission.oldVersion(this.#rules, datagram, from, this.#env.now());
     if (!verdict.admit) {
       this.#drop(verdict.reason, verdict.text, verdict.level);
       return true;
@@ -604,8 +608,7 @@ export class Daemon {
   }
 
   #accept(request: Ireq, from: Endpoint, psk: Uint8Array | undefined): void {
-    const rules = { ...this.#config, keys: daemonKeys(this.#config) };
-    const verdict = this.#admission.newCircuit(rules, request, from);
+    const verdict = this.#admission.newCircuit(this.#rules, request, from);
     if (!verdict.admit) {
       this.#drop(verdict.reason, verdict.text, verdict.level);
       if (verdict.reason === "not-allowed") {
@@ -821,7 +824,11 @@ function specIdentity(spec: CircuitSpec): unknown[] {
 }
 
 function sameKey(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
-  return a !== undefined && b !== undefined && a.length === b.length && a.every((byte, i) => byte === b[i]);
+  return a !== undefined && b !== undefined && equalBytes(a, b);
+}
+
+function admissionRules(config: DaemonConfig): AdmissionRules {
+  return { ...config, keys: daemonKeys(config) };
 }
 
 function formatEndpoint(endpoint: Endpoint): string {

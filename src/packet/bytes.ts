@@ -20,6 +20,13 @@ function whole(buffer: ArrayBufferLike): WholeViews {
   return views;
 }
 
+/** Whether two byte arrays hold the same bytes (keys, ephemerals; not constant-time). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * Copies `src[from, to)` to `dst` at `dstAt` (overlap allowed). Without allocating when both are views
  * of one ArrayBuffer, as the datapath Worker's buffers are.
