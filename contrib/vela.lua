@@ -96,6 +96,7 @@ local nak_reasons = {
     [7] = "MTU_TOO_SMALL",
     [8] = "CIPHER_MISMATCH",
     [9] = "UPGRADE",
+    [10] = "CIRCUIT_LIMIT",
 }
 -- The data cipher (IACK and IRDY name one; an IREQ offers a bitmask of 1 << code).
 local CIPHER = { CLEAR = 0, AES_256_GCM = 1, CHACHA20_POLY1305 = 2 }

@@ -6,6 +6,7 @@
 
 import type { LinkMode } from "./link/packet_link.ts";
 import { buildStages, DEFAULT_PIPELINE, pipelineOverhead } from "./datapath/stage.ts";
+import { WORKER_SLOTS } from "./datapath/worker_messages.ts";
 
 /** Circuit ids: vid 0 is the control channel. */
 export const MIN_VID = 1;
@@ -14,6 +15,18 @@ export const MAX_VID = 255;
 export const MIN_LINK_MTU = 576;
 /** The largest link MTU (an IPv4 total length). */
 export const MAX_LINK_MTU = 65_535;
+
+/**
+ * How many circuits a daemon holds at most, and how many of them one peer address may have (each vid once,
+ * so at most MAX_VID), unless the configuration says otherwise (--max-circuits, max_circuits, and
+ * --max-circuits-per-peer, max_circuits_per_peer). An IREQ beyond either is answered with a NAK
+ * (CIRCUIT_LIMIT) and counted as "circuit-limit". The defaults fit a router with many sites; the daemon's
+ * datapath has twice MAX_CIRCUITS_LIMIT slots (a closed circuit's slot is free again only once every Worker has
+ * let go of it).
+ */
+export const DEFAULT_MAX_CIRCUITS = 1024;
+export const DEFAULT_MAX_CIRCUITS_PER_PEER = 64;
+export const MAX_CIRCUITS_LIMIT = WORKER_SLOTS / 2;
 
 export function isVid(value: number): boolean {
   return Number.isInteger(value) && value >= MIN_VID && value <= MAX_VID;

@@ -5,7 +5,15 @@ import { type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import type { LinkMode } from "./link/link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
-import { MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
+import {
+  DEFAULT_MAX_CIRCUITS,
+  DEFAULT_MAX_CIRCUITS_PER_PEER,
+  MAX_CIRCUITS_LIMIT,
+  MAX_LINK_MTU,
+  MAX_VID,
+  MIN_LINK_MTU,
+  MIN_VID,
+} from "./circuit_rules.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS, MODERATION_WAIT_US, REKEY_AFTER_MS } from "./timing.ts";
 import type { CipherPolicy } from "./session.ts";
 
@@ -37,6 +45,10 @@ export interface DaemonArgs {
   cipher?: CipherPolicy;
   /** --rekey-after, in milliseconds. */
   rekeyAfterMs?: number;
+  /** --max-circuits: circuits the daemon holds at most. */
+  maxCircuits?: number;
+  /** --max-circuits-per-peer: circuits one peer address may have. */
+  maxCircuitsPerPeer?: number;
   /** A JSON file with the listener settings and any number of circuits (--config), instead of the flags. */
   configFile?: string;
   peer?: CircuitArgs;
@@ -113,6 +125,10 @@ Listener options:
   --listen            accept IREQs and create the interfaces they ask for
   --allow CIDR        underlay prefix whose IREQs are accepted (repeatable)
   --insecure-accept-any   accept IREQs from any address (for closed test networks only)
+  --max-circuits N    circuits this daemon holds at most (1-${MAX_CIRCUITS_LIMIT}, default ${DEFAULT_MAX_CIRCUITS}); an IREQ
+                      beyond it is refused with a NAK and counted (circuit-limit)
+  --max-circuits-per-peer N   circuits one peer address may hold here (1-${MAX_VID}, default
+                      ${DEFAULT_MAX_CIRCUITS_PER_PEER})
 
 Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
@@ -331,6 +347,8 @@ export function parseCommandLine(argv: string[]): Command {
         listen: { type: "boolean" },
         allow: { type: "string", multiple: true },
         "insecure-accept-any": { type: "boolean" },
+        "max-circuits": { type: "string" },
+        "max-circuits-per-peer": { type: "string" },
         "key-file": { type: "string", multiple: true },
         cipher: { type: "string" },
         "rekey-after": { type: "string" },
@@ -435,6 +453,12 @@ export function parseCommandLine(argv: string[]): Command {
     args.rekeyAfterMs =
       integer(v["rekey-after"], "--rekey-after", MIN_REKEY_AFTER_MS / 1000, MAX_REKEY_AFTER_MS / 1000) *
       1000;
+  }
+  if (v["max-circuits"] !== undefined) {
+    args.maxCircuits = integer(v["max-circuits"], "--max-circuits", 1, MAX_CIRCUITS_LIMIT);
+  }
+  if (v["max-circuits-per-peer"] !== undefined) {
+    args.maxCircuitsPerPeer = integer(v["max-circuits-per-peer"], "--max-circuits-per-peer", 1, MAX_VID);
   }
   if (v["datapath-threads"] !== undefined) {
     args.datapathThreads = integer(v["datapath-threads"], "--datapath-threads", 1, 2) as 1 | 2;

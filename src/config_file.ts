@@ -5,7 +5,14 @@
 
 import { canonicalIp, type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
-import { defaultInterfaceName, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
+import {
+  defaultInterfaceName,
+  MAX_CIRCUITS_LIMIT,
+  MAX_LINK_MTU,
+  MAX_VID,
+  MIN_LINK_MTU,
+  MIN_VID,
+} from "./circuit_rules.ts";
 import { CIPHER_CHOICES } from "./cli.ts";
 import type { CipherPolicy } from "./session.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
@@ -53,6 +60,8 @@ export interface FileConfig {
   keyFiles?: string[];
   cipher?: CipherPolicy;
   rekeyAfterMs?: number;
+  maxCircuits?: number;
+  maxCircuitsPerPeer?: number;
   circuits: CircuitConfig[];
 }
 
@@ -65,6 +74,8 @@ const TOP_KEYS = [
   "key_files",
   "cipher",
   "rekey_after",
+  "max_circuits",
+  "max_circuits_per_peer",
   "circuits",
 ];
 const CIRCUIT_KEYS = [
@@ -290,6 +301,12 @@ export function parseConfig(text: string): FileConfig {
       MIN_REKEY_AFTER_MS / 1000,
       MAX_REKEY_AFTER_MS / 1000,
     ) * 1000;
+  }
+  if (has("max_circuits")) {
+    config.maxCircuits = wholeNumber(root.max_circuits, "max_circuits", 1, MAX_CIRCUITS_LIMIT);
+  }
+  if (has("max_circuits_per_peer")) {
+    config.maxCircuitsPerPeer = wholeNumber(root.max_circuits_per_peer, "max_circuits_per_peer", 1, MAX_VID);
   }
   if (has("circuits")) {
     const circuits = root.circuits;

@@ -161,6 +161,11 @@ export class ReplayGuard {
     return this.#accepted.size;
   }
 
+  /** Whether `timestamp` lies within the window around `wallNow` (the cheap half of check(); remembers nothing). */
+  inWindow(timestamp: bigint, wallNow: number): boolean {
+    return Math.abs(Number(timestamp) - wallNow) <= this.windowMs;
+  }
+
   /** `timestamp` and `wallNow` are milliseconds since the Unix epoch. */
   check(nonce: bigint, timestamp: bigint, wallNow: number): ReplayVerdict {
     this.#forgetBefore(wallNow - 2 * this.windowMs);

@@ -194,6 +194,12 @@ export interface SessionConfig {
   handshakeCrypto?: HandshakeCrypto;
   /** New keys this long after the current ones (default REKEY_AFTER_MS). */
   rekeyAfterMs?: number;
+  /**
+   * A number in [0, 1) for each IREQ retry: the wait is the backoff times 0.75 to 1.25 by it, so that
+   * many circuits started together do not ask again all at once (Math.random in the daemon; default
+   * 0.5, no jitter, for tests that count milliseconds).
+   */
+  jitter?: () => number;
 }
 
 /** One handshake's outcome: its number, cipher, keys and when it was made. */
@@ -230,6 +236,7 @@ export class Session {
   readonly #ownNonce: Nonce;
   #peerNonce: Nonce = 0n;
   #retryMs = IREQ_FIRST_RETRY_MS;
+  readonly #jitter: () => number;
   /** When the initiator last asked for its peer's name to be looked up (monotonic ms); undefined before. */
   #resolvedAt: number | undefined;
   /** When the peer was last heard (monotonic ms). */
@@ -269,6 +276,7 @@ export class Session {
     this.#plan = config.plan;
     this.#ownNonce = config.newNonce();
     this.#wallClock = config.wallClock;
+    this.#jitter = config.jitter ?? (() => 0.5);
     this.#psk = config.psk;
     this.#policy = config.cipher ?? "auto";
     this.#aesHardware = config.aesHardware ?? false;
@@ -522,7 +530,7 @@ export class Session {
       this.#renewing = false;
       this.#unanswered = 0;
     }
-    const at = now + this.#retryMs;
+    const at = now + Math.round(this.#retryMs * (0.75 + 0.5 * this.#jitter()));
     this.#retryMs = Math.min(this.#retryMs * 2, IREQ_MAX_RETRY_MS);
     this.#state = "requesting";
     if (this.#unanswered++ === UNANSWERED_IREQS) {

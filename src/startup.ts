@@ -44,6 +44,8 @@ function fromArgs(args: DaemonArgs): FileConfig {
     keyFiles: args.extraKeyFiles,
     cipher: args.cipher,
     rekeyAfterMs: args.rekeyAfterMs,
+    maxCircuits: args.maxCircuits,
+    maxCircuitsPerPeer: args.maxCircuitsPerPeer,
     circuits: peer ? [{ ...peer, peer: peer.host, port: args.port }] : [],
   };
 }
@@ -101,6 +103,8 @@ export async function buildDaemonConfig(
     extraKeys,
     cipher: settings.cipher,
     rekeyAfterMs: settings.rekeyAfterMs,
+    maxCircuits: settings.maxCircuits,
+    maxCircuitsPerPeer: settings.maxCircuitsPerPeer,
     circuits,
   };
 }

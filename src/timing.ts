@@ -35,6 +35,22 @@ export const UNANSWERED_IREQS = 4;
 /** IREQs accepted per second from one source address, and the burst above that. */
 export const IREQ_RATE_PER_SECOND = 5;
 export const IREQ_BURST = 10;
+/**
+ * IREQs accepted per second, and the burst, from a source that proved itself: with a key, any IREQ whose
+ * MAC verified; without one, an address that has a circuit up here already. A router that brings up 255
+ * circuits at once (one per vid) is let through in one burst.
+ */
+export const TRUSTED_IREQ_RATE_PER_SECOND = 100;
+export const TRUSTED_IREQ_BURST = 255;
+/**
+ * Control datagrams from addresses without a circuit here: each datapath Worker hands up at most this
+ * many a second (src/datapath/control_queue.ts), and the daemon looks at most at STRANGER_RATE_PER_SECOND
+ * a second from any one of them (src/daemon/admission.ts), before it checks a MAC.
+ */
+export const STRANGER_CONTROL_PER_SECOND = 500;
+export const STRANGER_CONTROL_BURST = 300;
+export const STRANGER_RATE_PER_SECOND = 50;
+export const STRANGER_BURST = 300;
 
 /**
  * The time slice each datapath Worker asks the scheduler for under --no-offload (ffi/scheduling.ts, Linux
@@ -64,8 +80,21 @@ export const MODERATION_WAIT_US = 150;
 /** Stopping, the main isolate waits this long for the datapath Workers to say they stopped. */
 export const WORKER_STOP_MS = 3_000;
 
-/** A control socket client that sends nothing for this long is disconnected. */
-export const CONTROL_IDLE_MS = 60_000;
+/**
+ * A control socket client has this long from connecting, and from each reply, to send its next whole
+ * command line, or it is disconnected: bytes that trickle in do not keep it open.
+ */
+export const CONTROL_COMMAND_MS = 30_000;
+/** After a failed accept() (out of file descriptors, say) the control socket tries again after this, doubling up to the max. */
+export const CONTROL_ACCEPT_RETRY_MS = 50;
+export const CONTROL_ACCEPT_MAX_RETRY_MS = 2_000;
+/**
+ * Starting, a daemon that finds a control socket file asks it VERSION? and waits this long for an answer;
+ * a socket that accepts but never answers (a daemon killed a moment ago, still closing its descriptors)
+ * is asked again until CONTROL_TAKEOVER_MS, then taken over once it stops accepting.
+ */
+export const CONTROL_PROBE_MS = 250;
+export const CONTROL_TAKEOVER_MS = 3_000;
 /** A control reply that cannot be written within this long is abandoned with its client. */
 export const CONTROL_WRITE_MS = 5_000;
 /** How long a subcommand waits for the daemon's reply. */

@@ -35,6 +35,17 @@ export const MAX_CONTROL_LENGTH = 512;
 export const MAX_PLAN_ADDRESSES = 4;
 /** At most this many bytes of NAK text. */
 export const MAX_NAK_TEXT = 200;
+/**
+ * Whether `length` bytes at memory[at] could be a control message of a version this side answers: the
+ * cheap test the datapath makes before it hands a control datagram up (decode() checks the rest). It
+ * reads no byte past the header and allocates nothing.
+ */
+export function plausibleControl(memory: Uint8Array, at: number, length: number): boolean {
+  if (length < HEADER_LENGTH || length > MAX_CONTROL_LENGTH) return false;
+  const version = memory[at + 2];
+  return version === PROTOCOL_VERSION || version === OLD_PROTOCOL_VERSION;
+}
+
 /** The vid byte of a data datagram is followed by at least this much payload. */
 export const MIN_DATA_PAYLOAD = 1;
 
@@ -68,6 +79,8 @@ export const NakReason = {
   CIPHER_MISMATCH: 8,
   /** The peer speaks an older protocol version. */
   UPGRADE: 9,
+  /** The listener holds as many circuits as it may, in all or for this source address. */
+  CIRCUIT_LIMIT: 10,
 } as const;
 
 /** The data cipher of a circuit, as IREQ offers and IACK names it. */

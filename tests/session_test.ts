@@ -271,6 +271,15 @@ Deno.test("initiator: idle + start sends an IREQ and arms the first retry, then 
   assert.equal(IREQ_FIRST_RETRY_MS, 500);
 });
 
+Deno.test("initiator: the jitter stretches each IREQ wait to 0.75-1.25 times the backoff", () => {
+  const timerOf = (actions: { type: string; at?: number }[]) => actions.find((a) => a.type === "timer")!.at!;
+  const early = initiator({ jitter: () => 0 });
+  assert.equal(timerOf(early.handle({ type: "start" }, T0)), T0 + 375);
+  assert.equal(timerOf(early.handle({ type: "timer" }, T0 + 375)), T0 + 375 + 750);
+  const late = initiator({ jitter: () => 0.999 });
+  assert.equal(timerOf(late.handle({ type: "start" }, T0)), T0 + 625);
+});
+
 Deno.test("initiator: the IREQ carries mode, MTU, plan and the wall clock in whole milliseconds", () => {
   const session = initiator({ mode: "tun", mtu: 9000, wallClock: () => WALL + 0.9 });
   assert.deepEqual(session.handle({ type: "start" }, T0), request(T0 + 500, { mtu: 9000, mode: "tun" }));

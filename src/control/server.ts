@@ -1,16 +1,45 @@
 /**
  * The control socket: a Unix stream socket, root-only (mode 0600 in a 0700 directory), one command per
  * line, answered by a handler. Each client runs on its own; a slow or vanished one never holds up the
- * datapath or another client.
+ * datapath or another client. It survives what a busy host does to it: a failed accept() (out of file
+ * descriptors) is logged and tried again with backoff, at most MAX_CONTROL_CLIENTS are served at once,
+ * a client has CONTROL_COMMAND_MS for each whole command line however its bytes trickle in, and a socket
+ * file left by a daemon that is gone (or still dying) is taken over at start.
  */
 
 import { logger } from "../log.ts";
 import { MAX_COMMAND_LENGTH, nok } from "./protocol.ts";
 import { RuntimeFailure } from "../errors.ts";
 
-import { CONTROL_IDLE_MS, CONTROL_WRITE_MS } from "../timing.ts";
+import {
+  CONTROL_ACCEPT_MAX_RETRY_MS,
+  CONTROL_ACCEPT_RETRY_MS,
+  CONTROL_COMMAND_MS,
+  CONTROL_PROBE_MS,
+  CONTROL_TAKEOVER_MS,
+  CONTROL_WRITE_MS,
+  DROP_LOG_INTERVAL_MS,
+} from "../timing.ts";
 
 export type ControlHandler = (line: string) => Promise<string>;
+
+/** Clients served at once; one more gets "NOK too many control clients" and is disconnected. */
+export const MAX_CONTROL_CLIENTS = 16;
+
+/** The times of a control server (the timing.ts constants unless a test makes them short). */
+export interface ControlServerTimes {
+  commandMs: number;
+  probeMs: number;
+  takeoverMs: number;
+}
+
+const DEFAULT_TIMES: ControlServerTimes = {
+  commandMs: CONTROL_COMMAND_MS,
+  probeMs: CONTROL_PROBE_MS,
+  takeoverMs: CONTROL_TAKEOVER_MS,
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class ControlServer implements AsyncDisposable {
   readonly path: string;
@@ -18,20 +47,39 @@ export class ControlServer implements AsyncDisposable {
   readonly #clients = new Set<Deno.UnixConn>();
   readonly #handler: ControlHandler;
   readonly #accepting: Promise<void>;
+  readonly #times: ControlServerTimes;
+  readonly #log = logger("control");
   #closed = false;
+  /** Ends the accept loop's backoff wait at close(). */
+  #wakeAccept: (() => void) | undefined;
+  /** Clients turned away over MAX_CONTROL_CLIENTS. */
+  refusedClients = 0;
+  /** accept() failures (each retried). */
+  acceptErrors = 0;
 
-  private constructor(path: string, listener: Deno.UnixListener, handler: ControlHandler) {
+  private constructor(
+    path: string,
+    listener: Deno.UnixListener,
+    handler: ControlHandler,
+    times: ControlServerTimes,
+  ) {
     this.path = path;
     this.#listener = listener;
     this.#handler = handler;
+    this.#times = times;
     this.#accepting = this.#accept();
   }
 
   /**
    * Listens on `path`: makes its directory (0700) if missing, replaces a stale socket file, refuses
-   * when another daemon answers there. Throws RuntimeFailure.
+   * when another daemon answers there (see claim()). Throws RuntimeFailure.
    */
-  static async listen(path: string, handler: ControlHandler): Promise<ControlServer> {
+  static async listen(
+    path: string,
+    handler: ControlHandler,
+    times: Partial<ControlServerTimes> = {},
+  ): Promise<ControlServer> {
+    const settings = { ...DEFAULT_TIMES, ...times };
     const directory = path.slice(0, path.lastIndexOf("/")) || "/";
     try {
       Deno.mkdirSync(directory, { recursive: true, mode: 0o700 });
@@ -50,10 +98,12 @@ export class ControlServer implements AsyncDisposable {
       if (!existing.isSocket) {
         throw new RuntimeFailure(`${path} exists and is not a socket; remove it or choose --control`);
       }
-      if (await answers(path)) {
-        throw new RuntimeFailure(`Another vela daemon is listening on ${path}; stop it or choose --control`);
+      await claim(path, settings);
+      try {
+        Deno.removeSync(path);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
       }
-      Deno.removeSync(path);
     }
     let listener: Deno.UnixListener;
     try {
@@ -62,70 +112,105 @@ export class ControlServer implements AsyncDisposable {
     } catch (error) {
       throw new RuntimeFailure(`Cannot listen on the control socket ${path}: ${(error as Error).message}`);
     }
-    return new ControlServer(path, listener, handler);
+    return new ControlServer(path, listener, handler, settings);
   }
 
+  /** Accepts until close(); a failed accept() is logged (at most once per interval) and tried again. */
   async #accept(): Promise<void> {
-    for (;;) {
+    let retryMs = CONTROL_ACCEPT_RETRY_MS;
+    let lastWarning = -Infinity;
+    while (!this.#closed) {
       let conn: Deno.UnixConn;
       try {
         conn = await this.#listener.accept();
-      } catch {
-        return; // Closed.
+      } catch (error) {
+        if (this.#closed) return;
+        this.acceptErrors++;
+        const now = performance.now();
+        if (now - lastWarning >= DROP_LOG_INTERVAL_MS) {
+          lastWarning = now;
+          this.#log.warn(
+            `The control socket could not accept a client: ${
+              (error as Error).message
+            }; trying again (${this.acceptErrors} failures so far)`,
+          );
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, retryMs);
+          this.#wakeAccept = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wakeAccept = undefined;
+        retryMs = Math.min(retryMs * 2, CONTROL_ACCEPT_MAX_RETRY_MS);
+        continue;
+      }
+      retryMs = CONTROL_ACCEPT_RETRY_MS;
+      if (this.#clients.size >= MAX_CONTROL_CLIENTS) {
+        this.refusedClients++;
+        void refuseClient(conn);
+        continue;
       }
       this.#clients.add(conn);
       this.#serve(conn).finally(() => {
         this.#clients.delete(conn);
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
+        closeQuietly(conn);
       });
     }
   }
 
+  /**
+   * Serves one client: each whole command line must arrive within commandMs of the connection or of the
+   * previous reply (a deadline that bytes trickling in do not move), or the client is disconnected.
+   */
   async #serve(conn: Deno.UnixConn): Promise<void> {
     const encoder = new TextEncoder();
     const decoder = new TextDecoder();
     const chunk = new Uint8Array(4096);
     let pending = "";
-    for (;;) {
-      let idle: ReturnType<typeof setTimeout> | undefined;
-      const timedOut = new Promise<null>((resolve) =>
-        idle = setTimeout(() => resolve(null), CONTROL_IDLE_MS)
+    let deadline: ReturnType<typeof setTimeout> | undefined;
+    let late: Promise<null> = Promise.resolve(null);
+    const startDeadline = () => {
+      clearTimeout(deadline);
+      late = new Promise<null>((resolve) =>
+        deadline = setTimeout(() => resolve(null), this.#times.commandMs)
       );
-      let n: number | null;
-      try {
-        n = await Promise.race([conn.read(chunk), timedOut]);
-      } catch {
-        n = null;
-      } finally {
-        clearTimeout(idle);
-      }
-      if (n === null || this.#closed) return;
-      pending += decoder.decode(chunk.subarray(0, n), { stream: true });
-      let newline: number;
-      const tooLong = async () => {
-        const refusal = nok(`command longer than ${MAX_COMMAND_LENGTH} bytes`) + "\n";
-        await writeWithin(conn, encoder.encode(refusal), 1000);
-      };
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline).replace(/\r$/, "");
-        pending = pending.slice(newline + 1);
-        if (line.length > MAX_COMMAND_LENGTH) return await tooLong();
-        let reply: string;
+    };
+    const tooLong = async () => {
+      const refusal = nok(`command longer than ${MAX_COMMAND_LENGTH} bytes`) + "\n";
+      await writeWithin(conn, encoder.encode(refusal), 1000);
+    };
+    startDeadline();
+    try {
+      for (;;) {
+        let n: number | null;
         try {
-          reply = await this.#handler(line);
-        } catch (error) {
-          logger("control").error(`Control command failed: ${(error as Error).message}`);
-          reply = nok("internal error");
+          n = await Promise.race([conn.read(chunk), late]);
+        } catch {
+          n = null;
         }
-        if (!(await writeWithin(conn, encoder.encode(reply + "\n"), CONTROL_WRITE_MS))) return;
+        if (n === null || this.#closed) return;
+        pending += decoder.decode(chunk.subarray(0, n), { stream: true });
+        let newline: number;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, newline).replace(/\r$/, "");
+          pending = pending.slice(newline + 1);
+          if (line.length > MAX_COMMAND_LENGTH) return await tooLong();
+          let reply: string;
+          try {
+            reply = await this.#handler(line);
+          } catch (error) {
+            this.#log.error(`Control command failed: ${(error as Error).message}`);
+            reply = nok("internal error");
+          }
+          if (!(await writeWithin(conn, encoder.encode(reply + "\n"), CONTROL_WRITE_MS))) return;
+          startDeadline();
+        }
+        if (pending.length > MAX_COMMAND_LENGTH) return await tooLong();
       }
-      if (pending.length > MAX_COMMAND_LENGTH) {
-        return await tooLong();
-      }
+    } finally {
+      clearTimeout(deadline);
     }
   }
 
@@ -133,6 +218,7 @@ export class ControlServer implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#wakeAccept?.();
     try {
       this.#listener.close();
     } catch {
@@ -174,13 +260,66 @@ async function writeWithin(conn: Deno.Conn, bytes: Uint8Array, ms: number): Prom
   }
 }
 
-/** Whether something answers on the Unix socket `path`. */
-async function answers(path: string): Promise<boolean> {
+/** Closes a connection, ignoring that it may be closed already. */
+function closeQuietly(conn: Deno.Conn): void {
   try {
-    const conn = await Deno.connect({ transport: "unix", path });
     conn.close();
-    return true;
   } catch {
-    return false;
+    // Already closed.
+  }
+}
+
+/** Tells a client over the cap why it is turned away, and disconnects it. */
+async function refuseClient(conn: Deno.UnixConn): Promise<void> {
+  await writeWithin(conn, new TextEncoder().encode(nok("too many control clients") + "\n"), 1000);
+  closeQuietly(conn);
+}
+
+/**
+ * Decides whether a socket file found at start may be taken over, throwing RuntimeFailure when not. A
+ * daemon there answers VERSION? at once: refused. Nothing listening (connection refused): stale, taken
+ * over. A socket that accepts but does not answer belongs to a daemon killed a moment ago that is still
+ * closing its descriptors, or to a stopped one (SIGSTOP): it is asked again until takeoverMs; once it no
+ * longer accepts it is taken over, and if it still accepts then, it is left alone (refused).
+ */
+async function claim(path: string, times: ControlServerTimes): Promise<void> {
+  const deadline = performance.now() + times.takeoverMs;
+  for (;;) {
+    const probe = await probeSocket(path, times.probeMs);
+    if (probe === "answers") {
+      throw new RuntimeFailure(`Another vela daemon is listening on ${path}; stop it or choose --control`);
+    }
+    if (probe === "nobody") return;
+    if (performance.now() >= deadline) {
+      throw new RuntimeFailure(
+        `A vela daemon holds ${path} but does not answer (stopped?); stop it or choose --control`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+/** What is at the socket `path`: a daemon that answers, one that accepts but is silent, or nobody. */
+async function probeSocket(path: string, ms: number): Promise<"answers" | "silent" | "nobody"> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path });
+  } catch {
+    return "nobody";
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"silent">((resolve) => timer = setTimeout(() => resolve("silent"), ms));
+  const asked = (async (): Promise<"answers" | "silent"> => {
+    await conn.write(new TextEncoder().encode("VERSION?\n"));
+    const n = await conn.read(new Uint8Array(256));
+    return n !== null && n > 0 ? "answers" : "silent";
+  })().catch(() => "silent" as const);
+  try {
+    return await Promise.race([asked, late]);
+  } finally {
+    clearTimeout(timer);
+    closeQuietly(conn);
+    // The read still pending on the closed connection settles now; wait for it so no op leaks.
+    await asked;
   }
 }

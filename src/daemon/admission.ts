@@ -10,7 +10,15 @@
 
 import { type IpPrefix, parseIp, prefixContains } from "../ip.ts";
 import { RateLimiter, ReplayGuard, verifyControl } from "../keys.ts";
-import { IREQ_BURST, IREQ_RATE_PER_SECOND, REPLAY_WINDOW_MS } from "../timing.ts";
+import {
+  IREQ_BURST,
+  IREQ_RATE_PER_SECOND,
+  REPLAY_WINDOW_MS,
+  STRANGER_BURST,
+  STRANGER_RATE_PER_SECOND,
+  TRUSTED_IREQ_BURST,
+  TRUSTED_IREQ_RATE_PER_SECOND,
+} from "../timing.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
 import { type ControlMessage, FLAG_MAC, type Ireq } from "../wire.ts";
 
@@ -45,12 +53,21 @@ function refuse(reason: string, text: string, level: "debug" | "warning" = "debu
 export class Admission {
   readonly #replays = new ReplayGuard({ windowMs: REPLAY_WINDOW_MS });
   readonly #ireqLimiter = new RateLimiter({ ratePerSecond: IREQ_RATE_PER_SECOND, burst: IREQ_BURST });
+  readonly #trustedIreqLimiter = new RateLimiter({
+    ratePerSecond: TRUSTED_IREQ_RATE_PER_SECOND,
+    burst: TRUSTED_IREQ_BURST,
+  });
+  readonly #strangers = new RateLimiter({ ratePerSecond: STRANGER_RATE_PER_SECOND, burst: STRANGER_BURST });
 
   /**
-   * Whether to act on `message` (decoded from `datagram`) from `from`, at monotonic `now` and `wallClock`.
-   * The cheap checks come first and the rate limit last, so that replayed or forged IREQs spend no
-   * token of the source they claim: the MAC (with a key; ICON, KEEPALIVE and CREQ only need the flag here,
-   * their session checks them with its own keys), then an IREQ's freshness, then the rate limit.
+   * Whether to act on `message` (decoded from `datagram`) from `from`, at monotonic `now` and `wallClock`;
+   * `known`: the datapath forwards for a circuit of that address. The cheap checks come first, what costs
+   * later, and the IREQ rate limit last, so that forged or replayed IREQs spend no token of the source
+   * they claim: with a key, an IREQ's timestamp window; then a stranger's budget (datagrams a second
+   * from one address without a circuit here), before the MAC, which costs most; then an IREQ's nonce
+   * (replayed?), then its rate limit: one that proved itself (a verified MAC, or a known address) gets
+   * the trusted allowance, a stranger the small one. ICON, KEEPALIVE and CREQ only need the MAC flag
+   * here; their session checks them with its own keys.
    */
   control(
     rules: AdmissionRules,
@@ -59,9 +76,24 @@ export class Admission {
     from: Endpoint,
     now: number,
     wallClock: number,
+    known = false,
   ): Verdict {
+    const keyed = rules.keys.length > 0;
+    if (keyed && message.type === "IREQ" && !this.#replays.inWindow(message.timestamp, wallClock)) {
+      return refuse(
+        "stale",
+        `Dropped a stale IREQ from ${from.address}: its clock is over ${REPLAY_WINDOW_MS / 1000} s off ours`,
+        "warning",
+      );
+    }
+    if (!known && !this.#strangers.allow(from.address, now)) {
+      return refuse(
+        "stranger-budget",
+        `Dropped ${message.type} from ${from.address}: over ${STRANGER_RATE_PER_SECOND} control datagrams a second from an address without a circuit`,
+      );
+    }
     let key: Uint8Array | undefined;
-    if (rules.keys.length > 0) {
+    if (keyed) {
       const flagged = (datagram[6] & FLAG_MAC) !== 0;
       if (SESSION_SIGNED.has(message.type)) {
         if (flagged) return ADMIT;
@@ -92,10 +124,12 @@ export class Admission {
         return refuse(verdict, `Dropped a replayed IREQ from ${from.address}`, "warning");
       }
     }
-    if (!this.#ireqLimiter.allow(from.address, now)) {
+    const trusted = key !== undefined || known;
+    const limiter = trusted ? this.#trustedIreqLimiter : this.#ireqLimiter;
+    if (!limiter.allow(from.address, now)) {
       return refuse(
         "rate-limited",
-        `Dropped IREQ from ${from.address}: more than ${IREQ_RATE_PER_SECOND} a second`,
+        `Dropped IREQ from ${from.address}: more than ${limiter.ratePerSecond} a second`,
       );
     }
     return key ? { admit: true, key } : ADMIT;

@@ -10,7 +10,13 @@ import type { DatapathEngine, DeviceFailureHandler } from "../datapath/engine.ts
 import { IsolateDatapath } from "../datapath/isolate_host.ts";
 import { explainDeviceError, RuntimeFailure } from "../errors.ts";
 import type { HostNetwork } from "../host_network.ts";
-import { circuitKey, defaultInterfaceName, linkMtuFor } from "../circuit_rules.ts";
+import {
+  circuitKey,
+  DEFAULT_MAX_CIRCUITS,
+  DEFAULT_MAX_CIRCUITS_PER_PEER,
+  defaultInterfaceName,
+  linkMtuFor,
+} from "../circuit_rules.ts";
 import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddress } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
@@ -86,6 +92,10 @@ export interface DaemonConfig {
   cipher?: CipherPolicy;
   /** New session keys this often (--rekey-after; default REKEY_AFTER_MS). */
   rekeyAfterMs?: number;
+  /** Circuits this daemon holds at most (--max-circuits; default DEFAULT_MAX_CIRCUITS). */
+  maxCircuits?: number;
+  /** Circuits one peer address may have here (--max-circuits-per-peer; default DEFAULT_MAX_CIRCUITS_PER_PEER). */
+  maxCircuitsPerPeer?: number;
   circuits: CircuitSpec[];
 }
 
@@ -109,6 +119,8 @@ export interface DaemonEnvironment {
   /** Milliseconds since the Unix epoch. */
   wallClock(): number;
   newNonce(): Nonce;
+  /** A number in [0, 1) for the jitter of IREQ retries (default Math.random; tests give a fixed one). */
+  random?(): number;
   /** Open devices with virtio-net headers and TCP segmentation offload (for the datapath Worker). */
   offload?: boolean;
   /** Makes the datapath for the underlay (default: the in-isolate Datapath). */
@@ -223,6 +235,10 @@ export class Daemon {
   /** Starts one more circuit in the running daemon; throws RuntimeFailure. */
   connect(spec: CircuitSpec): void {
     if (this.#stopped) throw new RuntimeFailure("The daemon is stopping");
+    const most = this.#config.maxCircuits ?? DEFAULT_MAX_CIRCUITS;
+    if (this.#circuits.size >= most) {
+      throw new RuntimeFailure(`The daemon holds its maximum of ${most} circuits (max_circuits)`);
+    }
     this.#startCircuit(spec);
   }
 
@@ -272,6 +288,7 @@ export class Daemon {
       }
     }
     // Check first what can fail, so that a bad file changes nothing.
+    checkCircuitCount(config);
     for (const spec of added) this.#circuitMtu(spec);
     for (const circuit of removed) this.#closeCircuit(circuit);
     if (config.port !== this.#config.port) {
@@ -290,6 +307,9 @@ export class Daemon {
       counts["unknown-circuit"] = datapath.unknownCircuit;
       counts["runt"] = datapath.runt;
       counts["empty"] = (counts["empty"] ?? 0) + datapath.empty;
+      counts["malformed-control"] = datapath.controlMalformed;
+      counts["control-overflow"] = datapath.controlOverflow;
+      counts["datapath-error"] = datapath.datapathErrors;
     }
     return counts;
   }
@@ -306,6 +326,7 @@ export class Daemon {
   /** Binds the underlay, starts the datapath and every configured circuit. Throws RuntimeFailure. */
   start(): void {
     const { port } = this.#config;
+    checkCircuitCount(this.#config);
     this.#checkCrypto(this.#config);
     try {
       this.#underlay = this.#env.bindUnderlay(port);
@@ -317,7 +338,8 @@ export class Daemon {
       }
       throw new RuntimeFailure(`Cannot open UDP port ${port}: ${(error as Error).message}`);
     }
-    const onControl = (datagram: Uint8Array, from: Endpoint) => this.#onControl(datagram, from);
+    const onControl = (datagram: Uint8Array, from: Endpoint, known: boolean) =>
+      this.#onControl(datagram, from, known);
     const onDeviceFailure = (vid: number, remote: Endpoint, error: unknown) =>
       this.#onDeviceFailure(vid, remote, error);
     const underlay = this.#underlay;
@@ -417,6 +439,7 @@ export class Daemon {
       cipher,
       aesHardware: cpuHasAes(),
       rekeyAfterMs: this.#config.rekeyAfterMs,
+      jitter: this.#env.random ?? Math.random,
     });
 
     const circuit = new CircuitRuntime(this.#circuitHost, {
@@ -461,8 +484,24 @@ export class Daemon {
     });
   }
 
-  #onControl(datagram: Uint8Array, from: Endpoint): void {
+  /**
+   * A control datagram from the datapath. Whatever it holds, the daemon goes on: an error in handling
+   * it (a bug) is counted as "internal-error" and logged, never thrown to the datapath's message loop.
+   */
+  #onControl(datagram: Uint8Array, from: Endpoint, known: boolean): void {
     if (this.#stopped) return;
+    try {
+      this.#handleControl(datagram, from, known);
+    } catch (error) {
+      this.#drop(
+        "internal-error",
+        `Dropped a control datagram from ${from.address}: handling it failed: ${(error as Error).message}`,
+        "warning",
+      );
+    }
+  }
+
+  #handleControl(datagram: Uint8Array, from: Endpoint, known: boolean): void {
     const decoded = decode(datagram);
     if (!decoded.ok) {
       if (decoded.reason === "bad-version" && this.#answerOldVersion(datagram, from)) return;
@@ -471,6 +510,8 @@ export class Daemon {
     }
     const message = decoded.message;
     const rules = this.#rules;
+    // The peer of a circuit this side initiates is no stranger either, before its first circuit is up.
+    known ||= this.#initiatesTo(from.address);
     const verdict = this.#admission.control(
       rules,
       datagram,
@@ -478,6 +519,7 @@ export class Daemon {
       from,
       this.#env.now(),
       this.#env.wallClock(),
+      known,
     );
     if (!verdict.admit) {
       this.#drop(verdict.reason, verdict.text, verdict.level);
@@ -622,6 +664,22 @@ export class Daemon {
       }
       return;
     }
+    const full = this.#circuitLimit(from);
+    if (full) {
+      this.#drop(
+        "circuit-limit",
+        `Refused IREQ for circuit ${request.vid} from ${from.address}: ${full}`,
+        "warning",
+      );
+      this.#send(from, {
+        type: "NAK",
+        vid: request.vid,
+        initiatorNonce: request.initiatorNonce,
+        reason: NakReason.CIRCUIT_LIMIT,
+        text: full,
+      }, psk);
+      return;
+    }
     const source = parseIp(from.address)!;
     let localMtu = request.mtu;
     try {
@@ -641,6 +699,7 @@ export class Daemon {
       cipher: this.#config.cipher ?? "auto",
       aesHardware: cpuHasAes(),
       rekeyAfterMs: this.#config.rekeyAfterMs,
+      jitter: this.#env.random ?? Math.random,
     });
     const circuit = new CircuitRuntime(this.#circuitHost, {
       key: circuitKey(from.address, request.vid),
@@ -651,6 +710,27 @@ export class Daemon {
     });
     this.#circuits.set(circuit.key, circuit);
     circuit.apply(session.handle({ type: "received", message: request }, this.#env.now()));
+  }
+
+  /** Whether this daemon initiates a circuit to `address`. */
+  #initiatesTo(address: string): boolean {
+    for (const circuit of this.#circuits.values()) {
+      if (circuit.spec && circuit.remote.address === address) return true;
+    }
+    return false;
+  }
+
+  /** Why one more circuit from `from` would be one too many (undefined: room for it). */
+  #circuitLimit(from: Endpoint): string | undefined {
+    const most = this.#config.maxCircuits ?? DEFAULT_MAX_CIRCUITS;
+    if (this.#circuits.size >= most) return `the listener holds its maximum of ${most} circuits`;
+    const perPeer = this.#config.maxCircuitsPerPeer ?? DEFAULT_MAX_CIRCUITS_PER_PEER;
+    let fromPeer = 0;
+    for (const circuit of this.#circuits.values()) if (circuit.remote.address === from.address) fromPeer++;
+    if (fromPeer >= perPeer) {
+      return `the listener holds its maximum of ${perPeer} circuits for ${from.address}`;
+    }
+    return undefined;
   }
 
   #makeCircuitHost(): CircuitHost {
@@ -825,6 +905,16 @@ function specIdentity(spec: CircuitSpec): unknown[] {
 
 function sameKey(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
   return a !== undefined && b !== undefined && equalBytes(a, b);
+}
+
+/** A configuration with more circuits than its max_circuits cannot start. Throws RuntimeFailure. */
+function checkCircuitCount(config: DaemonConfig): void {
+  const most = config.maxCircuits ?? DEFAULT_MAX_CIRCUITS;
+  if (config.circuits.length > most) {
+    throw new RuntimeFailure(
+      `The configuration has ${config.circuits.length} circuits, more than max_circuits (${most})`,
+    );
+  }
 }
 
 function admissionRules(config: DaemonConfig): AdmissionRules {

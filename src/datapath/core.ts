@@ -21,6 +21,7 @@ import type { PacketLink } from "../link/packet_link.ts";
 import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
 import { decodeAll, encodeAll, type Stage, type StageSpec } from "./stage.ts";
 import { LinkWriter } from "../link/device_link.ts";
+import { plausibleControl } from "../wire.ts";
 
 /** The first byte of a control datagram (src/wire.ts, CONTROL_MARKER). */
 const CONTROL_VID = 0;
@@ -33,7 +34,11 @@ export const MAX_PACKET = 65_536;
 /** Datagrams one received GRO message may hold. */
 const SEGMENTS_PER_MESSAGE = 64;
 
-export type ControlHandler = (datagram: Uint8Array<ArrayBuffer>, from: Endpoint) => void;
+/**
+ * Takes a control datagram up to the daemon. `known`: it came from the address of a circuit this core
+ * forwards for.
+ */
+export type ControlHandler = (datagram: Uint8Array<ArrayBuffer>, from: Endpoint, known: boolean) => void;
 
 /** One circuit in the core. */
 interface CoreCircuit {
@@ -62,6 +67,7 @@ export class DatapathCore {
   readonly writer: LinkWriter;
   readonly #underlay: UnderlayBatch;
   readonly #onControl: ControlHandler;
+  readonly #controlGate: ((known: boolean) => boolean) | undefined;
   readonly #circuitValues: Float64Array<ArrayBufferLike>;
   readonly #counts: Float64Array<ArrayBufferLike>;
   /** Circuits by (address id * 256 + vid). */
@@ -78,11 +84,21 @@ export class DatapathCore {
     underlay: UnderlayBatch,
     onControl: ControlHandler,
     counters: { circuits: Float64Array<ArrayBufferLike>; datapath: Float64Array<ArrayBufferLike> },
-    options: { yieldEvery?: number; yieldCpu?: () => void; batch?: number } = {},
+    options: {
+      yieldEvery?: number;
+      yieldCpu?: () => void;
+      batch?: number;
+      /**
+       * Whether a plausible control datagram may go up (`known`: from a circuit's address), asked before
+       * it is copied: false drops it, counted as CONTROL_OVERFLOW (the Worker's bounded queue).
+       */
+      controlGate?: (known: boolean) => boolean;
+    } = {},
   ) {
     const size = options.batch ?? CORE_BATCH;
     this.#underlay = underlay;
     this.#onControl = onControl;
+    this.#controlGate = options.controlGate;
     this.#circuitValues = counters.circuits;
     this.#counts = counters.datapath;
     this.rx = new Batch({
@@ -156,12 +172,19 @@ export class DatapathCore {
       }
       const at = batch.offset[i];
       const vid = memory[at];
+      const source = batch.source[i];
       if (vid === CONTROL_VID) {
-        counts[DatapathCount.CONTROL]++;
-        this.#onControl(batch.copy(i), this.#underlay.endpoint(batch, i));
+        // The cheap test first, so that a flood of junk is never copied or handed up.
+        if (!plausibleControl(memory, at, length)) {
+          counts[DatapathCount.CONTROL_MALFORMED]++;
+        } else if (this.#controlGate !== undefined && !this.#controlGate(source >= 0)) {
+          counts[DatapathCount.CONTROL_OVERFLOW]++;
+        } else {
+          counts[DatapathCount.CONTROL]++;
+          this.#onControl(batch.copy(i), this.#underlay.endpoint(batch, i), source >= 0);
+        }
         continue;
       }
-      const source = batch.source[i];
       const circuit = source < 0 ? undefined : this.#table.get(source * 256 + vid);
       if (circuit === undefined) {
         counts[DatapathCount.UNKNOWN_CIRCUIT]++;

@@ -37,8 +37,14 @@ export const DatapathCount = {
   EMPTY: 2,
   CONTROL: 3,
   MODERATED_WAKEUPS: 4,
+  /** Control datagrams too short or long for any message, or of no known protocol version. */
+  CONTROL_MALFORMED: 5,
+  /** Control datagrams not handed up: the queue to the daemon was full, or strangers' budget spent. */
+  CONTROL_OVERFLOW: 6,
+  /** Errors a Worker caught in forwarding a batch (a bug): it counted the error and went on. */
+  DATAPATH_ERRORS: 7,
 } as const;
-export const DATAPATH_COUNT_FIELDS = 5;
+export const DATAPATH_COUNT_FIELDS = 8;
 
 /** One circuit's counters: `values[base + Counter.X]`. */
 export interface CircuitCounts {
@@ -72,6 +78,10 @@ export interface DatapathCounters {
   empty: number;
   /** Control datagrams handed up. */
   control: number;
+  /** Control datagrams dropped before they were handed up: malformed, or over a bound (see DatapathCount). */
+  controlMalformed: number;
+  controlOverflow: number;
+  datapathErrors: number;
   /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/datapath/send_moderation.ts). */
   moderatedWakeups: number;
 }
@@ -119,6 +129,9 @@ export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): Dat
     runt: values[DatapathCount.RUNT],
     empty: values[DatapathCount.EMPTY],
     control: values[DatapathCount.CONTROL],
+    controlMalformed: values[DatapathCount.CONTROL_MALFORMED],
+    controlOverflow: values[DatapathCount.CONTROL_OVERFLOW],
+    datapathErrors: values[DatapathCount.DATAPATH_ERRORS],
     moderatedWakeups: values[DatapathCount.MODERATED_WAKEUPS],
   };
 }

@@ -13,6 +13,7 @@ import {
   CIRCUIT_FIELDS,
   type CircuitCounters,
   DATAPATH_COUNT_FIELDS,
+  DatapathCount,
   type DatapathCounters,
   readCounters,
   readDatapathCounters,
@@ -63,10 +64,17 @@ export class IsolateDatapath implements DatapathEngine {
     return readDatapathCounters(this.#counts);
   }
 
-  /** Runs the underlay's receive loop until the underlay is closed. */
+  /**
+   * Runs the underlay's receive loop until the underlay is closed. An error in forwarding a batch (a
+   * bug) loses the batch and is counted (DATAPATH_ERRORS); it never ends the loop.
+   */
   async run(): Promise<void> {
     while (await this.#underlay.waitReadable()) {
-      while (this.#core.receive(0) >= CORE_BATCH);
+      try {
+        while (this.#core.receive(0) >= CORE_BATCH);
+      } catch {
+        this.#counts[DatapathCount.DATAPATH_ERRORS]++;
+      }
     }
   }
 

@@ -10,6 +10,7 @@ import type { LinkDevice } from "../link/link_device.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
 import type { DatapathEngine, DeviceFailureHandler } from "./engine.ts";
 import type { ControlHandler } from "./core.ts";
+import { CONTROL_QUEUE_BYTES, ControlQueue } from "./control_queue.ts";
 import {
   CIRCUIT_FIELDS,
   type CircuitCounters,
@@ -83,6 +84,9 @@ export class WorkerDatapath implements DatapathEngine {
   #failure: Error | undefined;
   #stopping = false;
   readonly #onControl: ControlHandler;
+  /** Shared by every Worker: the bounds hold for the daemon, however many Workers receive. */
+  readonly #controlQueueMemory = new SharedArrayBuffer(CONTROL_QUEUE_BYTES);
+  readonly #controlQueue = new ControlQueue(this.#controlQueueMemory);
   readonly #onDeviceFailure: DeviceFailureHandler;
   readonly #peerSockets: PeerSockets;
   readonly #log = logger("datapath");
@@ -164,6 +168,7 @@ export class WorkerDatapath implements DatapathEngine {
       circuitCounters: this.#circuitCounters.buffer,
       datapathCounts: this.#datapathCounts.buffer,
       posted: thread.posted.buffer,
+      controlQueue: this.#controlQueueMemory,
       udpGso,
       timeSliceNs,
       moderationUs,
@@ -199,7 +204,8 @@ export class WorkerDatapath implements DatapathEngine {
   #fromWorker(thread: WorkerThread, message: ToMain): void {
     switch (message.type) {
       case "control":
-        this.#onControl(message.datagram, message.from);
+        this.#controlQueue.taken(message.known);
+        this.#onControl(message.datagram, message.from, message.known);
         break;
       case "removed": {
         const slot = this.#slots.get(message.slot);

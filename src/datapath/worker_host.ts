@@ -14,6 +14,8 @@ import { setOwnTimeSlice } from "../../ffi/scheduling.ts";
 import { TunFrames } from "../../ffi/tun.ts";
 import { Linux, PollFd } from "../../ffi/structs.ts";
 import { SendModeration } from "./send_moderation.ts";
+import { ControlQueue } from "./control_queue.ts";
+import { DROP_LOG_INTERVAL_MS } from "../timing.ts";
 import { CORE_BATCH, DatapathCore } from "./core.ts";
 import { DatapathCount } from "./counters.ts";
 import { buildStages } from "./stage.ts";
@@ -48,6 +50,7 @@ class WorkerHost {
   readonly #moderation: SendModeration;
   readonly #slots = new Map<number, Slot>();
   readonly #wakeBuffer = new Uint8Array(8);
+  #lastErrorReport = -Infinity;
   /** Messages handled, the init message included. */
   #handled = 1;
   stopping = false;
@@ -63,11 +66,17 @@ class WorkerHost {
     this.#posted = new Int32Array(message.posted);
     this.#datapathCounts = new Float64Array(message.datapathCounts);
     this.#underlay = new KernelUnderlay(message.udpFd, message.udpGso);
+    const queue = new ControlQueue(message.controlQueue);
     this.#core = new DatapathCore(
       this.#underlay,
-      (datagram, from) => self.postMessage({ type: "control", datagram, from } satisfies ToMain),
+      (datagram, from, known) =>
+        self.postMessage({ type: "control", datagram, from, known } satisfies ToMain),
       { circuits: new Float64Array(message.circuitCounters), datapath: this.#datapathCounts },
-      { yieldEvery: message.udpGso ? YIELD_EVERY : 0, yieldCpu: () => this.#c.sched_yield() },
+      {
+        yieldEvery: message.udpGso ? YIELD_EVERY : 0,
+        yieldCpu: () => this.#c.sched_yield(),
+        controlGate: (known) => queue.offer(known, performance.now()),
+      },
     );
     this.#moderation = new SendModeration(message.moderationUs);
     try {
@@ -196,16 +205,38 @@ class WorkerHost {
       const sockets = 1 + this.#pollSlots.length;
       const ready = this.#c.poll(this.#pollSet, usize(sockets + this.#pollSockets), 1000);
       if (ready > 0) {
-        for (let i = 0; i < this.#pollSockets; i++) {
-          if (this.#revents(sockets + i) !== 0) this.#receive(i);
-        }
-        this.#drainDevices();
+        this.#forward(sockets);
         if (this.#revents(0) & Linux.POLLIN) await this.#readMessages();
       } else if (this.#handled < Atomics.load(this.#posted, 0)) {
         await this.#readMessages();
       }
     }
     send({ type: "stopped" });
+  }
+
+  /**
+   * One turn of forwarding. Nothing a datagram holds may end the Worker: an error here (a bug) loses the
+   * batch, is counted (DATAPATH_ERRORS) and told to the daemon at most once per DROP_LOG_INTERVAL_MS.
+   */
+  #forward(sockets: number): void {
+    try {
+      for (let i = 0; i < this.#pollSockets; i++) {
+        if (this.#revents(sockets + i) !== 0) this.#receive(i);
+      }
+      this.#drainDevices();
+    } catch (error) {
+      this.#datapathCounts[DatapathCount.DATAPATH_ERRORS]++;
+      const now = performance.now();
+      if (now - this.#lastErrorReport >= DROP_LOG_INTERVAL_MS) {
+        this.#lastErrorReport = now;
+        send({
+          type: "warning",
+          text: `The ${this.role} Worker dropped a batch on an error and goes on: ${
+            (error as Error).message
+          }`,
+        });
+      }
+    }
   }
 }
 

@@ -23,6 +23,8 @@ export type ToWorker =
     datapathCounts: SharedArrayBuffer;
     /** Int32 [0]: how many messages the main isolate has posted, so the Worker knows when it has all. */
     posted: SharedArrayBuffer;
+    /** The counts of the control queue to the main isolate (src/datapath/control_queue.ts). */
+    controlQueue: SharedArrayBuffer;
     /** Send runs of equal datagrams with UDP GSO (the socket joins received ones with UDP GRO). */
     udpGso: boolean;
     /** The time slice the Worker asks the scheduler for, in ns; 0 keeps the default (see timing.ts). */
@@ -53,7 +55,8 @@ export type ToWorker =
   | { type: "stop" };
 
 export type ToMain =
-  | { type: "control"; datagram: Uint8Array<ArrayBuffer>; from: Endpoint }
+  /** `known`: from the address of a circuit the Worker forwards for (its lane of the control queue). */
+  | { type: "control"; datagram: Uint8Array<ArrayBuffer>; from: Endpoint; known: boolean }
   | { type: "removed"; slot: number }
   | { type: "device-failed"; slot: number }
   | { type: "stopped" }

@@ -9,7 +9,7 @@ import { sendControl } from "../../src/control/client.ts";
 import { answerControl } from "../../src/control/commands.ts";
 import type { Resolve } from "../../src/startup.ts";
 import { MAX_COMMAND_LENGTH, parseReply, replyLineCount } from "../../src/control/protocol.ts";
-import { ControlServer } from "../../src/control/server.ts";
+import { ControlServer, MAX_CONTROL_CLIENTS } from "../../src/control/server.ts";
 import type { DaemonConfig, DaemonStatus } from "../../src/daemon/daemon.ts";
 import { RuntimeFailure } from "../../src/errors.ts";
 import { type IpAddress, parseCidr, parseIp } from "../../src/ip.ts";
@@ -328,6 +328,96 @@ Deno.test("a client that connects and sends nothing does not hold up another cli
     assert.equal(await silent.ask("late"), "OK echo late");
     await half.write("\n");
     assert.equal(await half.line(), "OK echo a command without its newline");
+  });
+});
+
+Deno.test("a client over MAX_CONTROL_CLIENTS gets NOK too many control clients and is closed; a freed place is served", async () => {
+  await withSocketPath(async (path) => {
+    await using server = await ControlServer.listen(path, echo);
+    const clients: Client[] = [];
+    try {
+      for (let i = 0; i < MAX_CONTROL_CLIENTS; i++) {
+        const client = await Client.connect(path);
+        clients.push(client);
+        assert.equal(await client.ask(`hello ${i}`), `OK echo hello ${i}`);
+      }
+      using extra = await Client.connect(path);
+      assert.equal(await extra.line(), "NOK too many control clients");
+      assert.equal(await extra.closedWithin(), true);
+      assert.equal(server.refusedClients, 1);
+      clients.pop()!.close();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      using next = await Client.connect(path);
+      assert.equal(await next.ask("again"), "OK echo again");
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+});
+
+Deno.test("a client whose command line trickles in is closed at the fixed command deadline", async () => {
+  await withSocketPath(async (path) => {
+    await using _server = await ControlServer.listen(path, echo, { commandMs: 600 });
+    using slow = await Client.connect(path);
+    const started = Date.now();
+    let closed = false;
+    for (let i = 0; i < 20 && !closed; i++) {
+      try {
+        await slow.write("x");
+      } catch {
+        closed = true;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      if (!closed) closed = await slow.closedWithin(1);
+    }
+    const elapsed = Date.now() - started;
+    assert.equal(closed, true, "the trickling client was disconnected");
+    assert.ok(elapsed < 1500, `at the deadline, not reset by each byte (${elapsed} ms)`);
+    // A client that keeps to the deadline is served again and again.
+    using prompt = await Client.connect(path);
+    for (let i = 0; i < 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await prompt.ask(`tick ${i}`), `OK echo tick ${i}`);
+    }
+  });
+});
+
+/** A Unix socket at `path` that accepts connections and never answers; close the listener to end it. */
+function silentSocket(path: string): Deno.UnixListener {
+  const listener = Deno.listen({ transport: "unix", path });
+  const held: Deno.UnixConn[] = [];
+  (async () => {
+    for await (const conn of listener) held.push(conn);
+    for (const conn of held) conn.close();
+  })();
+  return listener;
+}
+
+Deno.test("listen() takes over a socket whose owner accepts but never answers, once it stops accepting", async () => {
+  await withSocketPath(async (path, directory) => {
+    Deno.mkdirSync(directory, { mode: 0o700 });
+    const dying = silentSocket(path);
+    // The owner goes away a moment later, as a daemon killed with kill -9 does once its descriptors close.
+    setTimeout(() => dying.close(), 400);
+    await using server = await ControlServer.listen(path, echo, { probeMs: 100, takeoverMs: 3000 });
+    assert.equal(await sendControl(server.path, "mine"), "OK echo mine");
+  });
+});
+
+Deno.test("listen() leaves alone a socket that keeps accepting without answering (a stopped daemon)", async () => {
+  await withSocketPath(async (path, directory) => {
+    Deno.mkdirSync(directory, { mode: 0o700 });
+    const stopped = silentSocket(path);
+    try {
+      await assert.rejects(
+        ControlServer.listen(path, echo, { probeMs: 100, takeoverMs: 500 }),
+        (error: Error) =>
+          error instanceof RuntimeFailure && /does not answer \(stopped\?\)/.test(error.message),
+      );
+      assert.equal(exists(path), true, "the socket file is still there");
+    } finally {
+      stopped.close();
+    }
   });
 });
 

@@ -64,6 +64,23 @@ function frame(dst: number, src: number, fill: number, payload = 60): Uint8Array
   return bytes;
 }
 
+/** An IREQ for `vid` as a key-less initiator sends it. */
+function ireqFor(vid: number, initiatorNonce: bigint): Uint8Array {
+  return encode({
+    type: "IREQ",
+    vid,
+    initiatorNonce,
+    timestamp: BigInt(Date.now()),
+    mode: "tap",
+    mtu: 1457,
+    handshake: 0,
+    offers: 1,
+    flags: 0,
+    ephemeral: new Uint8Array(32),
+    plan: [],
+  });
+}
+
 function established(daemon: { circuits(): { state: string }[] }): boolean {
   return daemon.circuits().some((c) => c.state === "established");
 }
@@ -200,7 +217,7 @@ Deno.test("strangers' datagrams are dropped and counted while the circuit keeps 
     );
     await until(() => b.daemon.datapath!.counters.unknownCircuit === 2, "two unknown-circuit drops");
     await until(() => b.daemon.controlDrops["unknown-code"] === 1, "the unknown code counted");
-    assert.equal(b.daemon.controlDrops["truncated"], 1);
+    assert.equal(b.daemon.status().drops["malformed-control"], 1, "the datapath drops a header cut short");
     assert.equal(b.daemon.controlDrops["no-session"], 1);
     assert.equal(b.daemon.datapath!.counters.empty, 1);
     a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 7));
@@ -292,19 +309,7 @@ Deno.test("an IREQ for a vid this side initiates to that peer gets NAK vid in us
     wire.inject(
       { address: B, port: 4455 },
       { address: A, port: a.daemon.port },
-      encode({
-        type: "IREQ",
-        vid: 3,
-        initiatorNonce: 77n,
-        timestamp: BigInt(Date.now()),
-        mode: "tap",
-        mtu: 1457,
-        handshake: 0,
-        offers: 1,
-        flags: 0,
-        ephemeral: new Uint8Array(32),
-        plan: [],
-      }),
+      ireqFor(3, 77n),
     );
     await nak;
     const sent = wire.log.slice(started).find((e) => e.datagram[0] === 0 && e.datagram[1] === 7)!;
@@ -542,4 +547,58 @@ Deno.test("an IREQ flood from one source is rate-limited, and other sources stil
   } finally {
     await b.daemon.stop();
   }
+});
+
+Deno.test("an IREQ beyond max_circuits_per_peer is refused with a CIRCUIT_LIMIT NAK and counted, and the daemon goes on", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ maxCircuitsPerPeer: 2 }));
+  try {
+    const from = { address: C, port: 5000 };
+    const to = { address: B, port: 4455 };
+    for (const vid of [1, 2, 3]) wire.inject(from, to, ireqFor(vid, BigInt(100 + vid)));
+    const isNak = (e: { to: { address: string }; datagram: Uint8Array }) =>
+      e.to.address === C && e.datagram[0] === 0 && e.datagram[1] === 7;
+    await until(() => wire.log.some(isNak), "a NAK to the third IREQ");
+    const nak = wire.log.find(isNak)!;
+    assert.equal(nak.datagram[3], 3, "the NAK is for the third vid");
+    assert.equal(nak.datagram[HEADER_LENGTH + 8], NakReason.CIRCUIT_LIMIT);
+    assert.equal(b.daemon.controlDrops["circuit-limit"], 1);
+    assert.equal(b.network.live("vela1") !== undefined && b.network.live("vela2") !== undefined, true);
+    assert.equal(b.network.live("vela3"), undefined, "no interface for the refused circuit");
+    // Another address still has room: the cap is per peer.
+    wire.inject({ address: A, port: 5000 }, to, ireqFor(3, 200n));
+    await until(() => b.network.live("vela3") !== undefined, "vela3 for the other peer");
+  } finally {
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("an IREQ beyond max_circuits is refused with a CIRCUIT_LIMIT NAK whatever its source", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ maxCircuits: 1 }));
+  try {
+    const to = { address: B, port: 4455 };
+    wire.inject({ address: A, port: 5000 }, to, ireqFor(1, 1n));
+    await until(() => b.network.live("vela1") !== undefined, "vela1");
+    wire.inject({ address: C, port: 5000 }, to, ireqFor(2, 2n));
+    await until(() => b.daemon.controlDrops["circuit-limit"] === 1, "the refusal counted");
+    const nak = wire.log.find((e) => e.to.address === C && e.datagram[1] === 7)!;
+    assert.equal(nak.datagram[HEADER_LENGTH + 8], NakReason.CIRCUIT_LIMIT);
+    assert.match(
+      new TextDecoder().decode(nak.datagram.subarray(HEADER_LENGTH + 10)),
+      /maximum of 1 circuits/,
+    );
+  } finally {
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a configuration with more circuits than max_circuits does not start, and says why", () => {
+  const wire = new FakeWire();
+  const config = initiator();
+  config.circuits.push({ ...config.circuits[0], vid: 4 });
+  assert.throws(
+    () => startFakeDaemon(wire, A, { ...config, maxCircuits: 1 }),
+    /has 2 circuits, more than max_circuits \(1\)/,
+  );
 });

@@ -31,7 +31,7 @@ export interface CorePair extends Disposable {
   readonly circuitsA: Float64Array;
   readonly circuitsB: Float64Array;
   /** Control datagrams b's core handed up. */
-  readonly controls: { datagram: Uint8Array; from: Endpoint }[];
+  readonly controls: { datagram: Uint8Array; from: Endpoint; known: boolean }[];
   /** a's underlay endpoint, as b sees it. */
   readonly endpointA: Endpoint;
   /** The kernel side of a's device `d` sends a frame (after `header`, a virtio-net header, with offload). */
@@ -99,7 +99,8 @@ export const CORE_CASES: readonly CoreCase[] = [
       pair.fromStranger(datagram(3)); // vid 3, but not from a
       pair.rawFromA(new Uint8Array([3])); // a vid and nothing after it
       pair.rawFromA(new Uint8Array(0));
-      pair.rawFromA(new Uint8Array([0, 1, 2, 3]));
+      pair.rawFromA(new Uint8Array([0, 1, 2, 3])); // shorter than a control header: never handed up
+      pair.rawFromA(new Uint8Array([0, 1, 2, 3, 0, 0, 0, 0]));
       pair.rawFromA(datagram(3));
       await pair.forward();
       assert.deepEqual(await pair.delivered(0, 1), [frame], "only the datagram of a known circuit");
@@ -107,8 +108,10 @@ export const CORE_CASES: readonly CoreCase[] = [
       assert.equal(pair.countsB[DatapathCount.RUNT], 1);
       assert.equal(pair.countsB[DatapathCount.EMPTY], 1);
       assert.equal(pair.countsB[DatapathCount.CONTROL], 1);
-      assert.deepEqual(pair.controls.map((c) => [...c.datagram]), [[0, 1, 2, 3]]);
+      assert.equal(pair.countsB[DatapathCount.CONTROL_MALFORMED], 1);
+      assert.deepEqual(pair.controls.map((c) => [...c.datagram]), [[0, 1, 2, 3, 0, 0, 0, 0]]);
       assert.deepEqual(pair.controls[0].from, pair.endpointA);
+      assert.equal(pair.controls[0].known, true, "from the address of a circuit");
       assert.equal((await pair.delivered(1, 0)).length, 0);
     },
   },

@@ -15,13 +15,15 @@ export const fakeCorePair: PairFactory = (options) => {
   const wire = new FakeWire();
   const underlayA = new FakeUnderlay(wire, "198.18.0.1", 0);
   const underlayB = new FakeUnderlay(wire, "198.18.0.2", 0);
-  const controls: { datagram: Uint8Array; from: Endpoint }[] = [];
+  const controls: { datagram: Uint8Array; from: Endpoint; known: boolean }[] = [];
   const side = (underlay: FakeUnderlay, peer: FakeUnderlay, stages: readonly Stage[]) => {
     const circuits = new Float64Array(CIRCUIT_FIELDS * VIDS.length);
     const counts = new Float64Array(DATAPATH_COUNT_FIELDS);
     const core = new DatapathCore(
       underlay,
-      (datagram, from) => controls.push({ datagram, from }),
+      (datagram, from, known) => {
+        controls.push({ datagram, from, known });
+      },
       { circuits, datapath: counts },
     );
     const devices = VIDS.map((vid, slot) => {

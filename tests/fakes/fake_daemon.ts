@@ -27,6 +27,7 @@ export function startFakeDaemon(
     timers: clock,
     wallClock: () => Date.now(),
     newNonce: () => nonce++,
+    random: () => 0.5,
     resolve: (name) => {
       const address = resolver.get(name) ?? parseIp(name);
       return address ? Promise.resolve(address) : Promise.reject(new Error(`Cannot resolve ${name}`));

@@ -8,6 +8,16 @@ export const LISTEN = ["--listen", "--allow", "198.18.0.0/15"];
 /** This checkout's main.ts, for subcommands run outside a daemon (vela genkey). */
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/** A new key file made by `vela genkey` (mode 0600, in the temporary directory; the caller removes it). */
+export async function keyFile(name = "key"): Promise<string> {
+  const made = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", "--quiet", MAIN, "genkey"] })
+    .output();
+  if (made.code !== 0) throw new Error(`vela genkey failed: ${new TextDecoder().decode(made.stderr)}`);
+  const path = await Deno.makeTempFile({ prefix: `vela-${name}-` });
+  await Deno.writeFile(path, made.stdout, { mode: 0o600 });
+  return path;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

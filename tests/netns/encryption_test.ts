@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import { netnsTest, requireProgram, startIperf3Server } from "./support.ts";
-import { MAIN, sleep, velaLinks } from "./circuit_support.ts";
+import { keyFile, sleep, velaLinks } from "./circuit_support.ts";
 import { type CapturedDatagram, contains, startCapture } from "./capture.ts";
 import { AEAD_OVERHEAD } from "../../src/crypto/data_keys.ts";
 import { HEADER_LENGTH, VcCode } from "../../src/wire.ts";
@@ -20,15 +20,6 @@ const PATTERN = "56454c41";
 const MARKER = new TextEncoder().encode("VELAVELAVELAVELA");
 const TCP_MARKER = "tcp-marker-through-the-tunnel";
 const UDP_MARKER = "udp-marker-through-the-tunnel";
-
-async function keyFile(name = "key"): Promise<string> {
-  const made = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", "--quiet", MAIN, "genkey"] })
-    .output();
-  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
-  const path = await Deno.makeTempFile({ prefix: `vela-${name}-` });
-  await Deno.writeFile(path, made.stdout, { mode: 0o600 });
-  return path;
-}
 
 interface Status {
   circuits: {

@@ -55,13 +55,15 @@ export const kernelCorePair: PairFactory = async (options) => {
     const gso = options.offload && socketA.enableGro() && socketB.enableGro();
     const endpointA: Endpoint = { address: "127.0.0.1", port: socketA.port };
     const endpointB: Endpoint = { address: "127.0.0.1", port: socketB.port };
-    const controls: { datagram: Uint8Array; from: Endpoint }[] = [];
+    const controls: { datagram: Uint8Array; from: Endpoint; known: boolean }[] = [];
 
     const side = async (socket: LibcUdpSocket, peer: Endpoint, stages: readonly Stage[], vnet: boolean) => {
       const underlay = new KernelUnderlay(socket.fd, gso);
       const circuits = new Float64Array(CIRCUIT_FIELDS * VIDS.length);
       const counts = new Float64Array(DATAPATH_COUNT_FIELDS);
-      const core = new DatapathCore(underlay, (datagram, from) => controls.push({ datagram, from }), {
+      const core = new DatapathCore(underlay, (datagram, from, known) => {
+        controls.push({ datagram, from, known });
+      }, {
         circuits,
         datapath: counts,
       });
