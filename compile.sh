@@ -57,7 +57,7 @@ fi
 # /proc and /sys, writing interface settings under /proc/sys/net and the control socket (--control may
 # name any path), environment and system information for the runtime. testbed/netns.ts runs the
 # namespace tests with the same list (VELA_PERMISSIONS); tests/packaging_test.ts checks they agree.
-permissions=(--allow-ffi --allow-net --allow-read --allow-write --allow-env --allow-sys)
+permissions=(--allow-ffi --allow-net --allow-read --allow-write --allow-env --allow-sys --allow-run)
 
 if [ -n "${DENORT_BIN:-}" ] && [ ! -x "$DENORT_BIN" ]; then
   echo "compile.sh: DENORT_BIN=$DENORT_BIN is not an executable file" >&2

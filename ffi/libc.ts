@@ -140,6 +140,7 @@ export const Errno = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  EMSGSIZE: 90,
   EADDRINUSE: 98,
   ENETUNREACH: 101,
   ENOBUFS: 105,

@@ -42,6 +42,21 @@ export function interfaceIndex(name: string): number {
   return ifreqInt(request);
 }
 
+/**
+ * Makes interface `name` a port of the existing Linux bridge `bridge` (SIOCBRADDIF: ifr_name the bridge,
+ * ifr_ifindex the port), as `ip link set NAME master BRIDGE` does. Throws SyscallError (ENODEV: no such
+ * bridge; EINVAL: `bridge` is not a bridge; EBUSY: `name` is a port of another one).
+ */
+export function addToBridge(bridge: string, name: string): void {
+  const index = interfaceIndex(name);
+  ioctl(
+    Linux.AF_INET,
+    Linux.SIOCBRADDIF,
+    ifreqWithInt(bridge, index),
+    `ioctl(SIOCBRADDIF, ${bridge}, ${name})`,
+  );
+}
+
 export function interfaceMtu(name: string): number {
   const request = ifreq(name).bytes;
   ioctl(Linux.AF_INET, Linux.SIOCGIFMTU, request, `ioctl(SIOCGIFMTU, ${name})`);

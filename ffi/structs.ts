@@ -61,6 +61,8 @@ export const Linux = {
   ARPHRD_ETHER: 1,
   SIOCGIFINDEX: 0x8933,
   SIOCSIFTXQLEN: 0x8943,
+  /** Add an interface (ifr_ifindex) to the bridge named in ifr_name (linux/sockios.h). */
+  SIOCBRADDIF: 0x89a2,
 } as const;
 
 /**

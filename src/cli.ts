@@ -45,6 +45,11 @@ export interface DaemonArgs {
   cipher?: CipherPolicy;
   /** --rekey-after, in milliseconds. */
   rekeyAfterMs?: number;
+  /** --bridge with --listen: the bridge every tap the listener creates joins (and the --peer circuit's). */
+  bridge?: string;
+  /** --up, --down: shell commands run when a circuit's interface is up, and when it is removed. */
+  up?: string;
+  down?: string;
   /** --max-circuits: circuits the daemon holds at most. */
   maxCircuits?: number;
   /** --max-circuits-per-peer: circuits one peer address may have. */
@@ -77,6 +82,8 @@ export interface CircuitArgs {
   ifname?: string;
   /** The data cipher this circuit insists on (CONNECT cipher=, a config file's circuit). */
   cipher?: CipherPolicy;
+  /** The existing Linux bridge the circuit's tap joins (--bridge). */
+  bridge?: string;
 }
 
 export type Command =
@@ -117,6 +124,8 @@ Circuit options (with --peer):
                       family); the peer takes the other host of the pair (/31 and /127 also work)
   --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
   --ifname NAME       interface name instead of vela<N>
+  --bridge BR         put the tap into the existing Linux bridge BR (with --listen: every tap the listener
+                      creates too); a bridged tap needs no --address
   --local-port P      local UDP port (default: any free port; with --listen, the --port)
   -4, --ipv4          use only the peer's IPv4 address
   -6, --ipv6          use only the peer's IPv6 address
@@ -138,6 +147,9 @@ Common options:
   --cipher C          the data cipher with a key: auto (default: AES-256-GCM where both CPUs have AES
                       instructions, else ChaCha20-Poly1305), aes-256-gcm, chacha20-poly1305, or none
                       (frames in clear on purpose; both ends log a warning)
+  --up CMD            run CMD (with sh -c) once a circuit's interface is up; VELA_IFNAME, VELA_VID,
+                      VELA_PEER, VELA_MODE, VELA_ROLE, VELA_BRIDGE and VELA_EVENT=up in its environment
+  --down CMD          the same when the interface is removed (VELA_EVENT=down)
   --rekey-after S     new session keys every S seconds (1-120, default ${REKEY_AFTER_MS / 1000})
   --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
   --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
@@ -197,6 +209,7 @@ export interface RawCircuit {
   ifname?: string;
   family?: 4 | 6;
   cipher?: string;
+  bridge?: string;
 }
 
 /**
@@ -228,6 +241,14 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
       `${dash}ifname "${raw.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
     );
   }
+  if (raw.bridge !== undefined) {
+    if (!validInterfaceName(raw.bridge)) {
+      throw new UsageError(`${dash}bridge "${raw.bridge}" is not a valid interface name`);
+    }
+    if (mode !== "tap") {
+      throw new UsageError(`${dash}bridge goes with ${dash}mode tap (a tun carries no Ethernet)`);
+    }
+  }
   const circuit: CircuitArgs = {
     host: raw.peer,
     family: raw.family,
@@ -238,6 +259,7 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
     ifname: raw.ifname,
   };
   if (raw.cipher !== undefined) circuit.cipher = parseCipher(raw.cipher, `${dash}cipher`);
+  if (raw.bridge !== undefined) circuit.bridge = raw.bridge;
   return circuit;
 }
 
@@ -281,6 +303,7 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
             address: { type: "string", multiple: true },
             mtu: { type: "string" },
             ifname: { type: "string" },
+            bridge: { type: "string" },
             ipv4: { type: "boolean", short: "4" },
             ipv6: { type: "boolean", short: "6" },
           }
@@ -317,6 +340,7 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
     mtu: v.mtu as string | undefined,
     ifname: v.ifname as string | undefined,
     family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
+    bridge: v.bridge as string | undefined,
   }, "--");
   return { kind: "connect", control, json, circuit, port };
 }
@@ -342,6 +366,9 @@ export function parseCommandLine(argv: string[]): Command {
         address: { type: "string", multiple: true },
         mtu: { type: "string" },
         ifname: { type: "string" },
+        bridge: { type: "string" },
+        up: { type: "string" },
+        down: { type: "string" },
         port: { type: "string" },
         "local-port": { type: "string" },
         listen: { type: "boolean" },
@@ -481,7 +508,20 @@ export function parseCommandLine(argv: string[]): Command {
       mtu: v.mtu,
       ifname: v.ifname,
       family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
+      bridge: v.bridge,
     }, "--");
+  }
+  if (v.bridge !== undefined) {
+    if (!validInterfaceName(v.bridge)) {
+      throw new UsageError(`--bridge "${v.bridge}" is not a valid interface name`);
+    }
+    if (listen) args.bridge = v.bridge;
+    else if (v.peer === undefined) throw new UsageError("--bridge goes with --peer or --listen");
+  }
+  for (const hook of ["up", "down"] as const) {
+    if (v[hook] === undefined) continue;
+    if (v[hook] === "") throw new UsageError(`--${hook} needs a command`);
+    args[hook] = v[hook];
   }
   return { kind: "daemon", args };
 }

@@ -47,6 +47,15 @@ export interface CircuitConfig {
   keyFile?: string;
   /** The data cipher this circuit insists on. */
   cipher?: CipherPolicy;
+  /** The existing Linux bridge this circuit's tap joins. */
+  bridge?: string;
+}
+
+/** A listener's rule for the bridge of the taps it creates: the first rule whose vid and prefix match. */
+export interface BridgeRule {
+  bridge: string;
+  vid?: number;
+  allow?: IpPrefix;
 }
 
 export interface FileConfig {
@@ -62,6 +71,12 @@ export interface FileConfig {
   rekeyAfterMs?: number;
   maxCircuits?: number;
   maxCircuitsPerPeer?: number;
+  /** A listener's bridge for every tap it creates (after the rules in `bridges`). */
+  bridge?: string;
+  bridges?: BridgeRule[];
+  /** Hooks: shell commands run when a circuit's interface is up, and when it is removed. */
+  up?: string;
+  down?: string;
   circuits: CircuitConfig[];
 }
 
@@ -76,6 +91,10 @@ const TOP_KEYS = [
   "rekey_after",
   "max_circuits",
   "max_circuits_per_peer",
+  "bridge",
+  "bridges",
+  "up",
+  "down",
   "circuits",
 ];
 const CIRCUIT_KEYS = [
@@ -89,6 +108,7 @@ const CIRCUIT_KEYS = [
   "family",
   "key_file",
   "cipher",
+  "bridge",
 ];
 
 type JsonObject = Record<string, unknown>;
@@ -239,6 +259,10 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
   }
   if (has("port")) circuit.port = wholeNumber(value.port, `${field}.port`, 1, 65535);
   if (has("cipher")) circuit.cipher = cipherField(value.cipher, `${field}.cipher`);
+  if (has("bridge")) {
+    circuit.bridge = bridgeName(value.bridge, `${field}.bridge`);
+    if (mode !== "tap") fail(`${field}.bridge`, `goes with "mode": "tap" (a tun carries no Ethernet)`);
+  }
   if (has("key_file")) {
     if (typeof value.key_file !== "string" || value.key_file === "") {
       fail(`${field}.key_file`, `must be the path of the key file, not ${shown(value.key_file)}`);
@@ -258,6 +282,34 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
 function peerKey(peer: string): string {
   const canonical = canonicalIp(peer);
   return canonical !== peer ? canonical : peer.toLowerCase().replace(/\.$/, "");
+}
+
+function bridgeName(value: unknown, field: string): string {
+  if (typeof value !== "string" || !validInterfaceName(value)) {
+    fail(field, `must be the name of an existing Linux bridge, not ${shown(value)}`);
+  }
+  return value;
+}
+
+/** `bridges`: an array of {"bridge": NAME, "vid"?: N, "allow"?: CIDR}, the first match wins. */
+function bridgeRules(value: unknown): BridgeRule[] {
+  if (!Array.isArray(value)) fail("bridges", `must be an array of rules, not ${shown(value)}`);
+  return value.map((rule, i) => {
+    const field = `bridges[${i}]`;
+    if (!isObject(rule)) fail(field, `must be an object with "bridge", not ${shown(rule)}`);
+    rejectUnknownKeys(rule, ["bridge", "vid", "allow"], (key) => `${field}.${key}`);
+    if (!Object.hasOwn(rule, "bridge")) fail(`${field}.bridge`, "is missing");
+    const parsed: BridgeRule = { bridge: bridgeName(rule.bridge, `${field}.bridge`) };
+    if (Object.hasOwn(rule, "vid")) parsed.vid = wholeNumber(rule.vid, `${field}.vid`, MIN_VID, MAX_VID);
+    if (Object.hasOwn(rule, "allow")) {
+      const prefix = typeof rule.allow === "string" ? parseCidr(rule.allow) : undefined;
+      if (!prefix) {
+        fail(`${field}.allow`, `must be an address with a prefix length, not ${shown(rule.allow)}`);
+      }
+      parsed.allow = prefix;
+    }
+    return parsed;
+  });
 }
 
 /** Parses and checks the text of a config file; throws ConfigError with one line that says what is wrong. */
@@ -308,6 +360,16 @@ export function parseConfig(text: string): FileConfig {
   if (has("max_circuits_per_peer")) {
     config.maxCircuitsPerPeer = wholeNumber(root.max_circuits_per_peer, "max_circuits_per_peer", 1, MAX_VID);
   }
+  if (has("bridge")) config.bridge = bridgeName(root.bridge, "bridge");
+  if (has("bridges")) config.bridges = bridgeRules(root.bridges);
+  for (const hook of ["up", "down"] as const) {
+    if (!has(hook)) continue;
+    const command = root[hook];
+    if (typeof command !== "string" || command.trim() === "") {
+      fail(hook, `must be a shell command, not ${shown(command)}`);
+    }
+    config[hook] = command;
+  }
   if (has("circuits")) {
     const circuits = root.circuits;
     if (!Array.isArray(circuits)) {
@@ -355,6 +417,11 @@ export function parseConfig(text: string): FileConfig {
   }
   if (!listen && allow.length > 0) fail("allow", `goes with "listen": true`);
   if (!listen && insecureAcceptAny) fail("insecure_accept_any", `goes with "listen": true`);
+  for (const key of ["bridge", "bridges"] as const) {
+    if (!listen && config[key] !== undefined) {
+      fail(key, `goes with "listen": true (a circuit's own tap takes "bridge" in its object)`);
+    }
+  }
   if (!listen && config.circuits.length === 0) {
     fail("circuits", `the file has no circuits and does not listen; add a circuit or "listen": true`);
   }

@@ -17,7 +17,11 @@ export interface HostNetwork {
   /** Sets a tap's MAC address (6 bytes). */
   setHardwareAddress(name: string, mac: Uint8Array): void;
   addAddress(name: string, prefix: IpPrefix): void;
+  /** Whether interface `name` can take IPv6 addresses (false: IPv6 is turned off, or absent). */
+  ipv6Enabled(name: string): boolean;
   setUp(name: string): void;
+  /** Makes interface `name` a port of the existing bridge `bridge`. */
+  addToBridge(name: string, bridge: string): void;
   /** The local address the route towards `address` uses. */
   routeSource(address: IpAddress): IpAddress;
   /** The MTU of the route towards `address` (the underlay MTU). */

@@ -1,9 +1,11 @@
 /** The host's network stack through ffi/: /dev/net/tun devices and ioctl configuration. */
 
 import { TunDevice } from "../ffi/tun.ts";
+import { readProcFile } from "../ffi/libc.ts";
 import {
   addIPv4Address,
   addIPv6Address,
+  addToBridge,
   routeMtu,
   routeSource,
   setInterfaceHardwareAddress,
@@ -35,7 +37,17 @@ export const kernelNetwork: HostNetwork = {
     if (prefix.family === 4) addIPv4Address(name, prefix.bytes, prefix.prefixLength);
     else addIPv6Address(name, prefix.bytes, prefix.prefixLength);
   },
+  ipv6Enabled(name: string): boolean {
+    try {
+      return readProcFile(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`).trim() === "0";
+    } catch {
+      return false; // No such file: a kernel without IPv6, or booted with ipv6.disable=1.
+    }
+  },
   setUp: setInterfaceUp,
+  addToBridge(name: string, bridge: string): void {
+    addToBridge(bridge, name);
+  },
   routeSource(address: IpAddress): IpAddress {
     return { family: address.family, bytes: routeSource(address.bytes) };
   },

@@ -114,6 +114,12 @@ export function formatMetrics(status: DaemonStatus): string {
     "Wake-ups of the sending Worker that waited for more frames under bulk traffic",
   );
   lines.push(`vela_moderated_wakeups_total ${status.moderatedWakeups}`);
+  family(
+    "vela_udp_gso_refusals_total",
+    "counter",
+    "UDP GSO sends the kernel refused, each resent without GSO",
+  );
+  lines.push(`vela_udp_gso_refusals_total ${status.gsoRefusals ?? 0}`);
   return lines.join("\n") + "\n";
 }
 

@@ -27,6 +27,7 @@ export async function circuitSpec(
     addresses: circuit.addresses,
     mtu: circuit.mtu,
     ifname: circuit.ifname,
+    bridge: circuit.bridge,
     family: circuit.family,
     cipher: circuit.cipher,
   };
@@ -46,6 +47,9 @@ function fromArgs(args: DaemonArgs): FileConfig {
     rekeyAfterMs: args.rekeyAfterMs,
     maxCircuits: args.maxCircuits,
     maxCircuitsPerPeer: args.maxCircuitsPerPeer,
+    bridge: args.bridge,
+    up: args.up,
+    down: args.down,
     circuits: peer ? [{ ...peer, peer: peer.host, port: args.port }] : [],
   };
 }
@@ -105,6 +109,10 @@ export async function buildDaemonConfig(
     rekeyAfterMs: settings.rekeyAfterMs,
     maxCircuits: settings.maxCircuits,
     maxCircuitsPerPeer: settings.maxCircuitsPerPeer,
+    bridge: settings.bridge,
+    bridges: settings.bridges,
+    up: settings.up,
+    down: settings.down,
     circuits,
   };
 }

@@ -18,6 +18,7 @@ export const VELA_PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-sys",
+  "--allow-run",
 ];
 
 export interface RunResult {

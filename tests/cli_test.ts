@@ -412,3 +412,19 @@ Deno.test("--config goes alone, with -v or -q at most", () => {
     /--config goes alone/,
   );
 });
+
+Deno.test("--bridge puts the --peer circuit's tap into a bridge, and with --listen also the listener's", () => {
+  assert.equal(daemon([...CIRCUIT, "--bridge", "br0"]).peer?.bridge, "br0");
+  const listener = daemon(["--listen", "--allow", "198.18.0.0/15", "--bridge", "br1"]);
+  assert.equal(listener.bridge, "br1");
+  refused([...CIRCUIT, "--mode", "tun", "--bridge", "br0"], "--bridge goes with --mode tap");
+  refused([...CIRCUIT, "--bridge", "bad name"], "not a valid interface name");
+  refused(["--config", "x.json", "--bridge", "br0"], "--config goes alone");
+});
+
+Deno.test("--up and --down take a command each, and not an empty one", () => {
+  const args = daemon([...CIRCUIT, "--up", "logger up", "--down", "logger down"]);
+  assert.equal(args.up, "logger up");
+  assert.equal(args.down, "logger down");
+  refused([...CIRCUIT, "--up", ""], "--up needs a command");
+});

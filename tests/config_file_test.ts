@@ -409,3 +409,30 @@ Deno.test("readConfigFile() names a missing path and says what to do", () => {
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("parseConfig() takes a circuit's bridge, the listener's bridge and rules, and the hooks", () => {
+  const config = parsed({
+    listen: true,
+    allow: ["198.18.0.0/15"],
+    bridge: "br0",
+    bridges: [{ bridge: "br7", vid: 7 }, { bridge: "br9", allow: "198.19.0.0/16" }],
+    up: "logger up",
+    down: "logger down",
+    circuits: [{ peer: "router2.example.net", vid: 3, bridge: "br3" }],
+  });
+  assert.equal(config.bridge, "br0");
+  assert.deepEqual(config.bridges, [{ bridge: "br7", vid: 7 }, {
+    bridge: "br9",
+    allow: cidr("198.19.0.0/16"),
+  }]);
+  assert.equal(config.up, "logger up");
+  assert.equal(config.down, "logger down");
+  assert.equal(config.circuits[0].bridge, "br3");
+});
+
+Deno.test("parseConfig() refuses a bridge on a tun circuit, a listener's bridge without listen, and a bad rule", () => {
+  refused({ circuits: [{ peer: "r2", vid: 3, mode: "tun", bridge: "br0" }] }, "circuits[0].bridge", "tap");
+  refused({ bridge: "br0", circuits: [{ peer: "r2", vid: 3 }] }, "bridge", `"listen": true`);
+  refused({ listen: true, allow: ["198.18.0.0/15"], bridges: [{ vid: 3 }] }, "bridges[0].bridge", "missing");
+  refused({ listen: true, allow: ["198.18.0.0/15"], up: "" }, "up", "shell command");
+});

@@ -108,6 +108,7 @@ Deno.test("formatMetrics() with no circuits gives vela_info and every family's H
   assert.deepEqual(samples, [
     { name: "vela_info", labels: { version: denoJson.version }, value: 1 },
     { name: "vela_moderated_wakeups_total", labels: {}, value: 0 },
+    { name: "vela_udp_gso_refusals_total", labels: {}, value: 0 },
   ]);
   for (
     const name of [
@@ -123,6 +124,7 @@ Deno.test("formatMetrics() with no circuits gives vela_info and every family's H
       "vela_circuit_uptime_seconds",
       "vela_dropped_datagrams_total",
       "vela_moderated_wakeups_total",
+      "vela_udp_gso_refusals_total",
     ]
   ) {
     assert.match(text, new RegExp(`^# HELP ${name} \\S`, "m"), name);

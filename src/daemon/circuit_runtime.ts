@@ -19,7 +19,7 @@ import { pipelineFor } from "../datapath/stage.ts";
 import { defaultInterfaceName } from "../circuit_rules.ts";
 import { derivedMac } from "./provisioning.ts";
 import type { TimerId, Timers } from "./timers.ts";
-import type { CircuitSpec } from "./daemon.ts";
+import type { CircuitSpec, DeviceOwner } from "./daemon.ts";
 
 /** What a circuit's runtime needs of its daemon. */
 export interface CircuitHost {
@@ -34,7 +34,14 @@ export interface CircuitHost {
   send(to: Endpoint, message: ControlMessage, sign?: Uint8Array): void;
   drop(reason: string, text: string): void;
   /** Opens and configures a device (src/daemon/provisioning.ts); throws RuntimeFailure. */
-  openDevice(name: string, mode: LinkMode, mtu: number, addresses: IpPrefix[], mac: Uint8Array): LinkDevice;
+  openDevice(
+    name: string,
+    mode: LinkMode,
+    mtu: number,
+    addresses: IpPrefix[],
+    mac: Uint8Array,
+    owner: DeviceOwner,
+  ): LinkDevice;
   /** Takes the circuit out of the daemon's table (`ifCurrent`: only if the table still holds this one). */
   forget(circuit: CircuitRuntime, ifCurrent?: boolean): void;
   /** Looks the peer's name up again (an initiated circuit). */
@@ -179,6 +186,7 @@ export class CircuitRuntime {
         case "create-device": {
           try {
             const mac = derivedMac("responder", this.remote.address, vid);
+            const owner: DeviceOwner = { vid, peer: this.remote.address, role: "responder" };
             try {
               this.device = host.openDevice(
                 defaultInterfaceName(vid),
@@ -186,6 +194,7 @@ export class CircuitRuntime {
                 action.mtu,
                 action.plan,
                 mac,
+                owner,
               );
             } catch {
               // vela<vid> is taken (another initiator's circuit with this vid): let the kernel number one.
@@ -195,6 +204,7 @@ export class CircuitRuntime {
                 action.mtu,
                 action.plan,
                 mac,
+                owner,
               );
             }
           } catch (error) {

@@ -17,7 +17,15 @@ import {
   defaultInterfaceName,
   linkMtuFor,
 } from "../circuit_rules.ts";
-import { formatCidr, formatIp, type IpAddress, type IpPrefix, parseIp, peerAddress } from "../ip.ts";
+import {
+  formatCidr,
+  formatIp,
+  type IpAddress,
+  type IpPrefix,
+  parseIp,
+  peerAddress,
+  prefixContains,
+} from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
 import { type CipherPolicy, Session } from "../session.ts";
@@ -29,6 +37,8 @@ import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
 import { Admission, type AdmissionRules } from "./admission.ts";
 import { equalBytes } from "../packet/bytes.ts";
+import type { BridgeRule } from "../config_file.ts";
+import { type HookContext, onClose, runHook } from "./hooks.ts";
 import { type CircuitHost, CircuitRuntime } from "./circuit_runtime.ts";
 import { realTimers, type TimerId, type Timers } from "./timers.ts";
 
@@ -68,6 +78,8 @@ export interface CircuitSpec {
   family?: 4 | 6;
   /** This circuit's own pre-shared key (else the daemon's). */
   key?: Uint8Array;
+  /** The existing Linux bridge this circuit's tap joins. */
+  bridge?: string;
   /** --cipher for this circuit (else the daemon's). */
   cipher?: CipherPolicy;
 }
@@ -96,6 +108,12 @@ export interface DaemonConfig {
   maxCircuits?: number;
   /** Circuits one peer address may have here (--max-circuits-per-peer; default DEFAULT_MAX_CIRCUITS_PER_PEER). */
   maxCircuitsPerPeer?: number;
+  /** A listener's bridge for the taps it creates (after `bridges`, the first rule that matches wins). */
+  bridge?: string;
+  bridges?: BridgeRule[];
+  /** Hooks (src/daemon/hooks.ts): shell commands run when an interface is up, and when it is removed. */
+  up?: string;
+  down?: string;
   circuits: CircuitSpec[];
 }
 
@@ -135,6 +153,14 @@ export interface DaemonEnvironment {
 
 type Circuit = CircuitRuntime;
 
+/** Whose device a daemon opens: the circuit's vid and peer, its role, and a bridge its spec names. */
+export interface DeviceOwner {
+  readonly vid: number;
+  readonly peer: string;
+  readonly role: "initiator" | "responder";
+  readonly bridge?: string;
+}
+
 export class Daemon {
   #config: DaemonConfig;
   readonly #env: DaemonEnvironment;
@@ -142,6 +168,7 @@ export class Daemon {
   readonly #log: Logger = logger("daemon");
   readonly #circuits = new Map<string, Circuit>();
   readonly #pendingSends = new Set<Promise<boolean>>();
+  readonly #pendingHooks = new Set<Promise<void>>();
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
   readonly #admission = new Admission();
@@ -229,6 +256,7 @@ export class Daemon {
       circuits,
       drops: this.#dropCounts(),
       moderatedWakeups: this.#datapath?.counters.moderatedWakeups ?? 0,
+      gsoRefusals: this.#datapath?.counters.gsoRefusals ?? 0,
     };
   }
 
@@ -416,7 +444,8 @@ export class Daemon {
       ? mtu
       : mtu - cipherOverhead(cipher === "auto" ? "aes-256-gcm" : cipher);
     const name = spec.ifname ?? defaultInterfaceName(spec.vid);
-    const addresses = spec.addresses.some((a) => a.family === 6)
+    // A bridged tap is a bridge port: it takes the addresses it is given, no derived pair.
+    const addresses = spec.addresses.some((a) => a.family === 6) || spec.bridge !== undefined
       ? spec.addresses
       : [...spec.addresses, derivedIPv6(this.#localAddressToward(spec.peer), remote.address, spec.vid)];
     const device = this.#openConfigured(
@@ -425,6 +454,7 @@ export class Daemon {
       deviceMtu,
       addresses,
       derivedMac("initiator", remote.address, spec.vid),
+      { vid: spec.vid, peer: remote.address, role: "initiator", bridge: spec.bridge },
     );
     const session = new Session({
       role: "initiator",
@@ -467,21 +497,62 @@ export class Daemon {
     }
   }
 
-  /** Opens a device and sets MTU, addresses and link up; throws RuntimeFailure and leaves nothing behind. */
+  /**
+   * Opens a device and sets MTU, addresses, bridge and link up; throws RuntimeFailure and leaves nothing
+   * behind. Then the --up hook runs, and the --down hook will when the device is closed.
+   */
   #openConfigured(
     name: string,
     mode: LinkMode,
     mtu: number,
     addresses: IpPrefix[],
     mac: Uint8Array,
+    owner: DeviceOwner,
   ): LinkDevice {
-    return openConfiguredDevice(this.#env.network, this.#env.offload ?? false, {
-      name,
+    const bridge = mode === "tap" ? owner.bridge ?? this.#listenerBridge(owner) : undefined;
+    // A responder's tap that joins a bridge is a bridge port: the initiator's plan does not address it.
+    const own = bridge !== undefined && owner.role === "responder" ? [] : addresses;
+    if (own.length < addresses.length) {
+      this.#log.info(
+        `${name} joins bridge ${bridge}: the addresses the initiator planned for it are left out`,
+      );
+    }
+    const device = openConfiguredDevice(
+      this.#env.network,
+      this.#env.offload ?? false,
+      { name, mode, mtu, addresses: own, mac, bridge },
+      (text) => this.#log.warn(text),
+    );
+    if (bridge) this.#log.info(`${device.name} joined bridge ${bridge}`);
+    const context: HookContext = {
+      ifname: device.name,
+      vid: owner.vid,
+      peer: owner.peer,
       mode,
-      mtu,
-      addresses,
-      mac,
-    });
+      role: owner.role,
+      bridge,
+    };
+    const { up, down } = this.#config;
+    if (up) this.#hook(runHook(up, "up", context, this.#log));
+    if (!down) return device;
+    return onClose(device, () => this.#hook(runHook(down, "down", context, this.#log)));
+  }
+
+  /** A hook's run, waited for when the daemon stops (a down hook of the last interfaces included). */
+  #hook(running: Promise<void>): void {
+    this.#pendingHooks.add(running);
+    running.finally(() => this.#pendingHooks.delete(running));
+  }
+
+  /** The bridge a listener's policy gives a tap it creates for `owner` (a responder's circuit). */
+  #listenerBridge(owner: DeviceOwner): string | undefined {
+    if (owner.role !== "responder") return undefined;
+    const source = parseIp(owner.peer);
+    const rule = (this.#config.bridges ?? []).find((r) =>
+      (r.vid === undefined || r.vid === owner.vid) &&
+      (r.allow === undefined || (source !== undefined && prefixContains(r.allow, source)))
+    );
+    return rule?.bridge ?? this.#config.bridge;
   }
 
   /**
@@ -761,7 +832,8 @@ export class Daemon {
       now: () => this.#env.now(),
       send: (to, message, sign) => this.#send(to, message, sign),
       drop: (reason, text) => this.#drop(reason, text),
-      openDevice: (name, mode, mtu, addresses, mac) => this.#openConfigured(name, mode, mtu, addresses, mac),
+      openDevice: (name, mode, mtu, addresses, mac, owner) =>
+        this.#openConfigured(name, mode, mtu, addresses, mac, owner),
       forget: (circuit, ifCurrent = false) => {
         if (!ifCurrent || this.#circuits.get(circuit.key) === circuit) this.#circuits.delete(circuit.key);
       },
@@ -870,6 +942,7 @@ export class Daemon {
     this.#closeEverything();
     await this.#running;
     await this.#datapath?.drained();
+    await Promise.all(this.#pendingHooks);
     this.#log.info(`Dropped on the way in: ${this.dropSummary()}`);
     this.#log.info("VELA stopped; its interfaces are removed");
   }
@@ -900,6 +973,7 @@ function specIdentity(spec: CircuitSpec): unknown[] {
     spec.family,
     spec.key ? Array.from(spec.key) : null,
     spec.cipher ?? null,
+    spec.bridge ?? null,
   ];
 }
 

@@ -6,20 +6,27 @@
 import { createHash } from "node:crypto";
 import { explainDeviceError, RuntimeFailure } from "../errors.ts";
 import type { HostNetwork } from "../host_network.ts";
-import type { IpPrefix } from "../ip.ts";
+import { formatCidr, type IpPrefix } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 
-/** Opens a device and sets MTU, addresses and link up; throws RuntimeFailure and leaves nothing behind. */
+/**
+ * Opens a device and sets MTU, addresses and link up; throws RuntimeFailure and leaves nothing behind.
+ * On a host with IPv6 turned off the IPv6 addresses are left out, each with a `warn`ing, and the link comes
+ * up with the rest.
+ */
 export function openConfiguredDevice(
   network: HostNetwork,
   offload: boolean,
-  { name, mode, mtu, addresses, mac }: {
+  { name, mode, mtu, addresses, mac, bridge }: {
     name: string;
     mode: LinkMode;
     mtu: number;
     addresses: readonly IpPrefix[];
     mac: Uint8Array;
+    /** An existing Linux bridge the device joins (a tap). */
+    bridge?: string;
   },
+  warn: (text: string) => void = () => {},
 ): LinkDevice {
   let device: LinkDevice;
   try {
@@ -30,9 +37,35 @@ export function openConfiguredDevice(
   try {
     network.setMtu(device.name, mtu);
     if (mode === "tap") network.setHardwareAddress(device.name, mac);
-    for (const address of addresses) network.addAddress(device.name, address);
+    for (const address of addresses) {
+      if (address.family === 6 && !network.ipv6Enabled(device.name)) {
+        warn(
+          `IPv6 is turned off on this host (net.ipv6.conf.${device.name}.disable_ipv6 = 1, or no IPv6): ${device.name} comes up without ${
+            formatCidr(address)
+          }`,
+        );
+        continue;
+      }
+      network.addAddress(device.name, address);
+    }
+    if (bridge !== undefined) {
+      try {
+        network.addToBridge(device.name, bridge);
+      } catch (error) {
+        throw new RuntimeFailure(
+          `Cannot put ${device.name} into bridge ${bridge}: ${
+            (error as Error).message
+          }; is ${bridge} an existing Linux bridge?`,
+          { cause: error },
+        );
+      }
+    }
     network.setUp(device.name);
   } catch (error) {
+    if (error instanceof RuntimeFailure) {
+      device.close();
+      throw error;
+    }
     device.close();
     throw new RuntimeFailure(explainDeviceError(error, `configure interface ${device.name}`), {
       cause: error,

@@ -56,4 +56,6 @@ export interface DaemonStatus {
   drops: Record<string, number>;
   /** Wake-ups of the sending Worker that waited for more frames under bulk traffic (--moderation-us). */
   moderatedWakeups: number;
+  /** UDP GSO sends the kernel refused, each resent without GSO (none: no datapath that uses GSO). */
+  gsoRefusals?: number;
 }

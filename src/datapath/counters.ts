@@ -43,8 +43,10 @@ export const DatapathCount = {
   CONTROL_OVERFLOW: 6,
   /** Errors a Worker caught in forwarding a batch (a bug): it counted the error and went on. */
   DATAPATH_ERRORS: 7,
+  /** UDP GSO messages the kernel refused: each batch went again without (src/underlay/kernel_underlay.ts). */
+  GSO_REFUSALS: 8,
 } as const;
-export const DATAPATH_COUNT_FIELDS = 8;
+export const DATAPATH_COUNT_FIELDS = 9;
 
 /** One circuit's counters: `values[base + Counter.X]`. */
 export interface CircuitCounts {
@@ -82,6 +84,7 @@ export interface DatapathCounters {
   controlMalformed: number;
   controlOverflow: number;
   datapathErrors: number;
+  gsoRefusals: number;
   /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/datapath/send_moderation.ts). */
   moderatedWakeups: number;
 }
@@ -132,6 +135,7 @@ export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): Dat
     controlMalformed: values[DatapathCount.CONTROL_MALFORMED],
     controlOverflow: values[DatapathCount.CONTROL_OVERFLOW],
     datapathErrors: values[DatapathCount.DATAPATH_ERRORS],
+    gsoRefusals: values[DatapathCount.GSO_REFUSALS],
     moderatedWakeups: values[DatapathCount.MODERATED_WAKEUPS],
   };
 }

@@ -224,6 +224,10 @@ class WorkerHost {
         if (this.#revents(sockets + i) !== 0) this.#receive(i);
       }
       this.#drainDevices();
+      // Written by the Worker that sends (one role per counter).
+      if (this.role !== "receive") {
+        this.#datapathCounts[DatapathCount.GSO_REFUSALS] = this.#underlay.gsoRefusals;
+      }
     } catch (error) {
       this.#datapathCounts[DatapathCount.DATAPATH_ERRORS]++;
       const now = performance.now();

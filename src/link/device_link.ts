@@ -7,7 +7,7 @@
  */
 
 import { VnetHdr } from "../../ffi/structs.ts";
-import { completeChecksum, type SegmentSink, segmentTcp } from "./segmentation.ts";
+import { completeChecksum, ethernetPayloadOffset, type SegmentSink, segmentTcp } from "./segmentation.ts";
 import { type Coalescer, COALESCING_BUFFER_SIZE, TcpCoalescer, UdpCoalescer } from "./coalescing.ts";
 import { HEADROOM, type PacketBatch } from "../packet/packet_batch.ts";
 import { type CircuitCounts, Counter } from "../datapath/counters.ts";
@@ -115,6 +115,8 @@ export class DeviceLink implements PacketLink {
   readonly #offload: boolean;
   readonly #coalescers: readonly Coalescer[];
   readonly #ipOffset: number;
+  /** Where the pending superframe's IP header starts (after VLAN tags, if any). */
+  #superIpOffset = 0;
   readonly #readSize: number;
   readonly #sink = new BatchSink();
   #readViewsOf: PacketBatch | undefined;
@@ -180,7 +182,9 @@ export class DeviceLink implements PacketLink {
         this.counts.values[this.counts.base + Counter.TX_DROPPED]++; // Not offered (no UFO), so not expected.
         continue;
       }
-      // A TCP superframe: move it to the spare buffer, then cut it into segments from entry i on.
+      // A TCP superframe: move it to the spare buffer, then cut it into segments from entry i on. Its IP
+      // header follows the Ethernet header and any VLAN tags.
+      this.#superIpOffset = this.#ipOffset === 0 ? 0 : ethernetPayloadOffset(batch.packetView(k), length);
       batch.home[i] = batch.home[spare];
       batch.home[spare] = k;
       this.#superLength = length;
@@ -218,7 +222,7 @@ export class DeviceLink implements PacketLink {
     const wrote = segmentTcp(
       batch.packetView(batch.home[batch.buffers - 1]),
       this.#superLength,
-      this.#ipOffset,
+      this.#superIpOffset,
       this.#csumStart,
       this.#gsoSize,
       HEADROOM,

@@ -12,6 +12,22 @@ const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
 
+/** EtherTypes of the VLAN tags a frame may carry before its payload: 802.1Q, 802.1ad (QinQ), and the old QinQ. */
+const VLAN_TAG_TYPES = [0x8100, 0x88a8, 0x9100];
+
+/**
+ * Where the payload (the IP header) of the Ethernet frame in frame[0, length) starts: after the 14-byte
+ * header and each VLAN tag (4 bytes; at most two are looked through, 802.1Q inside QinQ).
+ */
+export function ethernetPayloadOffset(frame: Uint8Array, length: number): number {
+  let type = 12;
+  for (let tags = 0; tags < 2 && type + 2 <= length; tags++) {
+    if (!VLAN_TAG_TYPES.includes((frame[type] << 8) | frame[type + 1])) break;
+    type += 4;
+  }
+  return type + 2;
+}
+
 /** Folds a sum to 16 bits and complements it: the Internet checksum. */
 export function finishChecksum(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);

@@ -23,6 +23,11 @@ const CONTROL_SPACE = 64;
  * ICMP port unreachable from a peer that was down, reported once on a connected socket).
  */
 const PASSING_SEND_ERRORS = new Set<number>([Errno.EINTR, Errno.EAGAIN, Errno.ENOBUFS, Errno.ECONNREFUSED]);
+/** Errors that concern one datagram only: it is dropped and the rest of the batch sent. */
+const DATAGRAM_SEND_ERRORS = new Set<number>([Errno.EMSGSIZE]);
+/** Sends without UDP_SEGMENT after a first refusal, doubling up to the max while refusals go on. */
+const GSO_FIRST_PAUSE = 16;
+const GSO_MAX_PAUSE = 4096;
 
 interface Route {
   readonly sockaddr: Uint8Array<ArrayBuffer>;
@@ -76,6 +81,20 @@ export class KernelUnderlay implements UnderlayBatch {
   #txControlView = new DataView(new ArrayBuffer(0));
   #txName = new Uint8Array(SockaddrIn6.SIZE);
   #runLength = new Int32Array(0);
+  /** Per message of a send, the entry (from the send's start) it begins with. */
+  #runStart = new Int32Array(0);
+  /** Sends left to go without UDP_SEGMENT after a refusal, and the pause the next refusal sets. */
+  #gsoPause = 0;
+  #gsoBackoff = GSO_FIRST_PAUSE;
+  /** UDP_SEGMENT messages the kernel refused (each batch resent without it). */
+  gsoRefusals = 0;
+
+  /** Whether the next send may join datagrams with UDP_SEGMENT (false during a pause after a refusal). */
+  get gsoActive(): boolean {
+    return this.#gso && this.#gsoPause === 0;
+  }
+  /** Single datagrams the kernel refused (EMSGSIZE) while the rest of their batch went. */
+  oversizeDrops = 0;
   /** Whether sent messages carry txName (the shared socket) or not (a connected peer socket). */
   #named = true;
   #keepAlive: unknown[] = [];
@@ -259,6 +278,7 @@ export class KernelUnderlay implements UnderlayBatch {
     this.#txControl = new Uint8Array(entries * CONTROL_SPACE);
     this.#txControlView = new DataView(this.#txControl.buffer);
     this.#runLength = new Int32Array(entries);
+    this.#runStart = new Int32Array(entries);
     const control = addressOf(this.#txControl);
     const name = addressOf(this.#txName);
     for (let j = 0; j < entries; j++) {
@@ -318,6 +338,9 @@ export class KernelUnderlay implements UnderlayBatch {
    * maybe shorter, go out as one message with UDP_SEGMENT, so the kernel handles them as one.
    */
   #flush(batch: PacketBatch, start: number, end: number, fd: number): number {
+    // After a refusal, this many sends go without UDP_SEGMENT before it is tried again.
+    const gso = this.#gso && this.#gsoPause === 0;
+    if (this.#gsoPause > 0) this.#gsoPause--;
     const count = end - start;
     const lengths = batch.length;
     const headers = this.#txView;
@@ -328,7 +351,7 @@ export class KernelUnderlay implements UnderlayBatch {
       let n = 1;
       let bytes = size0;
       while (
-        this.#gso && k + n < count && n < GSO_MAX_SEGMENTS &&
+        gso && k + n < count && n < GSO_MAX_SEGMENTS &&
         bytes + lengths[start + k + n] <= GSO_MAX_BYTES &&
         lengths[start + k + n] <= size0 && lengths[start + k + n - 1] === size0
       ) {
@@ -345,6 +368,7 @@ export class KernelUnderlay implements UnderlayBatch {
       headers.setUint32(at + MMsgHdr.CONTROLLEN, n > 1 ? Cmsg.SPACE_U16 : 0, true);
       headers.setUint32(at + MMsgHdr.CONTROLLEN + 4, 0, true);
       this.#runLength[messages] = n;
+      this.#runStart[messages] = k;
       messages++;
       k += n;
     }
@@ -356,14 +380,29 @@ export class KernelUnderlay implements UnderlayBatch {
         : this.#txHeaders.subarray(sentMessages * MMsgHdr.SIZE);
       const n = this.#c.sendmmsg(fd, from, messages - sentMessages, 0);
       if (n <= 0) {
-        if (this.#gso && sent === 0 && messages < count && fd === this.#sharedFd) {
-          // The kernel refused UDP_SEGMENT (EIO or EINVAL on an old kernel or device): go without. (A
-          // peer socket's failure is first retried on the shared socket, by send().)
+        const failed = this.#runLength[sentMessages];
+        if (failed > 1 && !PASSING_SEND_ERRORS.has(errno())) {
+          // The kernel refused a UDP_SEGMENT message (EINVAL: a datagram of it is over the path MTU, such
+          // as a full-size tagged frame; EIO on a device without it): the rest of this batch goes without,
+          // and UDP_SEGMENT is tried again after a pause that doubles while refusals go on. Never for good.
+          this.gsoRefusals++;
+          this.#gsoPause = this.#gsoBackoff;
+          this.#gsoBackoff = Math.min(this.#gsoBackoff * 2, GSO_MAX_PAUSE);
+          const wasGso = this.#gso;
           this.#gso = false;
-          return this.#flush(batch, start, end, fd);
+          const rest = this.#flush(batch, start + this.#runStart[sentMessages], end, fd);
+          this.#gso = wasGso;
+          return sent + rest;
+        }
+        if (failed === 1 && sentMessages + 1 < messages && DATAGRAM_SEND_ERRORS.has(errno())) {
+          // This one datagram cannot go (EMSGSIZE: over the path MTU); the ones after it still can.
+          this.oversizeDrops++;
+          sentMessages++;
+          continue;
         }
         break;
       }
+      if (n === messages - sentMessages && gso) this.#gsoBackoff = GSO_FIRST_PAUSE;
       for (let m = 0; m < n; m++) sent += this.#runLength[sentMessages + m];
       sentMessages += n;
     }

@@ -602,3 +602,27 @@ Deno.test("a configuration with more circuits than max_circuits does not start, 
     /has 2 circuits, more than max_circuits \(1\)/,
   );
 });
+
+Deno.test("a listener puts each tap it creates into the bridge of the first rule that matches, else its own", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(
+    wire,
+    B,
+    listener({
+      bridge: "br0",
+      bridges: [{ bridge: "br7", vid: 7 }, { bridge: "brc", allow: parseCidr("198.18.0.3/32")! }],
+    }),
+  );
+  try {
+    const to = { address: B, port: 4455 };
+    wire.inject({ address: A, port: 5000 }, to, ireqFor(7, 1n));
+    wire.inject({ address: A, port: 5000 }, to, ireqFor(3, 2n));
+    wire.inject({ address: C, port: 5000 }, to, ireqFor(4, 3n));
+    await until(() => b.network.bridges.size === 3, "three taps bridged");
+    assert.equal(b.network.bridges.get("vela7"), "br7", "by vid");
+    assert.equal(b.network.bridges.get("vela3"), "br0", "the listener's own");
+    assert.equal(b.network.bridges.get("vela4"), "brc", "by source prefix");
+  } finally {
+    await b.daemon.stop();
+  }
+});

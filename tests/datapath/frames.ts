@@ -52,6 +52,20 @@ export function tcpSuperHeader(gsoSize: number): Uint8Array<ArrayBuffer> {
   return new Uint8Array([1, 1, 54, 0, gsoSize & 0xff, gsoSize >> 8, 34, 0, 16, 0]);
 }
 
+/** `frame` with an 802.1Q tag for `vid` put after its MAC addresses (4 bytes longer). */
+export function vlanTagged(frame: Uint8Array, vid: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(frame.length + 4);
+  out.set(frame.subarray(0, 12));
+  out.set([0x81, 0x00, vid >> 8, vid & 0xff], 12);
+  out.set(frame.subarray(12), 16);
+  return out;
+}
+
+/** tcpSuperHeader() for a superframe with one VLAN tag: every offset 4 bytes further. */
+export function taggedTcpSuperHeader(gsoSize: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array([1, 1, 58, 0, gsoSize & 0xff, gsoSize >> 8, 38, 0, 16, 0]);
+}
+
 /** The TCP payload of a frame made by tcpFrame() (or a superframe joined from them). */
 export function tcpPayload(frame: Uint8Array): Uint8Array {
   return frame.subarray(54);

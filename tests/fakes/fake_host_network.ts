@@ -19,6 +19,20 @@ export class FakeHostNetwork implements HostNetwork {
   underlayMtu = 1500;
   /** What routeSource() answers. */
   localAddress: IpAddress = parseIp("198.18.0.1")!;
+  /** What ipv6Enabled() answers (a host with IPv6 turned off: false). */
+  ipv6 = true;
+
+  ipv6Enabled(): boolean {
+    return this.ipv6;
+  }
+
+  /** Each interface's bridge, as addToBridge() set it. */
+  readonly bridges = new Map<string, string>();
+
+  addToBridge(name: string, bridge: string): void {
+    if (!this.live(name)) throw new Error(`ioctl(SIOCBRADDIF, ${bridge}, ${name}) failed: no such device`);
+    this.bridges.set(name, bridge);
+  }
 
   openDevice(pattern: string, mode: LinkMode): FakeDevice {
     let name = pattern;

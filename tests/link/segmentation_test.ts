@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { completeChecksum, finishChecksum, readVnetHeader, segmentTcp } from "../../src/link/segmentation.ts";
+import {
+  completeChecksum,
+  ethernetPayloadOffset,
+  finishChecksum,
+  readVnetHeader,
+  segmentTcp,
+} from "../../src/link/segmentation.ts";
 import { onesSum } from "../../src/packet/bytes.ts";
 
 /** An Ethernet (optional) + IPv4/IPv6 + TCP superframe with `payload` bytes of a counting pattern. */
@@ -78,6 +84,35 @@ for (const [version, l2] of [[4, 0], [4, 14], [6, 0], [6, 14]] as const) {
       assert.ok(tcpChecksumValid(segment, l2), `TCP checksum of segment ${i}`);
       for (let k = tcp + 20; k < segment.length; k++, payloadAt++) assert.equal(segment[k], payloadAt & 0xff);
       if (l2) assert.deepEqual(segment.subarray(0, 14), frame.subarray(0, 14));
+    });
+  });
+}
+
+/** `frame` (Ethernet, untagged) with VLAN tags of `types` put after the MAC addresses, each with vid 7. */
+function tagged(frame: Uint8Array, types: number[]): Uint8Array {
+  const out = new Uint8Array(frame.length + 4 * types.length);
+  out.set(frame.subarray(0, 12));
+  types.forEach((type, i) => out.set([type >> 8, type & 0xff, 0, 7], 12 + 4 * i));
+  out.set(frame.subarray(12), 12 + 4 * types.length);
+  return out;
+}
+
+Deno.test("ethernetPayloadOffset() steps over 802.1Q and QinQ tags", () => {
+  const plain = superframe(4, 10, 14);
+  assert.equal(ethernetPayloadOffset(plain, plain.length), 14);
+  assert.equal(ethernetPayloadOffset(tagged(plain, [0x8100]), plain.length + 4), 18);
+  assert.equal(ethernetPayloadOffset(tagged(plain, [0x88a8, 0x8100]), plain.length + 8), 22);
+});
+
+for (const version of [4, 6] as const) {
+  Deno.test(`segmentTcp() cuts an 802.1Q-tagged IPv${version} superframe at the offset after the tag`, () => {
+    const frame = tagged(superframe(version, 3000, 14), [0x8100]);
+    const ip = ethernetPayloadOffset(frame, frame.length);
+    const { out, written } = collect(frame, ip, 1400);
+    assert.equal(written, 3);
+    out.forEach((segment, i) => {
+      assert.deepEqual(segment.subarray(0, 18), frame.subarray(0, 18), "the tag is in every segment");
+      assert.ok(tcpChecksumValid(segment, ip), `TCP checksum of segment ${i}`);
     });
   });
 }

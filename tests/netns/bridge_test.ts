@@ -1,0 +1,104 @@
+/**
+ * Bridged ends (issue 18, point 1): a LAN host behind a Linux bridge on each router, the circuit's tap a
+ * port of each bridge (--bridge; the listener's by its own policy), hooks told what came up and went.
+ */
+
+import assert from "node:assert/strict";
+import { Bed, run } from "../../testbed/netns.ts";
+import { netnsTest } from "./support.ts";
+
+/** A LAN namespace `lan` with a veth (MTU 1400) to router namespace `router`, a port of its br0 there. */
+async function lanBehindBridge(router: string, lan: string, address: string): Promise<void> {
+  const sh = (command: string) => run(["sh", "-ec", command], { check: true });
+  const lanSide = `l${lan.slice(-12)}`.slice(0, 15);
+  const routerSide = `r${lan.slice(-12)}`.slice(0, 15);
+  await sh(`ip netns add ${lan}`);
+  await sh(`ip link add ${lanSide} netns ${lan} mtu 1400 type veth peer name ${routerSide} netns ${router}`);
+  await sh(
+    [
+      `ip -n ${lan} link set lo up`,
+      `ip -n ${lan} addr add ${address}/24 dev ${lanSide}`,
+      `ip -n ${lan} link set ${lanSide} up`,
+      `ip -n ${router} link add br0 type bridge`,
+      `ip -n ${router} link set ${routerSide} mtu 1400 master br0 up`,
+      `ip -n ${router} link set br0 up`,
+    ].join("; "),
+  );
+}
+
+/** The bridge `name` is a port of in `ns`, or undefined. */
+async function masterOf(ns: string, name: string): Promise<string | undefined> {
+  const shown = await run(["ip", "-n", ns, "-j", "link", "show", name], { check: true });
+  return JSON.parse(shown.stdout)[0].master;
+}
+
+netnsTest(
+  "two LANs bridged over a tap circuit stay bridged across an initiator restart, and the hooks are told",
+  async () => {
+    await using bed = await Bed.create();
+    const lanA = `vela-${Deno.pid}-${bed.index}-la`;
+    const lanB = `vela-${Deno.pid}-${bed.index}-lb`;
+    const hooks = await Deno.makeTempFile({ prefix: "vela-hooks-" });
+    try {
+      await lanBehindBridge(bed.a, lanA, "198.18.210.1");
+      await lanBehindBridge(bed.b, lanB, "198.18.210.2");
+      const hook = `echo "$VELA_EVENT $VELA_IFNAME $VELA_VID $VELA_PEER $VELA_ROLE $VELA_BRIDGE" >> ${hooks}`;
+      const listener = bed.vela(bed.b, [
+        "--listen",
+        "--allow",
+        "198.18.0.0/15",
+        "--bridge",
+        "br0",
+        "--up",
+        hook,
+        "--down",
+        hook,
+      ]);
+      const initiatorArgs = ["--peer", bed.b4, "--vid", "3", "--bridge", "br0"];
+      let initiator = bed.vela(bed.a, initiatorArgs);
+      await bed.waitPing(lanA, "198.18.210.2", 20_000);
+      assert.equal(await masterOf(bed.a, "vela3"), "br0");
+      assert.equal(await masterOf(bed.b, "vela3"), "br0");
+      const far = await bed.link(bed.b, "vela3");
+      assert.deepEqual(far.addrs.filter((a) => !a.startsWith("fe80:")), [], "a bridge port has no address");
+      await bed.until(
+        async () =>
+          new RegExp(`^up vela3 3 ${bed.a4} responder br0$`, "m").test(await Deno.readTextFile(hooks)),
+        "the up hook, with the interface, vid, peer, role and bridge",
+      );
+
+      // The initiator stops (its CREQ makes the listener remove its tap) and starts again.
+      await bed.stop(initiator);
+      await bed.until(async () => !(await bed.hasLink(bed.b, "vela3")), "the far tap removed");
+      initiator = bed.vela(bed.a, initiatorArgs);
+      await bed.waitPing(lanA, "198.18.210.2", 20_000);
+      assert.equal(await masterOf(bed.b, "vela3"), "br0", "the far end's new tap is bridged again");
+      const again = await bed.link(bed.b, "vela3");
+      assert.equal(again.address, far.address, "the far tap keeps its MAC");
+      await bed.until(
+        async () => (await Deno.readTextFile(hooks)).includes(`down vela3 3 ${bed.a4} responder br0`),
+        "the down hook",
+      );
+      const lines = (await Deno.readTextFile(hooks)).trim().split("\n");
+      assert.deepEqual(lines.map((l) => l.split(" ")[0]), ["up", "down", "up"], lines.join("\n"));
+      assert.ok(listener.output().includes("vela3 joined bridge br0"), listener.output());
+    } finally {
+      await Deno.remove(hooks);
+      await run(["ip", "netns", "del", lanA]);
+      await run(["ip", "netns", "del", lanB]);
+    }
+  },
+);
+
+netnsTest("--bridge naming no bridge stops the initiator with a sentence that says so", async () => {
+  await using bed = await Bed.create();
+  bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15"]);
+  const initiator = bed.vela(bed.a, ["--peer", bed.b4, "--vid", "3", "--bridge", "nobr0"]);
+  const status = await initiator.status;
+  assert.notEqual(status.code, 0);
+  assert.match(
+    initiator.output(),
+    /Cannot put vela3 into bridge nobr0: .*is nobr0 an existing Linux bridge\?/,
+  );
+  assert.equal(await bed.hasLink(bed.a, "vela3"), false, "no interface left behind");
+});
