@@ -16,6 +16,7 @@ import {
 } from "./circuit_rules.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS, MODERATION_WAIT_US, REKEY_AFTER_MS } from "./timing.ts";
 import type { CipherPolicy } from "./session.ts";
+import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 
 export const DEFAULT_PORT = 4455;
 
@@ -84,6 +85,8 @@ export interface CircuitArgs {
   cipher?: CipherPolicy;
   /** The existing Linux bridge the circuit's tap joins (--bridge). */
   bridge?: string;
+  /** Which frames may cross (--local-mac, --remote-mac, --block). */
+  filter?: FrameFilter;
 }
 
 export type Command =
@@ -126,6 +129,11 @@ Circuit options (with --peer):
   --ifname NAME       interface name instead of vela<N>
   --bridge BR         put the tap into the existing Linux bridge BR (with --listen: every tap the listener
                       creates too); a bridged tap needs no --address
+  --local-mac MAC     a MAC on this side (repeatable): with --local-mac or --remote-mac, only frames from
+  --remote-mac MAC    a local or to a remote MAC go out, only frames to a local or from a remote MAC come
+                      in (and broadcast and multicast); filtered frames are counted
+  --block KIND        frames that never cross (repeatable): ipv4, arp, ipv6, lldp, stp, broadcast,
+                      multicast, or an EtherType such as 0x88b5
   --local-port P      local UDP port (default: any free port; with --listen, the --port)
   -4, --ipv4          use only the peer's IPv4 address
   -6, --ipv6          use only the peer's IPv6 address
@@ -210,6 +218,9 @@ export interface RawCircuit {
   family?: 4 | 6;
   cipher?: string;
   bridge?: string;
+  localMac?: string[];
+  remoteMac?: string[];
+  block?: string[];
 }
 
 /**
@@ -260,6 +271,19 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
   };
   if (raw.cipher !== undefined) circuit.cipher = parseCipher(raw.cipher, `${dash}cipher`);
   if (raw.bridge !== undefined) circuit.bridge = raw.bridge;
+  if (raw.localMac?.length || raw.remoteMac?.length || raw.block?.length) {
+    if (mode !== "tap") {
+      throw new UsageError(`${dash}local-mac, ${dash}remote-mac and ${dash}block go with ${dash}mode tap`);
+    }
+    try {
+      circuit.filter = parseFilter(
+        { local: raw.localMac, remote: raw.remoteMac, block: raw.block },
+        { local: `${dash}local-mac`, remote: `${dash}remote-mac`, block: `${dash}block` },
+      );
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+  }
   return circuit;
 }
 
@@ -367,6 +391,9 @@ export function parseCommandLine(argv: string[]): Command {
         mtu: { type: "string" },
         ifname: { type: "string" },
         bridge: { type: "string" },
+        "local-mac": { type: "string", multiple: true },
+        "remote-mac": { type: "string", multiple: true },
+        block: { type: "string", multiple: true },
         up: { type: "string" },
         down: { type: "string" },
         port: { type: "string" },
@@ -445,7 +472,19 @@ export function parseCommandLine(argv: string[]): Command {
     : v["local-port"] === undefined
     ? 0
     : integer(v["local-port"], "--local-port", 1, 65535);
-  const circuitOptions = ["vid", "mode", "address", "mtu", "ifname", "local-port", "ipv4", "ipv6"] as const;
+  const circuitOptions = [
+    "vid",
+    "mode",
+    "address",
+    "mtu",
+    "ifname",
+    "local-port",
+    "ipv4",
+    "ipv6",
+    "local-mac",
+    "remote-mac",
+    "block",
+  ] as const;
   if (v.peer === undefined) {
     const stray = circuitOptions.find((name) => v[name] !== undefined);
     if (stray) throw new UsageError(`--${stray} goes with --peer`);
@@ -509,6 +548,9 @@ export function parseCommandLine(argv: string[]): Command {
       ifname: v.ifname,
       family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
       bridge: v.bridge,
+      localMac: v["local-mac"],
+      remoteMac: v["remote-mac"],
+      block: v.block,
     }, "--");
   }
   if (v.bridge !== undefined) {

@@ -14,6 +14,7 @@ import {
   MIN_VID,
 } from "./circuit_rules.ts";
 import { CIPHER_CHOICES } from "./cli.ts";
+import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 import type { CipherPolicy } from "./session.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
 
@@ -49,6 +50,8 @@ export interface CircuitConfig {
   cipher?: CipherPolicy;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
+  /** Which frames may cross this tap circuit. */
+  filter?: FrameFilter;
 }
 
 /** A listener's rule for the bridge of the taps it creates: the first rule whose vid and prefix match. */
@@ -109,6 +112,7 @@ const CIRCUIT_KEYS = [
   "key_file",
   "cipher",
   "bridge",
+  "filter",
 ];
 
 type JsonObject = Record<string, unknown>;
@@ -259,6 +263,10 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
   }
   if (has("port")) circuit.port = wholeNumber(value.port, `${field}.port`, 1, 65535);
   if (has("cipher")) circuit.cipher = cipherField(value.cipher, `${field}.cipher`);
+  if (has("filter")) {
+    circuit.filter = filterField(value.filter, `${field}.filter`);
+    if (mode !== "tap") fail(`${field}.filter`, `goes with "mode": "tap" (it reads Ethernet headers)`);
+  }
   if (has("bridge")) {
     circuit.bridge = bridgeName(value.bridge, `${field}.bridge`);
     if (mode !== "tap") fail(`${field}.bridge`, `goes with "mode": "tap" (a tun carries no Ethernet)`);
@@ -282,6 +290,30 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
 function peerKey(peer: string): string {
   const canonical = canonicalIp(peer);
   return canonical !== peer ? canonical : peer.toLowerCase().replace(/\.$/, "");
+}
+
+/** A circuit's `filter`: {"local": [MAC...], "remote": [MAC...], "block": [KIND...]}, each optional. */
+function filterField(value: unknown, field: string): FrameFilter {
+  if (!isObject(value)) {
+    fail(field, `must be an object with "local", "remote" or "block", not ${shown(value)}`);
+  }
+  rejectUnknownKeys(value, ["local", "remote", "block"], (key) => `${field}.${key}`);
+  const list = (key: string): string[] | undefined => {
+    if (!Object.hasOwn(value, key)) return undefined;
+    const items = value[key];
+    if (!Array.isArray(items) || items.some((item) => typeof item !== "string")) {
+      fail(`${field}.${key}`, `must be an array of strings, not ${shown(items)}`);
+    }
+    return items as string[];
+  };
+  try {
+    return parseFilter(
+      { local: list("local"), remote: list("remote"), block: list("block") },
+      { local: `${field}.local:`, remote: `${field}.remote:`, block: `${field}.block:` },
+    );
+  } catch (error) {
+    throw new ConfigError((error as Error).message, field);
+  }
 }
 
 function bridgeName(value: unknown, field: string): string {

@@ -81,6 +81,12 @@ export function formatMetrics(status: DaemonStatus): string {
     "Frames not sent because the key had sealed all it may, or there was none yet",
     (c) => c.drops.keyExhausted,
   );
+  perCircuit(
+    "vela_circuit_filtered_total",
+    "counter",
+    "Frames the circuit's filter kept from crossing, both ways",
+    (c) => c.drops.filtered ?? 0,
+  );
   family("vela_circuit_cipher_info", "gauge", "The circuit's data cipher");
   for (const c of status.circuits) {
     lines.push(`vela_circuit_cipher_info{${circuitLabels(c)},cipher="${label(c.cipher)}"} 1`);

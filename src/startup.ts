@@ -28,6 +28,7 @@ export async function circuitSpec(
     mtu: circuit.mtu,
     ifname: circuit.ifname,
     bridge: circuit.bridge,
+    filter: circuit.filter,
     family: circuit.family,
     cipher: circuit.cipher,
   };

@@ -31,6 +31,7 @@ function dropsCell(c: DaemonStatus["circuits"][number]): string {
     ["too-old", c.drops.tooOld],
     ["no-key", c.drops.noKey],
     ["key-exhausted", c.drops.keyExhausted],
+    ["filtered", c.drops.filtered ?? 0],
   ];
   for (const [reason, count] of sealed) if (count > 0) parts.push(`${reason} ${count}`);
   return parts.join(", ");

@@ -428,3 +428,17 @@ Deno.test("--up and --down take a command each, and not an empty one", () => {
   assert.equal(args.down, "logger down");
   refused([...CIRCUIT, "--up", ""], "--up needs a command");
 });
+
+Deno.test("--local-mac, --remote-mac and --block make the circuit's filter, on a tap circuit only", () => {
+  const args = daemon([...CIRCUIT, "--local-mac", "02:00:00:00:0a:01", "--block", "ipv6", "--block", "stp"]);
+  assert.deepEqual(args.peer?.filter, {
+    local: ["020000000a01"],
+    remote: [],
+    broadcast: true,
+    multicast: true,
+    block: [0x86dd, "stp"],
+  });
+  refused([...CIRCUIT, "--mode", "tun", "--block", "ipv6"], "go with --mode tap");
+  refused([...CIRCUIT, "--remote-mac", "02:00"], '--remote-mac "02:00" is not a MAC address');
+  refused(["--listen", "--allow", "198.18.0.0/15", "--block", "ipv6"], "--block goes with --peer");
+});

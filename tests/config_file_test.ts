@@ -436,3 +436,22 @@ Deno.test("parseConfig() refuses a bridge on a tun circuit, a listener's bridge 
   refused({ listen: true, allow: ["198.18.0.0/15"], bridges: [{ vid: 3 }] }, "bridges[0].bridge", "missing");
   refused({ listen: true, allow: ["198.18.0.0/15"], up: "" }, "up", "shell command");
 });
+
+Deno.test("parseConfig() takes a circuit's filter and refuses a bad MAC in it, naming the field", () => {
+  const config = parsed({
+    circuits: [{ peer: "r2", vid: 3, filter: { remote: ["02:00:00:00:0b:01"], block: ["multicast"] } }],
+  });
+  assert.deepEqual(config.circuits[0].filter, {
+    local: [],
+    remote: ["020000000b01"],
+    broadcast: true,
+    multicast: false,
+    block: [],
+  });
+  refused(
+    { circuits: [{ peer: "r2", vid: 3, filter: { local: ["zz"] } }] },
+    "circuits[0].filter.local:",
+    "not a MAC",
+  );
+  refused({ circuits: [{ peer: "r2", vid: 3, filter: { allow: [] } }] }, "circuits[0].filter.allow");
+});

@@ -96,7 +96,7 @@ export class CircuitRuntime {
 
   /** The circuit's pipeline: sealed with its keys, or clear. */
   #pipeline() {
-    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys);
+    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.spec?.filter);
   }
 
   /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters and pipeline. */

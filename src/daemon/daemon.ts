@@ -38,6 +38,7 @@ import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts
 import { Admission, type AdmissionRules } from "./admission.ts";
 import { equalBytes } from "../packet/bytes.ts";
 import type { BridgeRule } from "../config_file.ts";
+import type { FrameFilter } from "../datapath/filter_stage.ts";
 import { type HookContext, onClose, runHook } from "./hooks.ts";
 import { type CircuitHost, CircuitRuntime } from "./circuit_runtime.ts";
 import { realTimers, type TimerId, type Timers } from "./timers.ts";
@@ -80,6 +81,8 @@ export interface CircuitSpec {
   key?: Uint8Array;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
+  /** Which frames may cross this (tap) circuit (src/datapath/filter_stage.ts). */
+  filter?: FrameFilter;
   /** --cipher for this circuit (else the daemon's). */
   cipher?: CipherPolicy;
 }
@@ -248,6 +251,7 @@ export class Daemon {
         tooOld: c.counters.tooOld,
         noKey: c.counters.noKey,
         keyExhausted: c.counters.keyExhausted,
+        filtered: c.counters.filtered,
       },
     }));
     return {
@@ -974,6 +978,7 @@ function specIdentity(spec: CircuitSpec): unknown[] {
     spec.key ? Array.from(spec.key) : null,
     spec.cipher ?? null,
     spec.bridge ?? null,
+    spec.filter ?? null,
   ];
 }
 

@@ -45,6 +45,8 @@ export interface CircuitStatus {
     tooOld: number;
     noKey: number;
     keyExhausted: number;
+    /** Frames the circuit's filter kept from crossing (a circuit without a filter: 0 or absent). */
+    filtered?: number;
   };
 }
 

@@ -27,8 +27,10 @@ export const Counter = {
   OPENED: 11,
   /** Frames not sent because the key had sealed all it may (RFC 9001 limits), or there was none yet. */
   KEY_EXHAUSTED: 12,
+  /** Frames the circuit's filter stage kept from crossing, both ways (src/datapath/filter_stage.ts). */
+  FILTERED: 13,
 } as const;
-export const CIRCUIT_FIELDS = 13;
+export const CIRCUIT_FIELDS = 14;
 
 /** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
 export const DatapathCount = {
@@ -69,6 +71,7 @@ export interface CircuitCounters {
   sealed: number;
   opened: number;
   keyExhausted: number;
+  filtered: number;
 }
 
 export interface DatapathCounters {
@@ -104,6 +107,7 @@ export function zeroCounters(): CircuitCounters {
     sealed: 0,
     opened: 0,
     keyExhausted: 0,
+    filtered: 0,
   };
 }
 
@@ -124,6 +128,7 @@ export function readCounters(counts: CircuitCounts, offset: CircuitCounters, int
   into.sealed = offset.sealed + v[b + Counter.SEALED];
   into.opened = offset.opened + v[b + Counter.OPENED];
   into.keyExhausted = offset.keyExhausted + v[b + Counter.KEY_EXHAUSTED];
+  into.filtered = offset.filtered + v[b + Counter.FILTERED];
 }
 
 export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {

@@ -13,6 +13,7 @@ import type { PacketBatch } from "../packet/packet_batch.ts";
 import type { CircuitCounts } from "./counters.ts";
 import { AEAD_OVERHEAD, type DataKeys } from "../crypto/data_keys.ts";
 import type { CipherName } from "../wire.ts";
+import type { FrameFilter } from "./filter_stage.ts";
 
 export interface Stage {
   /** What the stage is, for logs and status ("identity"). */
@@ -64,10 +65,19 @@ export function buildStages(specs: readonly StageSpec[], context: StageContext =
 /** The pipeline of a clear circuit. */
 export const DEFAULT_PIPELINE: readonly StageSpec[] = [{ id: "identity" }];
 
-/** The pipeline of a circuit with `cipher`, holding `keys` (clear: the default pipeline). */
-export function pipelineFor(vid: number, cipher: CipherName, keys?: DataKeys): readonly StageSpec[] {
-  if (cipher === "clear" || !keys) return DEFAULT_PIPELINE;
-  return [{ id: "aead", vid, keys } as StageSpec];
+/**
+ * The pipeline of a circuit with `cipher`, holding `keys` (clear: the default pipeline), and `filter`
+ * first when it has one (src/datapath/filter_stage.ts: it sees frames in clear both ways).
+ */
+export function pipelineFor(
+  vid: number,
+  cipher: CipherName,
+  keys?: DataKeys,
+  filter?: FrameFilter,
+): readonly StageSpec[] {
+  const stages: StageSpec[] = filter === undefined ? [] : [{ id: "filter", filter } as StageSpec];
+  if (cipher !== "clear" && keys) stages.push({ id: "aead", vid, keys } as StageSpec);
+  return stages.length === 0 ? DEFAULT_PIPELINE : stages;
 }
 
 /** Bytes the pipeline of a circuit with `cipher` adds to a frame (what the link MTU leaves room for). */

@@ -5,5 +5,7 @@
 
 import { STAGES } from "./stage.ts";
 import { AeadStage, type AeadStageSpec } from "./aead_stage.ts";
+import { FilterStage } from "./filter_stage.ts";
 
 STAGES.aead = (spec, context) => new AeadStage(spec as AeadStageSpec, context);
+STAGES.filter = (spec, context) => new FilterStage(spec, context);

@@ -563,6 +563,7 @@ Deno.test("STATUS? JSON over the socket lists the established circuit with its c
       tooOld: 0,
       noKey: 0,
       keyExhausted: 0,
+      filtered: 0,
     });
     assert.deepEqual(status, JSON.parse(JSON.stringify(a.daemon.status())), "the daemon's own status");
   });

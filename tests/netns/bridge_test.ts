@@ -7,8 +7,11 @@ import assert from "node:assert/strict";
 import { Bed, run } from "../../testbed/netns.ts";
 import { netnsTest } from "./support.ts";
 
-/** A LAN namespace `lan` with a veth (MTU 1400) to router namespace `router`, a port of its br0 there. */
-async function lanBehindBridge(router: string, lan: string, address: string): Promise<void> {
+/**
+ * A LAN namespace `lan` with a veth (MTU 1400, MAC `mac` if given) to router namespace `router`, a port of
+ * its br0 there (made by the first call).
+ */
+async function lanBehindBridge(router: string, lan: string, address: string, mac?: string): Promise<void> {
   const sh = (command: string) => run(["sh", "-ec", command], { check: true });
   const lanSide = `l${lan.slice(-12)}`.slice(0, 15);
   const routerSide = `r${lan.slice(-12)}`.slice(0, 15);
@@ -17,9 +20,10 @@ async function lanBehindBridge(router: string, lan: string, address: string): Pr
   await sh(
     [
       `ip -n ${lan} link set lo up`,
+      ...(mac ? [`ip -n ${lan} link set ${lanSide} address ${mac}`] : []),
       `ip -n ${lan} addr add ${address}/24 dev ${lanSide}`,
       `ip -n ${lan} link set ${lanSide} up`,
-      `ip -n ${router} link add br0 type bridge`,
+      `ip -n ${router} link show br0 >/dev/null 2>&1 || ip -n ${router} link add br0 type bridge`,
       `ip -n ${router} link set ${routerSide} mtu 1400 master br0 up`,
       `ip -n ${router} link set br0 up`,
     ].join("; "),
@@ -102,3 +106,35 @@ netnsTest("--bridge naming no bridge stops the initiator with a sentence that sa
   );
   assert.equal(await bed.hasLink(bed.a, "vela3"), false, "no interface left behind");
 });
+
+netnsTest(
+  "a circuit's MAC filter lets one LAN host through and not another, and counts what it kept back",
+  async () => {
+    await using bed = await Bed.create();
+    const lans = ["l1", "l2", "lb"].map((n) => `vela-${Deno.pid}-${bed.index}-${n}`);
+    try {
+      await lanBehindBridge(bed.a, lans[0], "198.18.210.1", "02:00:00:00:0a:01");
+      await lanBehindBridge(bed.a, lans[1], "198.18.210.3", "02:00:00:00:0a:02");
+      await lanBehindBridge(bed.b, lans[2], "198.18.210.2", "02:00:00:00:0b:01");
+      bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", "--bridge", "br0"]);
+      const initiator = bed.vela(bed.a, [
+        "--peer",
+        bed.b4,
+        "--vid",
+        "3",
+        "--bridge",
+        "br0",
+        "--local-mac",
+        "02:00:00:00:0a:01",
+      ]);
+      await bed.waitPing(lans[0], "198.18.210.2", 20_000);
+      const blocked = await bed.exec(lans[1], ["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.210.2"]);
+      assert.notEqual(blocked.code, 0, "the host not in the filter gets no answer");
+      const shown = await bed.velaCommand(bed.a, ["status", "--json", "--control", initiator.control!]);
+      const status = JSON.parse(shown.stdout) as { circuits: { drops: { filtered: number } }[] };
+      assert.ok(status.circuits[0].drops.filtered >= 3, JSON.stringify(status.circuits[0].drops));
+    } finally {
+      for (const lan of lans) await run(["ip", "netns", "del", lan]);
+    }
+  },
+);
