@@ -10,6 +10,15 @@ export class RuntimeFailure extends Error {
   }
 }
 
+/** Whether this process runs as root (false where the user id cannot be read). */
+function runsAsRoot(): boolean {
+  try {
+    return Deno.uid() === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** Explains a failure to create or configure a device in words that say what to do. */
 export function explainDeviceError(error: unknown, what: string): string {
   if (error instanceof SyscallError) {
@@ -17,6 +26,12 @@ export function explainDeviceError(error: unknown, what: string): string {
       return `Cannot ${what}: /dev/net/tun does not exist; load the tun module (modprobe tun) or create the device node`;
     }
     if (error.errno === Errno.EPERM || error.errno === Errno.EACCES) {
+      if (error.syscall.includes("IPv6")) {
+        return `Cannot ${what}: ${error.syscall} was refused; IPv6 may be turned off for the interface (net.ipv6.conf.all.disable_ipv6), or vela lacks root or CAP_NET_ADMIN`;
+      }
+      if (runsAsRoot()) {
+        return `Cannot ${what}: ${error.syscall} was refused although vela runs as root: a security policy (SELinux, AppArmor, seccomp) or a container without CAP_NET_ADMIN stops it`;
+      }
       return `Cannot ${what}: permission denied by ${error.syscall}; run vela as root or with CAP_NET_ADMIN`;
     }
     if (error.syscall === "ioctl(TUNSETIFF)" && error.errno === Errno.EBUSY) {
