@@ -127,11 +127,11 @@ Circuit options (with --peer):
                       family); the peer takes the other host of the pair (/31 and /127 also work)
   --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
   --ifname NAME       interface name instead of vela<N>
-  --bridge BR         put the tap into the existing Linux bridge BR (with --listen: every tap the listener
-                      creates too); a bridged tap needs no --address
-  --local-mac MAC     a MAC on this side (repeatable): with --local-mac or --remote-mac, only frames from
-  --remote-mac MAC    a local or to a remote MAC go out, only frames to a local or from a remote MAC come
-                      in (and broadcast and multicast); filtered frames are counted
+  --bridge BR         put the tap into the existing Linux bridge BR; a bridged tap needs no --address
+  --local-mac MAC     a MAC on this side (repeatable)
+  --remote-mac MAC    a MAC on the far side (repeatable); with either, a tap circuit carries out only
+                      frames from a local or to a remote MAC, and in only frames to a local or from a
+                      remote MAC (broadcast and multicast from a listed host too); the rest is counted
   --block KIND        frames that never cross (repeatable): ipv4, arp, ipv6, lldp, stp, broadcast,
                       multicast, or an EtherType such as 0x88b5
   --local-port P      local UDP port (default: any free port; with --listen, the --port)
@@ -144,8 +144,9 @@ Listener options:
   --insecure-accept-any   accept IREQs from any address (for closed test networks only)
   --max-circuits N    circuits this daemon holds at most (1-${MAX_CIRCUITS_LIMIT}, default ${DEFAULT_MAX_CIRCUITS}); an IREQ
                       beyond it is refused with a NAK and counted (circuit-limit)
-  --max-circuits-per-peer N   circuits one peer address may hold here (1-${MAX_VID}, default
-                      ${DEFAULT_MAX_CIRCUITS_PER_PEER})
+  --max-circuits-per-peer N
+                      circuits one peer address may hold here (1-${MAX_VID}, default ${DEFAULT_MAX_CIRCUITS_PER_PEER})
+  --bridge BR         every tap this listener creates joins the existing Linux bridge BR
 
 Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
