@@ -299,13 +299,31 @@ async function claim(path: string, times: ControlServerTimes): Promise<void> {
   }
 }
 
-/** What is at the socket `path`: a daemon that answers, one that accepts but is silent, or nobody. */
+/**
+ * What is at the socket `path`: a daemon that answers, one that is there but silent, or nobody. Only a
+ * refused connection or a missing file is nobody: a full backlog (EAGAIN) or a connect that takes longer
+ * than `ms` is a daemon that is there, however busy or stopped.
+ */
 async function probeSocket(path: string, ms: number): Promise<"answers" | "silent" | "nobody"> {
-  let conn: Deno.UnixConn;
+  let conn: Deno.UnixConn | "late";
+  let connectTimer: ReturnType<typeof setTimeout> | undefined;
+  const connecting = Deno.connect({ transport: "unix", path });
   try {
-    conn = await Deno.connect({ transport: "unix", path });
-  } catch {
-    return "nobody";
+    conn = await Promise.race([
+      connecting,
+      new Promise<"late">((resolve) => connectTimer = setTimeout(() => resolve("late"), ms)),
+    ]);
+  } catch (error) {
+    if (error instanceof Deno.errors.ConnectionRefused || error instanceof Deno.errors.NotFound) {
+      return "nobody";
+    }
+    return "silent";
+  } finally {
+    clearTimeout(connectTimer);
+  }
+  if (conn === "late") {
+    connecting.then(closeQuietly, () => undefined);
+    return "silent";
   }
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<"silent">((resolve) => timer = setTimeout(() => resolve("silent"), ms));

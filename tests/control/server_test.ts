@@ -421,6 +421,34 @@ Deno.test("listen() leaves alone a socket that keeps accepting without answering
   });
 });
 
+Deno.test("listen() leaves alone a socket whose backlog is full (connect fails with EAGAIN)", async () => {
+  await withSocketPath(async (path, directory) => {
+    Deno.mkdirSync(directory, { mode: 0o700 });
+    // A listener that never accepts: its backlog fills, and then a connect fails at once (WouldBlock).
+    const busy = Deno.listen({ transport: "unix", path });
+    const queued: Deno.UnixConn[] = [];
+    try {
+      for (let full = false; !full && queued.length < 5000;) {
+        try {
+          queued.push(await Deno.connect({ transport: "unix", path }));
+        } catch (error) {
+          assert.ok(error instanceof Deno.errors.WouldBlock, String(error));
+          full = true;
+        }
+      }
+      await assert.rejects(
+        ControlServer.listen(path, echo, { probeMs: 100, takeoverMs: 300 }),
+        (error: Error) =>
+          error instanceof RuntimeFailure && /does not answer \(stopped\?\)/.test(error.message),
+      );
+      assert.equal(exists(path), true, "the socket file is still there");
+    } finally {
+      for (const conn of queued) conn.close();
+      busy.close();
+    }
+  });
+});
+
 Deno.test("a slow handler for one client does not hold up another client", async () => {
   await withSocketPath(async (path) => {
     let release: () => void = () => {};

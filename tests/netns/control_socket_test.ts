@@ -4,9 +4,14 @@
  */
 
 import assert from "node:assert/strict";
-import { Bed } from "../../testbed/netns.ts";
+import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 import { sleep } from "./circuit_support.ts";
+
+/** Whether `process` exits within `ms`. */
+async function exitedWithin(process: BedProcess, ms: number): Promise<boolean> {
+  return await Promise.race([process.status.then(() => true), sleep(ms).then(() => false)]);
+}
 
 /** Whether `vela status` gets an answer from the daemon at `control` (run in `ns`). */
 async function statusAnswers(bed: Bed, ns: string, control: string): Promise<boolean> {
@@ -40,13 +45,16 @@ netnsTest(
         "the warning about the failed accept",
       );
       assert.equal(daemon.output().includes("Too many open files"), true, daemon.output());
+      assert.equal(await exitedWithin(daemon, 0), false, `the daemon runs on: ${daemon.output()}`);
     } finally {
       for (const client of clients) client.close();
     }
+    // Still under the low limit: the descriptors the clients held are free again, and accept() works.
+    await bed.until(() => statusAnswers(bed, bed.b, daemon.control!), "the control socket answering again");
+    assert.equal(await exitedWithin(daemon, 0), false, `the daemon runs on: ${daemon.output()}`);
     await bed.exec(bed.b, ["prlimit", "--pid", String(daemon.pid), `--nofile=${soft}:${hard}`], {
       check: true,
     });
-    await bed.until(() => statusAnswers(bed, bed.b, daemon.control!), "the control socket answering again");
     assert.equal(await statusAnswers(bed, bed.b, daemon.control!), true);
   },
 );
@@ -75,8 +83,7 @@ netnsTest(
       first.child.kill("SIGKILL");
       const second = bed.vela(bed.b, listenArgs);
       await bed.until(() => statusAnswers(bed, bed.b, control), "the restarted listener's control socket");
-      const exited = await Promise.race([second.status.then(() => true), sleep(500).then(() => false)]);
-      assert.equal(exited, false, `the restarted listener runs: ${second.output()}`);
+      assert.equal(await exitedWithin(second, 500), false, `the restarted listener runs: ${second.output()}`);
       assert.doesNotMatch(second.output(), /Another vela daemon/);
       // Counted on the new listener: the initiator's own view is the old one until it notices the kill.
       await bed.until(
@@ -90,7 +97,9 @@ netnsTest(
         30_000,
       );
     } finally {
+      await bed.destroy();
       await Deno.remove(config);
+      await Deno.remove(control).catch(() => undefined);
     }
   },
 );
