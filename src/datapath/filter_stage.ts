@@ -12,6 +12,7 @@
 import { DROPPED, type PacketBatch } from "../packet/packet_batch.ts";
 import { type CircuitCounts, Counter } from "./counters.ts";
 import type { Stage, StageContext, StageSpec } from "./stage.ts";
+import { ethernetPayloadOffset } from "../link/segmentation.ts";
 
 /** What a circuit's filter says (config `filter`, the --local-mac ... flags). */
 export interface FrameFilter {
@@ -30,9 +31,6 @@ export interface FilterStageSpec extends StageSpec {
   readonly id: "filter";
   readonly filter: FrameFilter;
 }
-
-/** The EtherTypes of VLAN tags, looked through to the frame's own type. */
-const TAG_TYPES = [0x8100, 0x88a8, 0x9100];
 
 /** A MAC as a number (48 bits fit a double exactly), for a Set lookup without strings. */
 function macAt(bytes: Uint8Array, at: number): number {
@@ -154,10 +152,7 @@ export class FilterStage implements Stage {
   #passes(memory: Uint8Array, at: number, length: number, out: boolean): boolean {
     if (length < 14) return false;
     if (this.#blockedTypes.size > 0 || this.#blockStp) {
-      let type = at + 12;
-      for (let tags = 0; tags < 2 && TAG_TYPES.includes((memory[type] << 8) | memory[type + 1]); tags++) {
-        type += 4;
-      }
+      const type = at + ethernetPayloadOffset(memory, length, at) - 2;
       if (type + 2 > at + length) return false;
       const etherType = (memory[type] << 8) | memory[type + 1];
       if (this.#blockedTypes.has(etherType)) return false;

@@ -16,13 +16,14 @@ const TCP_CWR = 0x80;
 const VLAN_TAG_TYPES = [0x8100, 0x88a8, 0x9100];
 
 /**
- * Where the payload (the IP header) of the Ethernet frame in frame[0, length) starts: after the 14-byte
- * header and each VLAN tag (4 bytes; at most two are looked through, 802.1Q inside QinQ).
+ * Where the payload (the IP header) of the Ethernet frame in frame[at, at+length) starts, counted from
+ * `at`: after the 14-byte header and each VLAN tag (4 bytes; at most two are looked through, 802.1Q inside
+ * QinQ). The frame's own EtherType is the two bytes before it.
  */
-export function ethernetPayloadOffset(frame: Uint8Array, length: number): number {
+export function ethernetPayloadOffset(frame: Uint8Array, length: number, at = 0): number {
   let type = 12;
   for (let tags = 0; tags < 2 && type + 2 <= length; tags++) {
-    if (!VLAN_TAG_TYPES.includes((frame[type] << 8) | frame[type + 1])) break;
+    if (!VLAN_TAG_TYPES.includes((frame[at + type] << 8) | frame[at + type + 1])) break;
     type += 4;
   }
   return type + 2;
