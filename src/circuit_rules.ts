@@ -15,6 +15,12 @@ export const MAX_VID = 255;
 export const MIN_LINK_MTU = 576;
 /** The largest link MTU (an IPv4 total length). */
 export const MAX_LINK_MTU = 65_535;
+/**
+ * The largest link MTU of a circuit that fragments when the path is narrower: a frame with two VLAN
+ * tags and the AEAD overhead still fits MAX_REASSEMBLED (src/datapath/fragmentation.ts). It is also what
+ * a listener that fragments takes as its own limit when nothing else (a bridge's MTU) sets one.
+ */
+export const MAX_FRAGMENTED_LINK_MTU = 16_000;
 
 /**
  * How many circuits a daemon holds at most, and how many of them one peer address may have (each vid once,

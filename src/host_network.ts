@@ -14,6 +14,8 @@ export interface HostNetwork {
    */
   openDevice(name: string, mode: LinkMode, offload?: boolean): LinkDevice;
   setMtu(name: string, mtu: number): void;
+  /** The MTU of interface `name` (a bridge's: its LAN's); throws when there is no such interface. */
+  interfaceMtu(name: string): number;
   /** Sets a tap's MAC address (6 bytes). */
   setHardwareAddress(name: string, mac: Uint8Array): void;
   addAddress(name: string, prefix: IpPrefix): void;

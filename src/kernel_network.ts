@@ -6,6 +6,7 @@ import {
   addIPv4Address,
   addIPv6Address,
   addToBridge,
+  interfaceMtu,
   routeMtu,
   routeSource,
   setInterfaceHardwareAddress,
@@ -32,6 +33,7 @@ export const kernelNetwork: HostNetwork = {
     return device;
   },
   setMtu: setInterfaceMtu,
+  interfaceMtu,
   setHardwareAddress: setInterfaceHardwareAddress,
   addAddress(name: string, prefix: IpPrefix): void {
     if (prefix.family === 4) addIPv4Address(name, prefix.bytes, prefix.prefixLength);

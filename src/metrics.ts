@@ -87,6 +87,24 @@ export function formatMetrics(status: DaemonStatus): string {
     "Frames the circuit's filter kept from crossing, both ways",
     (c) => c.drops.filtered ?? 0,
   );
+  perCircuit(
+    "vela_circuit_fragmented_total",
+    "counter",
+    "Frames sent in fragments because one datagram on the path could not hold them",
+    (c) => c.fragmented ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_reassembled_total",
+    "counter",
+    "Frames joined from the peer's fragments",
+    (c) => c.reassembled ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_reassembly_dropped_total",
+    "counter",
+    "Frames from the peer given up because not all their fragments came in time",
+    (c) => c.drops.reassembly ?? 0,
+  );
   family("vela_circuit_cipher_info", "gauge", "The circuit's data cipher");
   for (const c of status.circuits) {
     lines.push(`vela_circuit_cipher_info{${circuitLabels(c)},cipher="${label(c.cipher)}"} 1`);

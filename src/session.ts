@@ -91,8 +91,11 @@ import {
   type ControlMessage,
   EPHEMERAL_LENGTH,
   type Iack,
+  IACK_FLAG_FRAGMENTS,
   type Ireq,
   IREQ_FLAG_AES,
+  IREQ_FLAG_FRAGMENTS,
+  IREQ_FLAG_LINK_MTU,
   NakReason,
   type Nonce,
   offerBit,
@@ -190,6 +193,11 @@ export interface SessionConfig {
   cipher?: CipherPolicy;
   /** This host has AES instructions (src/crypto/cpu.ts). */
   aesHardware?: boolean;
+  /**
+   * This side fragments frames that do not fit a datagram and joins fragments (docs/PROTOCOL.md 2.6): an
+   * initiator says so in its IREQ, a responder agrees in its IACK when the IREQ said so. Default false.
+   */
+  fragments?: boolean;
   /** The key exchange (default: X25519 and HKDF). */
   handshakeCrypto?: HandshakeCrypto;
   /** New keys this long after the current ones (default REKEY_AFTER_MS). */
@@ -246,6 +254,9 @@ export class Session {
   readonly #psk: Uint8Array | undefined;
   readonly #policy: CipherPolicy;
   readonly #aesHardware: boolean;
+  readonly #fragments: boolean;
+  /** Both ends fragment: the handshake in use agreed on it. */
+  #fragmenting = false;
   readonly #crypto: HandshakeCrypto;
   readonly #rekeyAfterMs: number;
   /** The initiator's handshake in flight or in use; the responder's in use. */
@@ -280,6 +291,7 @@ export class Session {
     this.#psk = config.psk;
     this.#policy = config.cipher ?? "auto";
     this.#aesHardware = config.aesHardware ?? false;
+    this.#fragments = config.fragments ?? false;
     this.#crypto = config.handshakeCrypto ?? x25519Handshake;
     this.#rekeyAfterMs = config.rekeyAfterMs ?? REKEY_AFTER_MS;
   }
@@ -293,6 +305,10 @@ export class Session {
   /** The MTU both ends agreed on, 0 before they have. */
   get mtu(): number {
     return this.#agreedMtu;
+  }
+  /** Both ends fragment frames that do not fit a datagram (the handshake in use agreed on it). */
+  get fragmenting(): boolean {
+    return this.#fragmenting;
   }
   get nonce(): Nonce {
     return this.#ownNonce;
@@ -472,6 +488,7 @@ export class Session {
     this.#peerNonce = message.responderNonce;
     this.#peerSequence = 0n;
     this.#agreedMtu = Math.min(this.#proposedMtu(), message.mtu);
+    this.#fragmenting = this.#fragments && ((message.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
     this.#state = "established";
     this.#lastHeard = now;
     return [
@@ -552,7 +569,8 @@ export class Session {
         mtu: this.#proposedMtu(),
         handshake: this.#handshake & 0xff,
         offers: this.#offers(),
-        flags: this.#aesHardware ? IREQ_FLAG_AES : 0,
+        flags: (this.#aesHardware ? IREQ_FLAG_AES : 0) |
+          (this.#fragments ? IREQ_FLAG_FRAGMENTS | (this.#fixedMtu ? IREQ_FLAG_LINK_MTU : 0) : 0),
         ephemeral: this.#ephemeral?.publicKey ?? NO_EPHEMERAL,
         plan: this.#plan,
       },
@@ -688,6 +706,7 @@ export class Session {
       this.#peerNonce = message.initiatorNonce;
       this.#handshake = message.handshake;
       this.#agreedMtu = mtu;
+      this.#fragmenting = this.#agreesToFragment(message);
       this.#state = "acknowledged";
       this.#lastHeard = now;
       return [
@@ -718,6 +737,7 @@ export class Session {
     this.#peerSequence = 0n;
     this.#handshake = message.handshake;
     this.#agreedMtu = mtu;
+    this.#fragmenting = this.#agreesToFragment(message);
     this.#state = "acknowledged";
     this.#lastHeard = now;
     return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
@@ -755,7 +775,11 @@ export class Session {
         ),
       ];
     }
-    const mtu = Math.min(this.#localMtu - (cipher === "clear" ? 0 : AEAD_OVERHEAD), message.mtu);
+    // An initiator's own link MTU with fragments: the responder's MTU is then a limit of its link (a
+    // bridge's LAN), not of the path, and the seal costs it nothing.
+    const linkMtu = this.#agreesToFragment(message) && (message.flags & IREQ_FLAG_LINK_MTU) !== 0;
+    const sealCost = cipher === "clear" || linkMtu ? 0 : AEAD_OVERHEAD;
+    const mtu = Math.min(this.#localMtu - sealCost, message.mtu);
     if (mtu < MIN_LINK_MTU) {
       if (state === "idle") this.#state = "closed";
       return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
@@ -771,6 +795,7 @@ export class Session {
       handshake: message.handshake,
       cipher,
       ephemeral: own.publicKey,
+      ...(this.#agreesToFragment(message) ? { flags: IACK_FLAG_FRAGMENTS } : {}),
     };
     const keys = this.#crypto.derive(this.#psk!, own, message.ephemeral, {
       vid: this.vid,
@@ -819,6 +844,7 @@ export class Session {
     this.#previous = previous && (previous.handshake & 1) !== (pending.handshake & 1) ? previous : undefined;
     this.#current = { ...pending.epoch, since: now };
     this.#currentAnswer = pending.answer;
+    this.#fragmenting = ((pending.answer.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
     this.#currentInitiatorEphemeral = pending.initiatorEphemeral;
     this.#handshake = pending.handshake;
     this.#peerNonce = pending.initiatorNonce;
@@ -904,7 +930,13 @@ export class Session {
       handshake: this.#handshake & 0xff,
       cipher: "clear",
       ephemeral: NO_EPHEMERAL,
+      ...(this.#fragmenting ? { flags: IACK_FLAG_FRAGMENTS } : {}),
     }, type);
+  }
+
+  /** A responder that fragments agrees to an IREQ that says its sender does too. */
+  #agreesToFragment(request: Ireq): boolean {
+    return this.#fragments && (request.flags & IREQ_FLAG_FRAGMENTS) !== 0;
   }
 
   #sendAnswer(answer: Iack, type: "IACK" | "IRDY"): SessionAction {

@@ -32,6 +32,7 @@ function dropsCell(c: DaemonStatus["circuits"][number]): string {
     ["no-key", c.drops.noKey],
     ["key-exhausted", c.drops.keyExhausted],
     ["filtered", c.drops.filtered ?? 0],
+    ["reassembly", c.drops.reassembly ?? 0],
   ];
   for (const [reason, count] of sealed) if (count > 0) parts.push(`${reason} ${count}`);
   return parts.join(", ");

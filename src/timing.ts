@@ -102,3 +102,9 @@ export const CONTROL_REPLY_MS = 10_000;
 /** How long `vela connect` waits for the new circuit to be established, asking this often. */
 export const CONNECT_WAIT_MS = 15_000;
 export const CONNECT_POLL_MS = 200;
+/**
+ * Reassembly (src/datapath/fragmentation.ts): a frame whose fragments have not all come this long after
+ * the first is given up and counted; the datapath looks for such frames at most this often.
+ */
+export const REASSEMBLY_TIMEOUT_MS = 500;
+export const REASSEMBLY_SWEEP_MS = 100;

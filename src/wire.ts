@@ -100,6 +100,15 @@ export function offeredCiphers(offers: number): CipherName[] {
 }
 /** IREQ flag: the initiator's CPU has AES instructions. */
 export const IREQ_FLAG_AES = 0x01;
+/** IREQ flag: the initiator fragments frames over the path and joins fragments (docs/PROTOCOL.md 2.6). */
+export const IREQ_FLAG_FRAGMENTS = 0x02;
+/**
+ * IREQ flag, with IREQ_FLAG_FRAGMENTS: the proposed MTU is the link's own (--mtu, or a bridge's LAN), not
+ * the path's; a responder that fragments takes it whatever its path, up to its own link limit.
+ */
+export const IREQ_FLAG_LINK_MTU = 0x04;
+/** IACK/IRDY flag: the responder does too, so the circuit fragments (only sent to an IREQ with the flag). */
+export const IACK_FLAG_FRAGMENTS = 0x01;
 
 export type Nonce = bigint;
 
@@ -139,6 +148,8 @@ export interface Iack {
   cipher: CipherName;
   /** The responder's X25519 ephemeral public key; all zero without a pre-shared key. */
   ephemeral: Uint8Array;
+  /** IACK_FLAG_FRAGMENTS; absent: 0. */
+  flags?: number;
 }
 export interface Icon {
   type: "ICON";
@@ -297,8 +308,11 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       if (!mode) return `${name} mode ${body.getUint8(18)}`;
       const cipher = CIPHER_NAMES[body.getUint8(20)];
       if (cipher === undefined) return `${name} cipher ${body.getUint8(20)}`;
-      if (body.getUint8(21) !== 0 || body.getUint16(22) !== 0) return `${name} reserved bytes set`;
-      return {
+      const flags = body.getUint8(21);
+      if ((flags & ~IACK_FLAG_FRAGMENTS) !== 0 || body.getUint16(22) !== 0) {
+        return `${name} reserved bytes set`;
+      }
+      const iack: Iack = {
         type: name,
         vid,
         responderNonce: body.getBigUint64(0),
@@ -309,6 +323,8 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         cipher,
         ephemeral: bytesAt(body, 24, EPHEMERAL_LENGTH),
       };
+      if (flags !== 0) iack.flags = flags;
+      return iack;
     }
     case "ICON": {
       const wrong = exact(FIXED_BODY.ICON);
@@ -439,6 +455,7 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       out[at + 18] = ModeCode[message.mode];
       out[at + 19] = message.handshake & 0xff;
       out[at + 20] = CipherCode[message.cipher];
+      out[at + 21] = message.flags ?? 0;
       out.set(ephemeralOf(message), at + 24);
       break;
     case "ICON":

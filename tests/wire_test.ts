@@ -13,6 +13,7 @@ import {
   EPHEMERAL_LENGTH,
   HEADER_LENGTH,
   type Iack,
+  IACK_FLAG_FRAGMENTS,
   type Ireq,
   IREQ_FLAG_AES,
   MAC_LENGTH,
@@ -531,13 +532,24 @@ Deno.test("decode() rejects a bad mode byte in IREQ, IACK and IRDY", () => {
   }
 });
 
-Deno.test("decode() rejects IACK and IRDY with reserved bytes set", () => {
+Deno.test("decode() rejects IACK and IRDY with reserved bytes or unknown flags set", () => {
   for (const message of [SAMPLES[2], SAMPLES[3]]) {
-    for (const offset of [21, 22, 23]) {
+    for (const [offset, value] of [[21, 2], [21, 0x80], [22, 1], [23, 1]]) {
       const datagram = encode(message);
-      datagram[HEADER_LENGTH + offset] = 1;
+      datagram[HEADER_LENGTH + offset] = value;
       assertDrop(decode(datagram), "bad-field");
     }
+  }
+});
+
+Deno.test("decode() reads the fragments flag of IACK and IRDY, and encode() writes it", () => {
+  for (const message of [SAMPLES[2], SAMPLES[3]]) {
+    const flagged = { ...message, flags: IACK_FLAG_FRAGMENTS } as ControlMessage;
+    const datagram = encode(flagged);
+    assert.equal(datagram[HEADER_LENGTH + 21], IACK_FLAG_FRAGMENTS);
+    const decoded = decode(datagram);
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.message, flagged);
   }
 });
 

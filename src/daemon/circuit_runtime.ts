@@ -9,7 +9,11 @@ import type { CircuitCounters } from "../datapath/counters.ts";
 import type { DatapathEngine } from "../datapath/engine.ts";
 import { explainDeviceError } from "../errors.ts";
 import type { HostNetwork } from "../host_network.ts";
-import { formatCidr, type IpPrefix } from "../ip.ts";
+import { formatCidr, type IpPrefix, parseIp } from "../ip.ts";
+import { datagramLimit } from "../datapath/fragmentation.ts";
+
+/** The smallest MTU an IPv6 path has: the path MTU assumed when the route cannot be asked. */
+const IPV6_MIN_MTU = 1280;
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import type { Session, SessionAction } from "../session.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
@@ -61,6 +65,8 @@ export class CircuitRuntime {
   establishedAt?: number;
   /** Live counters, kept across re-handshakes. */
   readonly counters: CircuitCounters;
+  /** The path MTU towards the peer as probing found it (undefined: not probed, the route's holds). */
+  pathMtu?: number;
   /** The pre-shared key of a keyed circuit. */
   readonly psk?: Uint8Array;
   /** The data keys the datapath holds (keyed circuits with a cipher), and their cipher. */
@@ -99,7 +105,7 @@ export class CircuitRuntime {
     return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.spec?.filter);
   }
 
-  /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters and pipeline. */
+  /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters, pipeline and datagram limit. */
   addToDatapath(): void {
     if (!this.device) return;
     this.#host.datapath.addCircuit(
@@ -109,7 +115,27 @@ export class CircuitRuntime {
       this.session.mtu,
       this.counters,
       this.#pipeline(),
+      this.datagramLimit(),
     );
+  }
+
+  /**
+   * The longest datagram that goes whole to the peer when the circuit fragments (0 when it does not): from
+   * the path MTU probing learnt, else the route's MTU (the IPv6 minimum when there is no route).
+   */
+  datagramLimit(): number {
+    if (!this.session.fragmenting) return 0;
+    const address = parseIp(this.remote.address);
+    if (!address) return 0;
+    let mtu = this.pathMtu;
+    if (mtu === undefined) {
+      try {
+        mtu = this.#host.network.routeMtu(address);
+      } catch {
+        mtu = IPV6_MIN_MTU;
+      }
+    }
+    return datagramLimit(mtu, address.family);
   }
 
   /**

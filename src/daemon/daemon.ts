@@ -16,6 +16,7 @@ import {
   DEFAULT_MAX_CIRCUITS_PER_PEER,
   defaultInterfaceName,
   linkMtuFor,
+  MAX_FRAGMENTED_LINK_MTU,
 } from "../circuit_rules.ts";
 import {
   formatCidr,
@@ -51,6 +52,8 @@ import {
   encode,
   encodeOldNak,
   type Ireq,
+  IREQ_FLAG_FRAGMENTS,
+  IREQ_FLAG_LINK_MTU,
   MAC_LENGTH,
   NakReason,
   type Nonce,
@@ -243,6 +246,9 @@ export class Daemon {
         ? null
         : Math.floor((now - c.session.keysSince) / 1000),
       rotations: c.session.rotations,
+      fragmented: c.counters.fragmented,
+      reassembled: c.counters.reassembled,
+      datagramLimit: c.datagramLimit(),
       drops: {
         sendFailed: c.counters.txDropped,
         deviceRefused: c.counters.rxDropped,
@@ -252,6 +258,7 @@ export class Daemon {
         noKey: c.counters.noKey,
         keyExhausted: c.counters.keyExhausted,
         filtered: c.counters.filtered,
+        reassembly: c.counters.reassemblyDropped,
       },
     }));
     return {
@@ -342,6 +349,7 @@ export class Daemon {
       counts["malformed-control"] = datapath.controlMalformed;
       counts["control-overflow"] = datapath.controlOverflow;
       counts["datapath-error"] = datapath.datapathErrors;
+      counts["fragment-refused"] = datapath.fragmentRefused;
     }
     return counts;
   }
@@ -419,9 +427,14 @@ export class Daemon {
     }
   }
 
-  /** The link MTU a circuit proposes: --mtu, or the route MTU to the peer less the overhead. */
+  /**
+   * The link MTU a circuit proposes: --mtu; for a tap in a bridge, the bridge's MTU (its LAN's, carried in
+   * fragments where the path is narrower); else the route MTU to the peer less the overhead.
+   */
   #circuitMtu(spec: CircuitSpec): number {
     if (spec.mtu !== undefined) return spec.mtu;
+    const lan = this.#bridgeMtu(spec.mode === "tap" ? spec.bridge : undefined);
+    if (lan !== undefined) return lan;
     try {
       return linkMtuFor(this.#env.network.routeMtu(spec.peer), spec.peer.family, spec.mode);
     } catch (error) {
@@ -442,7 +455,9 @@ export class Daemon {
     const mtu = this.#circuitMtu(spec);
     const psk = spec.key ?? this.#config.key;
     const cipher = spec.cipher ?? this.#config.cipher ?? "auto";
-    const fixedMtu = spec.mtu !== undefined;
+    // An MTU the operator set, or the LAN's of a bridge, is the link MTU, sealed or not.
+    const fixedMtu = spec.mtu !== undefined ||
+      (spec.mode === "tap" && this.#bridgeMtu(spec.bridge) !== undefined);
     // Until the handshake agrees on one, the interface has the MTU this side proposes.
     const deviceMtu = fixedMtu || !psk
       ? mtu
@@ -472,6 +487,7 @@ export class Daemon {
       psk,
       cipher,
       aesHardware: cpuHasAes(),
+      fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,
       jitter: this.#env.random ?? Math.random,
     });
@@ -549,7 +565,17 @@ export class Daemon {
   }
 
   /** The bridge a listener's policy gives a tap it creates for `owner` (a responder's circuit). */
-  #listenerBridge(owner: DeviceOwner): string | undefined {
+  /** The MTU of bridge `bridge` (undefined: no bridge, or none of that name, which opening the device reports). */
+  #bridgeMtu(bridge: string | undefined): number | undefined {
+    if (bridge === undefined) return undefined;
+    try {
+      return this.#env.network.interfaceMtu(bridge);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #listenerBridge(owner: Pick<DeviceOwner, "role" | "peer" | "vid">): string | undefined {
     if (owner.role !== "responder") return undefined;
     const source = parseIp(owner.peer);
     const rule = (this.#config.bridges ?? []).find((r) =>
@@ -757,10 +783,19 @@ export class Daemon {
     }
     const source = parseIp(from.address)!;
     let localMtu = request.mtu;
-    try {
-      localMtu = linkMtuFor(this.#env.network.routeMtu(source), source.family, request.mode);
-    } catch {
-      // No route back is unusual (we just heard from it); take the initiator's proposal.
+    if ((request.flags & IREQ_FLAG_FRAGMENTS) && (request.flags & IREQ_FLAG_LINK_MTU)) {
+      // The initiator's MTU is its link's own, and both ends fragment: the path does not limit the link,
+      // a bridge's LAN here may.
+      const bridge = request.mode === "tap"
+        ? this.#listenerBridge({ vid: request.vid, peer: from.address, role: "responder" })
+        : undefined;
+      localMtu = this.#bridgeMtu(bridge) ?? MAX_FRAGMENTED_LINK_MTU;
+    } else {
+      try {
+        localMtu = linkMtuFor(this.#env.network.routeMtu(source), source.family, request.mode);
+      } catch {
+        // No route back is unusual (we just heard from it); take the initiator's proposal.
+      }
     }
     const session = new Session({
       role: "responder",
@@ -773,6 +808,7 @@ export class Daemon {
       psk,
       cipher: this.#config.cipher ?? "auto",
       aesHardware: cpuHasAes(),
+      fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,
       jitter: this.#env.random ?? Math.random,
     });

@@ -33,6 +33,14 @@ export interface CircuitStatus {
   /** How many times the keys were renewed (or a restarted peer's new handshake took over). */
   rotations: number;
   /**
+   * Frames sent in fragments (too long for one datagram on the path) and frames joined from the peer's
+   * fragments; absent where the circuit does not fragment.
+   */
+  fragmented?: number;
+  reassembled?: number;
+  /** The largest datagram sent whole to the peer, from the path MTU (0: the circuit does not fragment). */
+  datagramLimit?: number;
+  /**
    * Frames dropped by reason: the underlay could not send them, the device refused them; the AEAD stage:
    * a tag that does not verify, a counter seen already, one older than the replay window, a key epoch the
    * circuit does not hold, and frames not sent because the key had sealed all it may.
@@ -47,6 +55,8 @@ export interface CircuitStatus {
     keyExhausted: number;
     /** Frames the circuit's filter kept from crossing (a circuit without a filter: 0 or absent). */
     filtered?: number;
+    /** Frames from the peer of which only some fragments came in time (given up by reassembly). */
+    reassembly?: number;
   };
 }
 

@@ -5,11 +5,11 @@
  * Worker host on its own thread (worker_host.ts), the isolate host in the main isolate (isolate_host.ts).
  *
  * The order of the work is fixed here:
- *   out (drain):   link read (the link cuts TCP superframes) -> stages encode -> vid byte -> underlay send
- *                  (which joins runs with UDP GSO)
+ *   out (drain):   link read (the link cuts TCP superframes) -> stages encode -> vid byte -> fragments
+ *                  for datagrams over the circuit's limit -> underlay send (which joins runs with UDP GSO)
  *   in (receive):  underlay receive (which splits UDP GRO messages) -> vid demux (control up, unknown
- *                  counted) -> vid byte off -> stages decode, in reverse -> link write (which joins TCP and
- *                  UDP segments) -> flush at the end of the batch
+ *                  counted, fragments joined) -> vid byte off -> stages decode, in reverse -> link write
+ *                  (which joins TCP and UDP segments) -> flush at the end of the batch
  *
  * Circuits are kept in a table keyed by (address id, vid); an entry's sender address id comes from the
  * underlay. Counters are values in a Float64Array at each circuit's slot (src/datapath/counters.ts).
@@ -22,6 +22,14 @@ import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./co
 import { decodeAll, encodeAll, type Stage, type StageSpec } from "./stage.ts";
 import { LinkWriter } from "../link/device_link.ts";
 import { plausibleControl } from "../wire.ts";
+import {
+  Accepted,
+  fragmentBatch,
+  isFragment,
+  MAX_FRAGMENTS,
+  Reassembler,
+  REASSEMBLY_BYTES,
+} from "./fragmentation.ts";
 
 /** The first byte of a control datagram (src/wire.ts, CONTROL_MARKER). */
 const CONTROL_VID = 0;
@@ -51,6 +59,10 @@ interface CoreCircuit {
   readonly counts: CircuitCounts;
   /** Written to in the current receive batch (its link is flushed at the end). */
   touched: boolean;
+  /** The longest datagram sent whole; 0: none is fragmented, and fragments from the peer are refused. */
+  datagramLimit: number;
+  /** The frame id of the next fragmented frame. */
+  nextFragmentId: number;
 }
 
 export interface CircuitPlan {
@@ -59,6 +71,11 @@ export interface CircuitPlan {
   readonly route: number;
   readonly link: PacketLink;
   readonly stages: readonly Stage[];
+  /**
+   * The longest datagram (vid byte included) the path takes whole, when both ends fragment (the
+   * handshake agreed on it): longer ones go in fragments. 0 or absent: never.
+   */
+  readonly datagramLimit?: number;
 }
 
 export class DatapathCore {
@@ -77,6 +94,10 @@ export class DatapathCore {
   readonly #target: Int32Array;
   readonly #touched: CoreCircuit[] = [];
   #touchedCount = 0;
+  readonly #reassembler: Reassembler;
+  readonly #now: () => number;
+  /** Per send entry after fragmentation: 1 when it ends a frame. */
+  readonly #lastPiece: Uint8Array;
   /** Bytes of the frames the last drain() read from its link. */
   drainedBytes = 0;
 
@@ -93,6 +114,8 @@ export class DatapathCore {
        * it is copied: false drops it, counted as CONTROL_OVERFLOW (the Worker's bounded queue).
        */
       controlGate?: (known: boolean) => boolean;
+      /** Monotonic milliseconds (reassembly timeouts); performance.now() by default. */
+      now?: () => number;
     } = {},
   ) {
     const size = options.batch ?? CORE_BATCH;
@@ -105,12 +128,25 @@ export class DatapathCore {
       buffers: size,
       maxPacket: MAX_PACKET,
       entries: size * SEGMENTS_PER_MESSAGE,
-      extraBytes: LinkWriter.RESERVED_BYTES,
+      extraBytes: LinkWriter.RESERVED_BYTES + REASSEMBLY_BYTES,
     });
-    // One buffer more than entries: the spare a TCP superframe is cut up from.
-    this.tx = new Batch({ buffers: size + 1, maxPacket: MAX_PACKET, entries: size });
+    // One buffer more than frames read: the spare a TCP superframe is cut up from; entries for fragments.
+    this.tx = new Batch({
+      buffers: size + 1,
+      maxPacket: MAX_PACKET,
+      entries: size * MAX_FRAGMENTS,
+      readLimit: size,
+    });
+    this.#lastPiece = new Uint8Array(this.tx.capacity);
     this.#target = new Int32Array(this.rx.capacity);
     this.writer = new LinkWriter(this.rx, options);
+    this.#reassembler = new Reassembler(this.rx.reserve(REASSEMBLY_BYTES), counters.circuits);
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  /** Frames partly joined from fragments, in all circuits. */
+  get partialFrames(): number {
+    return this.#reassembler.partial;
   }
 
   /** The counters of `slot`, for its link (DeviceLink counts what it drops and writes). */
@@ -124,7 +160,14 @@ export class DatapathCore {
     const key = this.#underlay.addressOf(plan.route) * 256 + plan.vid;
     const previous = this.#table.get(key);
     if (previous) this.removeCircuit(previous.slot);
-    const circuit: CoreCircuit = { ...plan, key, counts: this.countsOf(plan.slot), touched: false };
+    const circuit: CoreCircuit = {
+      ...plan,
+      key,
+      counts: this.countsOf(plan.slot),
+      touched: false,
+      datagramLimit: plan.datagramLimit ?? 0,
+      nextFragmentId: 0,
+    };
     this.#table.set(key, circuit);
     this.#bySlot[plan.slot] = circuit;
   }
@@ -134,6 +177,7 @@ export class DatapathCore {
     if (!circuit) return;
     this.#bySlot[slot] = undefined;
     if (this.#table.get(circuit.key) === circuit) this.#table.delete(circuit.key);
+    this.#reassembler.forget(slot);
     circuit.link.flush();
     for (const stage of circuit.stages) stage.close?.();
   }
@@ -145,6 +189,12 @@ export class DatapathCore {
     for (const spec of specs) {
       for (const stage of circuit.stages) if (stage.id === spec.id) stage.update?.(spec);
     }
+  }
+
+  /** A new datagram limit for a circuit that fragments (0 stays 0: the peer never agreed to it). */
+  setDatagramLimit(slot: number, limit: number): void {
+    const circuit = this.#bySlot[slot];
+    if (circuit && circuit.datagramLimit > 0 && limit > 0) circuit.datagramLimit = limit;
   }
 
   hasCircuit(slot: number): boolean {
@@ -159,11 +209,29 @@ export class DatapathCore {
     const batch = this.rx;
     const messages = this.#underlay.receive(batch, which);
     if (messages <= 0) return messages;
+    const count = batch.count;
+    // In passes: one ends early only when every reassembly slot holds a frame made whole in it.
+    for (let from = 0; from < count;) {
+      const to = this.#demux(from, count);
+      this.#forward(from, to);
+      this.#reassembler.release();
+      from = to;
+    }
+    return messages;
+  }
+
+  /**
+   * Finds the circuit of received entries [from, count) (target[i], -1 for none) and takes the vid byte
+   * off; fragments go to the reassembler, and the one that makes a frame whole becomes that frame. Returns
+   * where it stopped: `count`, or the fragment for which no reassembly slot was free.
+   */
+  #demux(from: number, count: number): number {
+    const batch = this.rx;
     const counts = this.#counts;
     const target = this.#target;
     const memory = batch.memory;
-    const count = batch.count;
-    for (let i = 0; i < count; i++) {
+    let now = -1;
+    for (let i = from; i < count; i++) {
       target[i] = -1;
       const length = batch.length[i];
       if (length === 0) {
@@ -174,6 +242,26 @@ export class DatapathCore {
       const vid = memory[at];
       const source = batch.source[i];
       if (vid === CONTROL_VID) {
+        if (isFragment(memory, at, length)) {
+          const circuit = source < 0 || length <= 3
+            ? undefined
+            : this.#table.get(source * 256 + memory[at + 3]);
+          if (circuit === undefined || circuit.datagramLimit === 0) {
+            counts[circuit === undefined ? DatapathCount.UNKNOWN_CIRCUIT : DatapathCount.FRAGMENT_REFUSED]++;
+            continue;
+          }
+          if (now < 0) now = this.#now();
+          const reassembler = this.#reassembler;
+          const accepted = reassembler.accept(memory, at, length, circuit.slot, now);
+          if (accepted === Accepted.FULL) return i;
+          if (accepted === Accepted.REFUSED) counts[DatapathCount.FRAGMENT_REFUSED]++;
+          if (accepted !== Accepted.WHOLE) continue;
+          circuit.counts.values[circuit.counts.base + Counter.REASSEMBLED]++;
+          batch.offset[i] = reassembler.frameStart;
+          batch.length[i] = reassembler.frameLength;
+          target[i] = circuit.slot;
+          continue;
+        }
         // The cheap test first, so that a flood of junk is never copied or handed up.
         if (!plausibleControl(memory, at, length)) {
           counts[DatapathCount.CONTROL_MALFORMED]++;
@@ -198,15 +286,21 @@ export class DatapathCore {
       batch.length[i] = length - 1;
       target[i] = circuit.slot;
     }
-    // Runs of entries for one circuit go through its stages and to its link together.
-    for (let i = 0; i < count;) {
+    return count;
+  }
+
+  /** Runs of entries [from, to) for one circuit go through its stages and to its link together. */
+  #forward(from: number, to: number): void {
+    const batch = this.rx;
+    const target = this.#target;
+    for (let i = from; i < to;) {
       const slot = target[i];
       if (slot < 0) {
         i++;
         continue;
       }
       let end = i + 1;
-      while (end < count && target[end] === slot) end++;
+      while (end < to && target[end] === slot) end++;
       const circuit = this.#bySlot[slot]!;
       if (circuit.stages.length > 0) {
         decodeAll(circuit.stages, batch, i, end);
@@ -227,7 +321,6 @@ export class DatapathCore {
       circuit.link.flush();
     }
     this.#touchedCount = 0;
-    return messages;
   }
 
   /**
@@ -265,13 +358,37 @@ export class DatapathCore {
         batch.offset[i] = at;
         batch.length[i]++;
       }
-      const sent = this.#underlay.send(batch, 0, sending, circuit.route);
+      let datagrams = sending;
+      let frames = sending;
+      let fragmentDropped = 0;
+      if (circuit.datagramLimit > 0 && this.#overLimit(circuit.datagramLimit)) {
+        const cut = fragmentBatch(batch, circuit.datagramLimit, circuit.nextFragmentId, this.#lastPiece);
+        circuit.nextFragmentId = (circuit.nextFragmentId + cut.fragmented) & 0xffff;
+        values[base + Counter.FRAGMENTED] += cut.fragmented;
+        fragmentDropped = cut.dropped;
+        datagrams = batch.count;
+        frames = sending - cut.dropped;
+      }
+      const sent = this.#underlay.send(batch, 0, datagrams, circuit.route);
+      // Frames all of whose datagrams went out.
+      let framesSent = sent;
+      if (datagrams !== frames) {
+        framesSent = 0;
+        for (let j = 0; j < sent; j++) framesSent += this.#lastPiece[j];
+      }
       const late = this.#underlay.lateFailures(circuit.route);
-      values[base + Counter.TX_PACKETS] += sent - late;
+      values[base + Counter.TX_PACKETS] += framesSent - late;
       values[base + Counter.TX_BYTES] += bytes;
-      values[base + Counter.TX_DROPPED] += sending - sent + late + stageDropped;
-      if (count < batch.capacity && !link.pending) return true;
+      values[base + Counter.TX_DROPPED] += frames - framesSent + late + stageDropped + fragmentDropped;
+      if (count < batch.readLimit && !link.pending) return true;
     }
     return true;
+  }
+
+  /** Whether a datagram of the send batch is longer than `limit`. */
+  #overLimit(limit: number): boolean {
+    const batch = this.tx;
+    for (let i = 0; i < batch.count; i++) if (batch.length[i] > limit) return true;
+    return false;
   }
 }

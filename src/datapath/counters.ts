@@ -29,8 +29,12 @@ export const Counter = {
   KEY_EXHAUSTED: 12,
   /** Frames the circuit's filter stage kept from crossing, both ways (src/datapath/filter_stage.ts). */
   FILTERED: 13,
+  /** Frames sent in fragments, frames joined from them, and partly received frames given up (src/datapath/fragmentation.ts). */
+  FRAGMENTED: 14,
+  REASSEMBLED: 15,
+  REASSEMBLY_DROPPED: 16,
 } as const;
-export const CIRCUIT_FIELDS = 14;
+export const CIRCUIT_FIELDS = 17;
 
 /** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
 export const DatapathCount = {
@@ -47,8 +51,10 @@ export const DatapathCount = {
   DATAPATH_ERRORS: 7,
   /** UDP GSO messages the kernel refused: each batch went again without (src/underlay/kernel_underlay.ts). */
   GSO_REFUSALS: 8,
+  /** Fragments refused: malformed, duplicated, or for a circuit that does not fragment. */
+  FRAGMENT_REFUSED: 9,
 } as const;
-export const DATAPATH_COUNT_FIELDS = 9;
+export const DATAPATH_COUNT_FIELDS = 10;
 
 /** One circuit's counters: `values[base + Counter.X]`. */
 export interface CircuitCounts {
@@ -72,6 +78,9 @@ export interface CircuitCounters {
   opened: number;
   keyExhausted: number;
   filtered: number;
+  fragmented: number;
+  reassembled: number;
+  reassemblyDropped: number;
 }
 
 export interface DatapathCounters {
@@ -88,6 +97,7 @@ export interface DatapathCounters {
   controlOverflow: number;
   datapathErrors: number;
   gsoRefusals: number;
+  fragmentRefused: number;
   /** Wake-ups of a sending Worker that waited for more frames under bulk traffic (src/datapath/send_moderation.ts). */
   moderatedWakeups: number;
 }
@@ -108,6 +118,9 @@ export function zeroCounters(): CircuitCounters {
     opened: 0,
     keyExhausted: 0,
     filtered: 0,
+    fragmented: 0,
+    reassembled: 0,
+    reassemblyDropped: 0,
   };
 }
 
@@ -129,6 +142,9 @@ export function readCounters(counts: CircuitCounts, offset: CircuitCounters, int
   into.opened = offset.opened + v[b + Counter.OPENED];
   into.keyExhausted = offset.keyExhausted + v[b + Counter.KEY_EXHAUSTED];
   into.filtered = offset.filtered + v[b + Counter.FILTERED];
+  into.fragmented = offset.fragmented + v[b + Counter.FRAGMENTED];
+  into.reassembled = offset.reassembled + v[b + Counter.REASSEMBLED];
+  into.reassemblyDropped = offset.reassemblyDropped + v[b + Counter.REASSEMBLY_DROPPED];
 }
 
 export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {
@@ -141,6 +157,7 @@ export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): Dat
     controlOverflow: values[DatapathCount.CONTROL_OVERFLOW],
     datapathErrors: values[DatapathCount.DATAPATH_ERRORS],
     gsoRefusals: values[DatapathCount.GSO_REFUSALS],
+    fragmentRefused: values[DatapathCount.FRAGMENT_REFUSED],
     moderatedWakeups: values[DatapathCount.MODERATED_WAKEUPS],
   };
 }

@@ -21,8 +21,9 @@ export interface DatapathEngine {
   run(): Promise<void>;
   /**
    * Forwards between `device` and `remote` for `vid` with buffers for `mtu`, through the pipeline
-   * `stages` (default: the clear one); replaces a circuit with the same remote address and vid. Returns
-   * the circuit's live counters.
+   * `stages` (default: the clear one); replaces a circuit with the same remote address and vid. Datagrams
+   * longer than `datagramLimit` (when not 0: both ends fragment) go in fragments, and fragments from the
+   * peer are joined (src/datapath/fragmentation.ts). Returns the circuit's live counters.
    */
   addCircuit(
     vid: number,
@@ -31,7 +32,10 @@ export interface DatapathEngine {
     mtu: number,
     counters?: CircuitCounters,
     stages?: readonly StageSpec[],
+    datagramLimit?: number,
   ): CircuitCounters;
+  /** A new datagram limit for the circuit (address, vid): the path MTU changed. */
+  setDatagramLimit(address: string, vid: number, datagramLimit: number): void;
   /** New settings (keys) for the stages of the circuit (address, vid); the stages keep their state. */
   updateStages(address: string, vid: number, stages: readonly StageSpec[]): void;
   /** Stops forwarding for (address, vid); the device stays open for its owner to close. */

@@ -85,6 +85,7 @@ export class IsolateDatapath implements DatapathEngine {
     mtu: number,
     counters?: CircuitCounters,
     stages: readonly StageSpec[] = DEFAULT_PIPELINE,
+    datagramLimit = 0,
   ): CircuitCounters {
     const key = `${remote.address}|${vid}`;
     const previous = this.#circuits.get(key);
@@ -101,7 +102,7 @@ export class IsolateDatapath implements DatapathEngine {
       this.#core.countsOf(slot),
     );
     const built = this.#stages?.() ?? buildStages(stages, { counts: this.#core.countsOf(slot) });
-    this.#core.addCircuit({ slot, vid, route, link, stages: built });
+    this.#core.addCircuit({ slot, vid, route, link, stages: built, datagramLimit });
     const circuit: Circuit = {
       slot,
       vid,
@@ -126,6 +127,11 @@ export class IsolateDatapath implements DatapathEngine {
   updateStages(address: string, vid: number, stages: readonly StageSpec[]): void {
     const circuit = this.#circuits.get(`${address}|${vid}`);
     if (circuit) this.#core.updateStages(circuit.slot, stages);
+  }
+
+  setDatagramLimit(address: string, vid: number, datagramLimit: number): void {
+    const circuit = this.#circuits.get(`${address}|${vid}`);
+    if (circuit) this.#core.setDatagramLimit(circuit.slot, datagramLimit);
   }
 
   refreshCounters(): void {

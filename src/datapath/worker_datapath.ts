@@ -261,6 +261,7 @@ export class WorkerDatapath implements DatapathEngine {
     mtu: number,
     counters?: CircuitCounters,
     stages: readonly StageSpec[] = DEFAULT_PIPELINE,
+    datagramLimit = 0,
   ): CircuitCounters {
     if (device.fd < 0) throw new TypeError("The worker datapath needs a kernel device");
     const key = `${remote.address}|${vid}`;
@@ -294,8 +295,14 @@ export class WorkerDatapath implements DatapathEngine {
       udpOffload: device.udpOffload,
       mode: device.mode,
       stages,
+      datagramLimit,
     });
     return live;
+  }
+
+  setDatagramLimit(address: string, vid: number, datagramLimit: number): void {
+    const slot = this.#byKey.get(`${address}|${vid}`);
+    if (slot !== undefined) this.#postAll({ type: "limit", slot, datagramLimit });
   }
 
   updateStages(address: string, vid: number, stages: readonly StageSpec[]): void {

@@ -108,6 +108,7 @@ class WorkerHost {
           route,
           link,
           stages: buildStages(message.stages, { counts: core.countsOf(message.slot) }),
+          datagramLimit: message.datagramLimit,
         });
         this.#slots.set(message.slot, { slot: message.slot, fd: message.fd, route });
         this.#rebuildPollSet();
@@ -115,6 +116,9 @@ class WorkerHost {
       }
       case "stages":
         this.#core.updateStages(message.slot, message.stages);
+        break;
+      case "limit":
+        this.#core.setDatagramLimit(message.slot, message.datagramLimit);
         break;
       case "remove":
         // A slot this Worker dropped itself (its device failed) was reported then, not again.

@@ -48,7 +48,10 @@ export type ToWorker =
     mode: LinkMode;
     /** The circuit's pipeline (src/datapath/stage.ts, STAGES). */
     stages: readonly StageSpec[];
+    /** Longer datagrams go in fragments (src/datapath/fragmentation.ts); 0: never. */
+    datagramLimit: number;
   }
+  | { type: "limit"; slot: number; datagramLimit: number }
   /** New settings for a circuit's stages (new keys); the stages stay, with their state. */
   | { type: "stages"; slot: number; stages: readonly StageSpec[] }
   | { type: "remove"; slot: number }

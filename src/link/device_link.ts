@@ -96,7 +96,7 @@ class BatchSink implements SegmentSink {
   batch!: PacketBatch;
   next(): Uint8Array | undefined {
     const batch = this.batch;
-    return batch.count < batch.capacity ? batch.bufferView(batch.home[batch.count]) : undefined;
+    return batch.count < batch.readLimit ? batch.bufferView(batch.home[batch.count]) : undefined;
   }
 
   commit(length: number): void {
@@ -148,7 +148,7 @@ export class DeviceLink implements PacketLink {
     if (this.#superLength > 0 && !this.#split(batch)) return batch.count - first;
     const spare = batch.buffers - 1;
     const max = this.#offload ? Math.min(batch.maxPacket, 65_535) + VnetHdr.SIZE : this.#readSize;
-    while (batch.count < batch.capacity) {
+    while (batch.count < batch.readLimit) {
       const i = batch.count;
       const k = batch.home[i];
       const start = batch.packetStart(k);
@@ -236,7 +236,7 @@ export class DeviceLink implements PacketLink {
     }
     this.#superDone += wrote;
     // A full batch may hold the last segments; if so, the next call writes none and ends it.
-    if (batch.count >= batch.capacity) return false;
+    if (batch.count >= batch.readLimit) return false;
     this.#superLength = 0;
     return true;
   }

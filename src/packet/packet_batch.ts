@@ -25,6 +25,11 @@ export class PacketBatch {
   readonly bufferSize: number;
   /** Entries the batch can hold. */
   readonly capacity: number;
+  /**
+   * Entries a link read fills at most: `buffers` less the spare on a send batch made with `readLimit`,
+   * whose further entries are for the fragments its frames may become (src/datapath/fragmentation.ts).
+   */
+  readonly readLimit: number;
   readonly offset: Int32Array<ArrayBuffer>;
   readonly length: Int32Array<ArrayBuffer>;
   /** Received entries: the address id of the sender (see UnderlayBatch), or -1 for an unknown one. */
@@ -41,10 +46,11 @@ export class PacketBatch {
 
   /** `maxPacket` is the largest packet a buffer holds; `extraBytes` is room for reserve(). */
   constructor(
-    { buffers, maxPacket, entries = buffers, extraBytes = 0 }: {
+    { buffers, maxPacket, entries = buffers, readLimit = entries, extraBytes = 0 }: {
       buffers: number;
       maxPacket: number;
       entries?: number;
+      readLimit?: number;
       extraBytes?: number;
     },
   ) {
@@ -52,6 +58,7 @@ export class PacketBatch {
     this.bufferSize = Math.ceil((HEADROOM + maxPacket + TAILROOM) / 64) * 64;
     this.buffers = buffers;
     this.capacity = entries;
+    this.readLimit = Math.min(readLimit, entries);
     this.#extraStart = buffers * this.bufferSize;
     this.memory = new Uint8Array(this.#extraStart + extraBytes);
     this.offset = new Int32Array(entries);

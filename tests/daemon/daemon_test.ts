@@ -626,3 +626,61 @@ Deno.test("a listener puts each tap it creates into the bridge of the first rule
     await b.daemon.stop();
   }
 });
+
+Deno.test("an initiator in a bridge takes its LAN's MTU, the listener agrees whatever its path, and full-size frames cross in fragments", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ bridge: "br0" }));
+  b.network.otherMtus.set("br0", 1500);
+  const a = startFakeDaemon(wire, A, initiator({ bridge: "br9", addresses: [] }), undefined, (network) => {
+    network.otherMtus.set("br9", 1500);
+  });
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    assert.equal(a.network.live("vela3")!.mtu, 1500, "the LAN's MTU, not 1457");
+    assert.equal(b.network.live("vela3")!.mtu, 1500);
+    const near = a.network.live("vela3")!;
+    near.device.inject(frame(0xbb, 0xaa, 0x5c, 1500));
+    near.device.inject(frame(0xbb, 0xaa, 0x5d, 100));
+    const written = await b.network.live("vela3")!.device.waitWritten(2);
+    assert.deepEqual(written.map((f) => f.length), [1514, 114]);
+    assert.ok(written[0].subarray(14).every((byte) => byte === 0x5c), "every byte of the full-size frame");
+    const [sent] = a.daemon.status().circuits;
+    assert.equal(sent.fragmented, 1, "only the frame over the 1472-byte datagram limit");
+    assert.equal(b.daemon.status().circuits[0].reassembled, 1);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("without a bridge or --mtu the smaller path still wins and nothing is fragmented in steady state", async () => {
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener());
+  b.network.underlayMtu = 1400;
+  const a = startFakeDaemon(wire, A, initiator({ mtu: undefined }));
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    assert.equal(a.network.live("vela3")!.mtu, 1400 - 43);
+    a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 1, 1357));
+    await b.network.live("vela3")!.device.waitWritten(1);
+    assert.equal(a.daemon.status().circuits[0].fragmented, 0);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("--mtu above the path is the link MTU on both ends when both fragment, sealed or not", async () => {
+  const key = parseKey(generateKey());
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ key }));
+  const a = startFakeDaemon(wire, A, initiator({ mode: "tun", mtu: 4000, key }));
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    assert.equal(a.network.live("vela3")!.mtu, 4000);
+    assert.equal(b.network.live("vela3")!.mtu, 4000);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});

@@ -3,6 +3,7 @@ import { AeadStage } from "../../src/datapath/aead_stage.ts";
 import { CIRCUIT_FIELDS, Counter } from "../../src/datapath/counters.ts";
 import { AEAD_OVERHEAD, type DataKey, KEY_STATE_BYTES, SEAL_LIMIT } from "../../src/crypto/data_keys.ts";
 import { DROPPED, PacketBatch } from "../../src/packet/packet_batch.ts";
+import { fillBatch } from "../fakes/batch_fill.ts";
 
 const VID = 3;
 
@@ -16,15 +17,10 @@ function counts() {
 
 /** A batch of `frames`, each at the start of its own buffer. */
 function batchOf(frames: Uint8Array[]): PacketBatch {
-  const batch = new PacketBatch({ buffers: frames.length + 1, maxPacket: 2048, entries: frames.length });
-  frames.forEach((frame, i) => {
-    const at = batch.packetStart(i);
-    batch.memory.set(frame, at);
-    batch.offset[i] = at;
-    batch.length[i] = frame.length;
-  });
-  batch.count = frames.length;
-  return batch;
+  return fillBatch(
+    new PacketBatch({ buffers: frames.length + 1, maxPacket: 2048, entries: frames.length }),
+    frames,
+  );
 }
 
 /** What the core does between the stages: the vid byte in front on the way out, off on the way in. */

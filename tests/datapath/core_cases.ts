@@ -27,6 +27,8 @@ export interface PairOptions {
   offload: boolean;
   stagesA: readonly Stage[];
   stagesB: readonly Stage[];
+  /** Both ends fragment datagrams longer than this (src/datapath/fragmentation.ts); absent: never. */
+  datagramLimit?: number;
 }
 
 export interface CorePair extends Disposable {
@@ -179,6 +181,63 @@ export const CORE_CASES: readonly CoreCase[] = [
         return segment.subarray(tagged ? 58 : 54);
       });
       assert.deepEqual(concat(payloads), [...superframe.subarray(58)]);
+    },
+  },
+  {
+    name: "frames over the datagram limit cross in equal fragments and reach the far device whole",
+    async run(make) {
+      using pair = await make({ ...PLAIN, datagramLimit: 600 });
+      const frames = [
+        plainFrame(0x21, 100),
+        plainFrame(0x22, 1000),
+        plainFrame(0x23, 1500),
+        plainFrame(0x24, 586),
+      ];
+      for (const frame of frames) pair.send(0, frame);
+      pair.send(1, plainFrame(0x25, 1200));
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 4), frames, "in order, every byte");
+      assert.deepEqual(await pair.delivered(1, 1), [plainFrame(0x25, 1200)]);
+      // 114 bytes go whole; 1014 take 2 fragments, 1514 take 3, and 600 (601 with the vid byte) take 2.
+      assert.equal(field(pair.circuitsA, 0, Counter.FRAGMENTED), 3);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 4, "frames, not datagrams");
+      assert.equal(field(pair.circuitsB, 0, Counter.REASSEMBLED), 3);
+      assert.equal(field(pair.circuitsB, 1, Counter.REASSEMBLED), 1);
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 4);
+      assert.equal(field(pair.circuitsB, 0, Counter.REASSEMBLY_DROPPED), 0);
+      assert.equal(pair.countsB[DatapathCount.FRAGMENT_REFUSED], 0);
+      assert.equal(pair.controls.length, 0, "no fragment is handed up as control");
+    },
+  },
+  {
+    name: "fragments carry what the stages made, and the far end's stages undo it after joining",
+    async run(make) {
+      using pair = await make({
+        ...PLAIN,
+        stagesA: [xorStage(0x5a)],
+        stagesB: [xorStage(0x5a)],
+        datagramLimit: 700,
+      });
+      const frames = [plainFrame(0x31, 1400), plainFrame(0x32, 1401), plainFrame(0x33, 50)];
+      for (const frame of frames) pair.send(0, frame);
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 3), frames);
+      assert.equal(field(pair.circuitsB, 0, Counter.REASSEMBLED), 2);
+    },
+  },
+  {
+    name:
+      "with offload, a TCP superframe is cut into segments and each segment over the limit into fragments",
+    async run(make) {
+      using pair = await make({ ...PLAIN, offload: true, datagramLimit: 800 });
+      const superframe = tcpFrame(1000, 4000, 0x18, true);
+      pair.send(0, superframe, tcpSuperHeader(1000));
+      await pair.forward();
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 4, "four segments sent");
+      assert.equal(field(pair.circuitsA, 0, Counter.FRAGMENTED), 4, "each in fragments");
+      assert.equal(field(pair.circuitsB, 0, Counter.REASSEMBLED), 4);
+      const delivered = await pair.delivered(0, 4);
+      assert.deepEqual(concat(delivered.map(tcpPayload)), [...tcpPayload(superframe)]);
     },
   },
   {

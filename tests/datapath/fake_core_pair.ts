@@ -35,7 +35,7 @@ export const fakeCorePair: PairFactory = (options) => {
         core.countsOf(slot),
       );
       const route = underlay.attach(peer.endpointSelf);
-      core.addCircuit({ slot, vid, route, link, stages });
+      core.addCircuit({ slot, vid, route, link, stages, datagramLimit: options.datagramLimit });
       return device;
     });
     return { core, circuits, counts, devices };

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { FilterStage, parseFilter, parseMac } from "../../src/datapath/filter_stage.ts";
 import { Counter } from "../../src/datapath/counters.ts";
 import { DROPPED, PacketBatch } from "../../src/packet/packet_batch.ts";
+import { fillBatch } from "../fakes/batch_fill.ts";
 
 const LOCAL = "02:00:00:00:0a:01";
 const REMOTE = "02:00:00:00:0b:01";
@@ -20,13 +21,7 @@ function frame(dst: string, src: string, type = 0x0800, payload: number[] = []):
 
 /** Which of `frames` pass the stage, one way. */
 function passing(filter: ReturnType<typeof parseFilter>, frames: number[][], out: boolean) {
-  const batch = new PacketBatch({ buffers: frames.length, maxPacket: 128 });
-  frames.forEach((bytes, i) => {
-    batch.offset[i] = batch.packetStart(i);
-    batch.length[i] = bytes.length;
-    batch.memory.set(bytes, batch.offset[i]);
-  });
-  batch.count = frames.length;
+  const batch = fillBatch(new PacketBatch({ buffers: frames.length, maxPacket: 128 }), frames);
   const counts = { values: new Float64Array(32), base: 0 };
   const stage = new FilterStage({ id: "filter", filter } as never, { counts });
   if (out) stage.encode(batch, 0, frames.length);

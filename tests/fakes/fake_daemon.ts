@@ -11,15 +11,20 @@ let nonce = 0x1000n;
 /** Names the fake daemons resolve, to change in tests. */
 export const resolver = new Map<string, IpAddress>();
 
-/** Starts a daemon on fakes; with `clock`, its time and timers are the clock's (tests/fakes/fake_clock.ts). */
+/**
+ * Starts a daemon on fakes; with `clock`, its time and timers are the clock's (tests/fakes/fake_clock.ts);
+ * `prepare` sets up its host network before it starts (bridges that exist already).
+ */
 export function startFakeDaemon(
   wire: FakeWire,
   address: string,
   config: DaemonConfig,
   clock?: FakeClock,
+  prepare?: (network: FakeHostNetwork) => void,
 ): { daemon: Daemon; network: FakeHostNetwork } {
   const network = new FakeHostNetwork();
   network.localAddress = parseIp(address)!;
+  prepare?.(network);
   const daemon = new Daemon(config, {
     network,
     bindUnderlay: (port) => new FakeUnderlay(wire, address, port),

@@ -26,6 +26,15 @@ export class FakeHostNetwork implements HostNetwork {
     return this.ipv6;
   }
 
+  /** The MTU of interfaces VELA did not make (bridges), for interfaceMtu(). */
+  readonly otherMtus = new Map<string, number>();
+
+  interfaceMtu(name: string): number {
+    const mtu = this.interfaces.get(name)?.mtu ?? this.otherMtus.get(name);
+    if (mtu === undefined) throw new Error(`ioctl(SIOCGIFMTU, ${name}) failed: no such device`);
+    return mtu;
+  }
+
   /** Each interface's bridge, as addToBridge() set it. */
   readonly bridges = new Map<string, string>();
 

@@ -6,17 +6,28 @@
 import assert from "node:assert/strict";
 import { Bed, run } from "../../testbed/netns.ts";
 import { netnsTest } from "./support.ts";
+import { keyFile } from "./circuit_support.ts";
+
+const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
 
 /**
- * A LAN namespace `lan` with a veth (MTU 1400, MAC `mac` if given) to router namespace `router`, a port of
+ * A LAN namespace `lan` with a veth (MTU `mtu`, MAC `mac` if given) to router namespace `router`, a port of
  * its br0 there (made by the first call).
  */
-async function lanBehindBridge(router: string, lan: string, address: string, mac?: string): Promise<void> {
+async function lanBehindBridge(
+  router: string,
+  lan: string,
+  address: string,
+  mac?: string,
+  mtu = 1400,
+): Promise<void> {
   const sh = (command: string) => run(["sh", "-ec", command], { check: true });
   const lanSide = `l${lan.slice(-12)}`.slice(0, 15);
   const routerSide = `r${lan.slice(-12)}`.slice(0, 15);
   await sh(`ip netns add ${lan}`);
-  await sh(`ip link add ${lanSide} netns ${lan} mtu 1400 type veth peer name ${routerSide} netns ${router}`);
+  await sh(
+    `ip link add ${lanSide} netns ${lan} mtu ${mtu} type veth peer name ${routerSide} netns ${router}`,
+  );
   await sh(
     [
       `ip -n ${lan} link set lo up`,
@@ -24,7 +35,7 @@ async function lanBehindBridge(router: string, lan: string, address: string, mac
       `ip -n ${lan} addr add ${address}/24 dev ${lanSide}`,
       `ip -n ${lan} link set ${lanSide} up`,
       `ip -n ${router} link show br0 >/dev/null 2>&1 || ip -n ${router} link add br0 type bridge`,
-      `ip -n ${router} link set ${routerSide} mtu 1400 master br0 up`,
+      `ip -n ${router} link set ${routerSide} mtu ${mtu} master br0 up`,
       `ip -n ${router} link set br0 up`,
     ].join("; "),
   );
@@ -135,6 +146,82 @@ netnsTest(
       assert.ok(status.circuits[0].drops.filtered >= 3, JSON.stringify(status.circuits[0].drops));
     } finally {
       for (const lan of lans) await run(["ip", "netns", "del", lan]);
+    }
+  },
+);
+
+netnsTest(
+  "1500-byte LANs bridged over a 1500-byte underlay: full-size frames cross in fragments, keyed, every byte whole",
+  async () => {
+    await using bed = await Bed.create({ mtu: 1500 });
+    const lanA = `vela-${Deno.pid}-${bed.index}-la`;
+    const lanB = `vela-${Deno.pid}-${bed.index}-lb`;
+    const key = await keyFile();
+    try {
+      await lanBehindBridge(bed.a, lanA, "198.18.210.1", undefined, 1500);
+      await lanBehindBridge(bed.b, lanB, "198.18.210.2", undefined, 1500);
+      bed.vela(bed.b, ["--listen", "--key-file", key, "--bridge", "br0"]);
+      const initiator = bed.vela(bed.a, [
+        "--peer",
+        bed.b4,
+        "--vid",
+        "3",
+        "--key-file",
+        key,
+        "--bridge",
+        "br0",
+      ]);
+      await bed.waitPing(lanA, "198.18.210.2", 20_000);
+      assert.equal((await bed.link(bed.a, "vela3")).mtu, 1500, "the initiator's tap has the LAN's MTU");
+      assert.equal((await bed.link(bed.b, "vela3")).mtu, 1500, "and so has the listener's");
+      assert.equal((await bed.link(bed.a, "br0")).mtu, 1500, "the bridge keeps 1500");
+
+      // A full-size IP packet that must not be fragmented by IP: 1472 + 8 (ICMP) + 20 (IP) = 1500.
+      const ping = await bed.exec(lanA, [
+        "ping",
+        "-M",
+        "do",
+        "-s",
+        "1472",
+        "-c",
+        "3",
+        "-W",
+        "2",
+        "198.18.210.2",
+      ]);
+      assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+      assert.match(ping.stdout, /3 received/);
+
+      // 200 MiB over TCP (MSS 1460 on a 1500 MTU), checked by sha256 on both ends.
+      const server = bed.spawn(lanB, [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, "serve", "5201"]);
+      await bed.until(() => Promise.resolve(server.output().includes("listening")), "the receiver to listen");
+      const sent = await bed.exec(lanA, [
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        TRANSFER,
+        "send",
+        "198.18.210.2",
+        "5201",
+        "200",
+      ], { check: true });
+      await server.status;
+      const lastLine = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
+      const received = lastLine(server.output());
+      const wrote = lastLine(sent.stdout);
+      assert.equal(wrote.bytes, 200 * 1024 * 1024);
+      assert.deepEqual(received, wrote, "every byte, in order");
+
+      const shown = await bed.velaCommand(bed.a, ["status", "--json", "--control", initiator.control!]);
+      const circuit = JSON.parse(shown.stdout).circuits[0];
+      assert.equal(circuit.cipher, "aes-256-gcm");
+      assert.equal(circuit.datagramLimit, 1472, "from the underlay's 1500-byte path");
+      assert.ok(circuit.fragmented > 100_000, `full-size segments went in fragments: ${circuit.fragmented}`);
+    } finally {
+      await Deno.remove(key);
+      await run(["ip", "netns", "del", lanA]);
+      await run(["ip", "netns", "del", lanB]);
     }
   },
 );

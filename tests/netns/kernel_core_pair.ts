@@ -79,7 +79,14 @@ export const kernelCorePair: PairFactory = async (options) => {
           core.writer,
           core.countsOf(slot),
         );
-        core.addCircuit({ slot, vid, route: underlay.attach(peer), link, stages });
+        core.addCircuit({
+          slot,
+          vid,
+          route: underlay.attach(peer),
+          link,
+          stages,
+          datagramLimit: options.datagramLimit,
+        });
         const fd = packetSocket(device.name, vnet);
         closers.push(() => c.close(fd));
         packets.push(fd);
