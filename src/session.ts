@@ -76,6 +76,13 @@
  *   any          close                                  send CREQ and remove-device (unless idle),   closed
  *                                                       forward off, timer off
  *
+ * Either role (path MTU probing, src/daemon/path_probe.ts):
+ *
+ *   state        event                                  actions                                      next
+ *   established  probe (id, size)                       send PROBE (signed; padded to size)          established
+ *   not idle     PROBE (both nonces, signed)            send PROBE_ACK naming its id and size        unchanged
+ *   established  PROBE_ACK (both nonces, signed)        probe-answered (id, size)                    established
+ *
  * An initiator also asks for `resolve` (its peer's name looked up again) when it sends an IREQ and has
  * been asking for the dead time or longer since the last lookup.
  *
@@ -100,6 +107,7 @@ import {
   type Nonce,
   offerBit,
   offeredCiphers,
+  type Probe,
 } from "./wire.ts";
 import {
   DEAD_PEER_MS,
@@ -146,6 +154,8 @@ export type SessionEvent =
   | { type: "timer"; keyUse?: number }
   | { type: "close" }
   | { type: "moved" }
+  /** Send a path MTU probe of `size` bytes (src/daemon/path_probe.ts). */
+  | { type: "probe"; id: number; size: number }
   /** `datagram`: the bytes the message was decoded from, for the signature of a keyed session. */
   | { type: "received"; message: ControlMessage; datagram?: Uint8Array };
 
@@ -165,6 +175,8 @@ export type SessionAction =
   | { type: "keys"; cipher: CipherName; keys: DataKeys }
   /** New session keys are in use (a renewal, or a restarted peer's handshake). */
   | { type: "rotated"; handshake: number }
+  /** The peer's signed PROBE_ACK: probe `id` of `size` bytes arrived. */
+  | { type: "probe-answered"; id: number; size: number }
   /** An initiator's IREQs got no answer `tries` times in a row. */
   | { type: "unanswered"; tries: number }
   | { type: "timer"; at: number | undefined }
@@ -344,12 +356,41 @@ export class Session {
   handle(event: SessionEvent, now: number): SessionAction[] {
     if (this.#state === "closed") return [{ type: "drop", reason: `${describe(event)} after close` }];
     if (event.type === "close") return this.#close();
+    if (event.type === "probe") return this.#probe("PROBE", event.id, event.size);
+    if (event.type === "received" && (event.message.type === "PROBE" || event.message.type === "PROBE_ACK")) {
+      return this.#probeReceived(event.message, event.datagram);
+    }
     return this.role === "initiator" ? this.#initiator(event, now) : this.#responder(event, now);
+  }
+
+  // ---------------------------------------------------------------- path MTU probes (both roles)
+
+  /** A PROBE or PROBE_ACK to the peer, signed like KEEPALIVE; nothing before the session is up. */
+  #probe(type: Probe["type"], id: number, size: number): SessionAction[] {
+    const up = this.#state === "established" || (type === "PROBE_ACK" && this.#state !== "idle");
+    if (!up || this.#peerNonce === 0n || (this.#psk && !this.#current)) {
+      return type === "PROBE" ? [] : [{ type: "drop", reason: `PROBE in ${this.#state}` }];
+    }
+    return [{
+      type: "send",
+      sign: this.#ownControlKey(),
+      message: { type, vid: this.vid, senderNonce: this.#ownNonce, receiverNonce: this.#peerNonce, id, size },
+    }];
+  }
+
+  #probeReceived(message: Probe, datagram: Uint8Array | undefined): SessionAction[] {
+    if (!this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
+      return [{ type: "drop", reason: `${message.type} for another session` }];
+    }
+    if (!this.#signedByPeer(datagram)) return [{ type: "drop", reason: `${message.type} not signed` }];
+    if (message.type === "PROBE") return this.#probe("PROBE_ACK", message.id, message.size);
+    if (this.#state !== "established") return [{ type: "drop", reason: `PROBE_ACK in ${this.#state}` }];
+    return [{ type: "probe-answered", id: message.id, size: message.size }];
   }
 
   // ---------------------------------------------------------------- initiator
 
-  #initiator(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
+  #initiator(event: Exclude<SessionEvent, { type: "close" | "probe" }>, now: number): SessionAction[] {
     const state = this.#state;
     if (event.type === "start") {
       if (state !== "idle") return [{ type: "drop", reason: "start twice" }];
@@ -608,7 +649,7 @@ export class Session {
 
   // ---------------------------------------------------------------- responder
 
-  #responder(event: Exclude<SessionEvent, { type: "close" }>, now: number): SessionAction[] {
+  #responder(event: Exclude<SessionEvent, { type: "close" | "probe" }>, now: number): SessionAction[] {
     const state = this.#state;
     if (event.type === "timer") return this.#responderTimer(now);
     if (event.type !== "received") return [{ type: "drop", reason: `${event.type} for a responder` }];

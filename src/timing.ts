@@ -108,3 +108,10 @@ export const CONNECT_POLL_MS = 200;
  */
 export const REASSEMBLY_TIMEOUT_MS = 500;
 export const REASSEMBLY_SWEEP_MS = 100;
+/**
+ * Path MTU probing (src/daemon/path_probe.ts): a probe unanswered this long is sent again, up to
+ * PROBE_TRIES times before its size counts as too big; a settled path is probed again this often.
+ */
+export const PROBE_TIMEOUT_MS = 500;
+export const PROBE_TRIES = 3;
+export const PROBE_INTERVAL_MS = 600_000;

@@ -6,13 +6,17 @@
  * (src/datapath/aead_stage.ts). 0 is a control message:
  *
  *   offset 0  u8   0 (control marker)
- *   offset 1  u8   VC code (NOP 0, IREQ 1, IACK 2, ICON 3, CREQ 4, KEEPALIVE 5, IRDY 6, NAK 7)
+ *   offset 1  u8   VC code (NOP 0, IREQ 1, IACK 2, ICON 3, CREQ 4, KEEPALIVE 5, IRDY 6, NAK 7, PROBE 9,
+ *                  PROBE_ACK 10; 8 starts a fragment, src/datapath/fragmentation.ts)
  *   offset 2  u8   protocol version, 2
  *   offset 3  u8   vid (0 only in NOP)
  *   offset 4  u16  body length, big endian
  *   offset 6  u8   flags: bit 0 = a 16-byte MAC follows the body; other bits 0
  *   offset 7  u8   reserved, 0
  *   offset 8  ...  body, then the MAC when flagged
+ *
+ * A PROBE is followed, after its MAC, by zero padding up to the size it names (a path MTU probe); the
+ * datapath checks that size and hands up only the message (controlLength()).
  *
  * decode() never throws: a datagram it cannot accept comes back with a drop reason.
  */
@@ -36,15 +40,32 @@ export const MAX_PLAN_ADDRESSES = 4;
 /** At most this many bytes of NAK text. */
 export const MAX_NAK_TEXT = 200;
 /**
- * Whether `length` bytes at memory[at] could be a control message of a version this side answers: the
- * cheap test the datapath makes before it hands a control datagram up (decode() checks the rest). It
- * reads no byte past the header and allocates nothing.
+ * How many of the `length` bytes at memory[at] to hand up as a control message: the cheap test the
+ * datapath makes before it copies a control datagram up (decode() checks the rest). All of them for one of
+ * a version this side answers and at most MAX_CONTROL_LENGTH bytes; for a PROBE whose length is the size
+ * it names, the message without its padding; 0 for anything else. Reads at most the header and a PROBE's
+ * size field; allocates nothing.
  */
-export function plausibleControl(memory: Uint8Array, at: number, length: number): boolean {
-  if (length < HEADER_LENGTH || length > MAX_CONTROL_LENGTH) return false;
+export function controlLength(memory: Uint8Array, at: number, length: number): number {
+  if (length < HEADER_LENGTH) return 0;
   const version = memory[at + 2];
-  return version === PROTOCOL_VERSION || version === OLD_PROTOCOL_VERSION;
+  if (memory[at + 1] === VcCode.PROBE && version === PROTOCOL_VERSION) {
+    const message = HEADER_LENGTH + PROBE_BODY + (memory[at + 6] === FLAG_MAC ? MAC_LENGTH : 0);
+    if (length < message || memory[at + 4] !== 0 || memory[at + 5] !== PROBE_BODY) return 0;
+    const named = memory[at + HEADER_LENGTH + PROBE_SIZE_AT] * 256 +
+      memory[at + HEADER_LENGTH + PROBE_SIZE_AT + 1];
+    return named === length ? message : 0;
+  }
+  if (length > MAX_CONTROL_LENGTH) return 0;
+  return version === PROTOCOL_VERSION || version === OLD_PROTOCOL_VERSION ? length : 0;
 }
+
+/** The body of PROBE and PROBE_ACK: sender nonce, receiver nonce, probe id (u32), size (u16), 2 reserved. */
+const PROBE_BODY = 24;
+/** Where a PROBE's body names the whole datagram's size. */
+const PROBE_SIZE_AT = 20;
+/** The smallest PROBE: header, body and MAC. */
+export const MIN_PROBE_SIZE = HEADER_LENGTH + PROBE_BODY + MAC_LENGTH;
 
 /** The vid byte of a data datagram is followed by at least this much payload. */
 export const MIN_DATA_PAYLOAD = 1;
@@ -58,6 +79,8 @@ export const VcCode = {
   KEEPALIVE: 5,
   IRDY: 6,
   NAK: 7,
+  PROBE: 9,
+  PROBE_ACK: 10,
 } as const;
 export type VcName = keyof typeof VcCode;
 const VC_NAMES = Object.fromEntries(Object.entries(VcCode).map(([k, v]) => [v, k])) as Record<number, VcName>;
@@ -175,6 +198,18 @@ export interface Keepalive {
   /** Counts the sender's KEEPALIVEs in this session from 1; a receiver takes each number once, rising. */
   sequence: bigint;
 }
+/**
+ * A path MTU probe (PROBE, padded to `size` bytes on the wire) or its answer (PROBE_ACK, which names the
+ * size that arrived). Signed like KEEPALIVE.
+ */
+export interface Probe {
+  type: "PROBE" | "PROBE_ACK";
+  vid: number;
+  senderNonce: Nonce;
+  receiverNonce: Nonce;
+  id: number;
+  size: number;
+}
 export interface Nak {
   type: "NAK";
   vid: number;
@@ -182,7 +217,7 @@ export interface Nak {
   reason: number;
   text: string;
 }
-export type ControlMessage = Nop | Ireq | Iack | Icon | Creq | Keepalive | Nak;
+export type ControlMessage = Nop | Ireq | Iack | Icon | Creq | Keepalive | Probe | Nak;
 
 export type DropReason =
   | "empty"
@@ -206,6 +241,8 @@ const FIXED_BODY: Record<Exclude<VcName, "NOP">, number> = {
   CREQ: 16,
   KEEPALIVE: 40,
   NAK: 10,
+  PROBE: PROBE_BODY,
+  PROBE_ACK: PROBE_BODY,
 };
 
 /** What the first byte says a datagram is. */
@@ -353,6 +390,20 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         echo: body.getBigUint64(24),
         sequence: body.getBigUint64(32),
       };
+    case "PROBE":
+    case "PROBE_ACK": {
+      const wrong = exact(PROBE_BODY);
+      if (wrong) return wrong;
+      if (body.getUint16(22) !== 0) return `${name} reserved bytes set`;
+      return {
+        type: name,
+        vid,
+        senderNonce: body.getBigUint64(0),
+        receiverNonce: body.getBigUint64(8),
+        id: body.getUint32(16),
+        size: body.getUint16(PROBE_SIZE_AT),
+      };
+    }
     case "NAK": {
       const textLength = body.getUint8(9);
       if (textLength > MAX_NAK_TEXT) return `NAK text of ${textLength} bytes`;
@@ -473,6 +524,13 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       view.setBigUint64(at + 16, message.sentAt);
       view.setBigUint64(at + 24, message.echo);
       view.setBigUint64(at + 32, message.sequence);
+      break;
+    case "PROBE":
+    case "PROBE_ACK":
+      view.setBigUint64(at, message.senderNonce);
+      view.setBigUint64(at + 8, message.receiverNonce);
+      view.setUint32(at + 16, message.id);
+      view.setUint16(at + PROBE_SIZE_AT, message.size);
       break;
     case "NAK": {
       const text = nakText(message.text);

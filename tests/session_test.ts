@@ -2607,3 +2607,69 @@ Deno.test("keyed: a lost responder is brought back by the initiator's next hands
   assert.notEqual(hex(iKeys.tx!.key), hex(keysOf(first, "i")[0].tx!.key));
   assert.deepEqual(iKeys.rx.map((k) => k.epoch), [1], "a fresh start keeps no previous keys");
 });
+
+// --- path MTU probes ------------------------------------------------------------------------------------
+
+Deno.test("keyed: a probe goes signed, the peer answers it naming its id and size, and the answer comes back as probe-answered", () => {
+  const { pair } = establishedPair();
+  for (const [from, to] of [["i", "r"], ["r", "i"]] as const) {
+    const [send] = pair.session(from).handle({ type: "probe", id: 7, size: 1472 }, T0 + 10);
+    assert.equal(send.type, "send");
+    if (send.type !== "send") continue;
+    assert.ok(send.sign, "signed with the control key");
+    assert.equal(send.message.type, "PROBE");
+    const [answer] = pair.session(to).handle(onWire(send), T0 + 11);
+    assert.equal(answer.type, "send");
+    if (answer.type !== "send") continue;
+    assert.deepEqual({ ...answer.message }, {
+      type: "PROBE_ACK",
+      vid: VID,
+      senderNonce: pair.session(to).nonce,
+      receiverNonce: pair.session(from).nonce,
+      id: 7,
+      size: 1472,
+    });
+    assert.deepEqual(pair.session(from).handle(onWire(answer), T0 + 12), [
+      { type: "probe-answered", id: 7, size: 1472 },
+    ]);
+  }
+});
+
+Deno.test("keyed: a PROBE or PROBE_ACK unsigned, signed with the pre-shared key or for another session is dropped", () => {
+  const { pair } = establishedPair();
+  const [send] = pair.i.handle({ type: "probe", id: 1, size: 600 }, T0 + 10);
+  assert.equal(send.type, "send");
+  if (send.type !== "send" || send.message.type !== "PROBE") return;
+  const probe = send.message;
+  for (const key of [undefined, PSK]) {
+    assertDrop(pair.r.handle(signedWith(probe, key), T0 + 11), /not signed/);
+  }
+  assertDrop(pair.r.handle(signedWith({ ...probe, senderNonce: STRANGER }, send.sign), T0 + 11), /another/);
+  const ack = {
+    ...probe,
+    type: "PROBE_ACK" as const,
+    senderNonce: pair.r.nonce,
+    receiverNonce: pair.i.nonce,
+  };
+  for (const key of [undefined, PSK]) assertDrop(pair.i.handle(signedWith(ack, key), T0 + 11), /not signed/);
+});
+
+Deno.test("a session sends no probe before it is established", () => {
+  assert.deepEqual(initiatorIn("requesting").handle({ type: "probe", id: 1, size: 1472 }, T0), []);
+  assert.deepEqual(responder().handle({ type: "probe", id: 1, size: 1472 }, T0), []);
+});
+
+Deno.test("a clear responder answers a probe while it waits for the first KEEPALIVE", () => {
+  const session = responderIn("acknowledged");
+  const probe = {
+    type: "PROBE" as const,
+    vid: VID,
+    senderNonce: I,
+    receiverNonce: session.nonce,
+    id: 4,
+    size: 900,
+  };
+  const [answer] = session.handle(received(probe), T0 + 1);
+  assert.equal(answer.type, "send");
+  if (answer.type === "send") assert.equal(answer.message.type, "PROBE_ACK");
+});

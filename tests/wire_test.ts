@@ -3,6 +3,7 @@ import { parseCidr } from "../src/ip.ts";
 import {
   CipherCode,
   type CipherName,
+  controlLength,
   type ControlMessage,
   datagramKind,
   decode,
@@ -19,12 +20,14 @@ import {
   MAC_LENGTH,
   MAX_CONTROL_LENGTH,
   MAX_NAK_TEXT,
+  MIN_PROBE_SIZE,
   NakReason,
   newNonce,
   offerBit,
   offeredCiphers,
   OLD_PROTOCOL_VERSION,
   oldIreq,
+  type Probe,
   PROTOCOL_VERSION,
 } from "../src/wire.ts";
 
@@ -907,4 +910,75 @@ Deno.test("encode() cuts NAK text on a character boundary after a one-byte chara
   const decoded = decode(bytes);
   assert.ok(decoded.ok);
   assert.equal((decoded.message as { text: string }).text, "a" + "😀".repeat(49));
+});
+
+const PROBE: Probe = {
+  type: "PROBE",
+  vid: 3,
+  senderNonce: 11n,
+  receiverNonce: 22n,
+  id: 0xdead_beef,
+  size: 1472,
+};
+
+Deno.test("encode() and decode() round-trip PROBE and PROBE_ACK, and decode() rejects their reserved bytes", () => {
+  for (const message of [PROBE, { ...PROBE, type: "PROBE_ACK" as const }]) {
+    const datagram = encode(message);
+    assert.equal(datagram.length, HEADER_LENGTH + 24);
+    const decoded = decode(datagram);
+    assert.ok(decoded.ok);
+    assert.deepEqual(decoded.message, message);
+    datagram[HEADER_LENGTH + 23] = 1;
+    assert.equal((decode(datagram) as { reason: string }).reason, "bad-field");
+  }
+});
+
+/** A PROBE signed (room for the MAC) and padded with zeros to the size it names. */
+function paddedProbe(size: number, named = size): Uint8Array {
+  const message = encode({ ...PROBE, size: named }, MAC_LENGTH);
+  const datagram = new Uint8Array(size);
+  datagram.set(message);
+  return datagram;
+}
+
+Deno.test("controlLength() hands up a padded PROBE without its padding, and only when it is the size it names", () => {
+  assert.equal(MIN_PROBE_SIZE, HEADER_LENGTH + 24 + MAC_LENGTH);
+  for (const size of [MIN_PROBE_SIZE, 600, 1472, 9000]) {
+    assert.equal(controlLength(paddedProbe(size), 0, size), MIN_PROBE_SIZE, `${size}`);
+  }
+  assert.equal(controlLength(paddedProbe(1400, 1472), 0, 1400), 0, "cut on the way");
+  assert.equal(controlLength(paddedProbe(1472, 1400), 0, 1472), 0, "longer than it says");
+  const unsigned = new Uint8Array(700);
+  unsigned.set(encode({ ...PROBE, size: 700 }));
+  assert.equal(controlLength(unsigned, 0, 700), HEADER_LENGTH + 24);
+  const old = paddedProbe(1000);
+  old[2] = OLD_PROTOCOL_VERSION;
+  assert.equal(controlLength(old, 0, 1000), 0, "no probes in v1");
+  const long = paddedProbe(1000);
+  long[5] = 40;
+  assert.equal(controlLength(long, 0, 1000), 0, "a PROBE body is 24 bytes");
+});
+
+Deno.test("controlLength() takes any other control datagram whole up to MAX_CONTROL_LENGTH, of a version this side answers", () => {
+  const keepalive = encode({
+    type: "KEEPALIVE",
+    vid: 3,
+    senderNonce: 1n,
+    receiverNonce: 2n,
+    sentAt: 3n,
+    echo: 0n,
+    sequence: 1n,
+  });
+  assert.equal(controlLength(keepalive, 0, keepalive.length), keepalive.length);
+  const big = new Uint8Array(MAX_CONTROL_LENGTH + 1);
+  big.set(keepalive);
+  assert.equal(controlLength(big, 0, big.length), 0);
+  assert.equal(controlLength(keepalive, 0, HEADER_LENGTH - 1), 0);
+  const future = keepalive.slice();
+  future[2] = PROTOCOL_VERSION + 1;
+  assert.equal(controlLength(future, 0, future.length), 0);
+  // Read at an offset into a larger buffer, as the datapath does.
+  const memory = new Uint8Array(2000);
+  memory.set(paddedProbe(900), 100);
+  assert.equal(controlLength(memory, 100, 900), MIN_PROBE_SIZE);
 });

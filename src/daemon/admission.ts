@@ -20,7 +20,15 @@ import {
   TRUSTED_IREQ_RATE_PER_SECOND,
 } from "../timing.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
-import { type ControlMessage, FLAG_MAC, type Ireq } from "../wire.ts";
+import {
+  type ControlMessage,
+  type Creq,
+  FLAG_MAC,
+  type Icon,
+  type Ireq,
+  type Keepalive,
+  type Probe,
+} from "../wire.ts";
 
 export type Verdict =
   /** `key`: the pre-shared key whose MAC the message carries (keyed daemons, PSK-signed messages). */
@@ -43,8 +51,12 @@ export interface AdmissionRules {
 
 const ADMIT: Verdict = { admit: true };
 
-/** Messages signed with the session's own control keys, which only the session can check. */
-const SESSION_SIGNED = new Set(["ICON", "KEEPALIVE", "CREQ"]);
+const SESSION_SIGNED: ReadonlySet<string> = new Set(["ICON", "KEEPALIVE", "CREQ", "PROBE", "PROBE_ACK"]);
+
+/** Whether a message is signed with the session's own control keys, which only the session can check. */
+export function sessionSigned(message: ControlMessage): message is Icon | Keepalive | Creq | Probe {
+  return SESSION_SIGNED.has(message.type);
+}
 
 function refuse(reason: string, text: string, level: "debug" | "warning" = "debug"): Verdict {
   return { admit: false, reason, text, level };
@@ -66,8 +78,8 @@ export class Admission {
    * they claim: with a key, an IREQ's timestamp window; then a stranger's budget (datagrams a second
    * from one address without a circuit here), before the MAC, which costs most; then an IREQ's nonce
    * (replayed?), then its rate limit: one that proved itself (a verified MAC, or a known address) gets
-   * the trusted allowance, a stranger the small one. ICON, KEEPALIVE and CREQ only need the MAC flag
-   * here; their session checks them with its own keys.
+   * the trusted allowance, a stranger the small one. ICON, KEEPALIVE, CREQ, PROBE and PROBE_ACK only need
+   * the MAC flag here; their session checks them with its own keys.
    */
   control(
     rules: AdmissionRules,
@@ -95,7 +107,7 @@ export class Admission {
     let key: Uint8Array | undefined;
     if (keyed) {
       const flagged = (datagram[6] & FLAG_MAC) !== 0;
-      if (SESSION_SIGNED.has(message.type)) {
+      if (sessionSigned(message)) {
         if (flagged) return ADMIT;
       } else if (flagged) {
         key = rules.keys.find((candidate) => verifyControl(candidate, datagram));

@@ -10,10 +10,8 @@ import type { DatapathEngine } from "../datapath/engine.ts";
 import { explainDeviceError } from "../errors.ts";
 import type { HostNetwork } from "../host_network.ts";
 import { formatCidr, type IpPrefix, parseIp } from "../ip.ts";
-import { datagramLimit } from "../datapath/fragmentation.ts";
-
-/** The smallest MTU an IPv6 path has: the path MTU assumed when the route cannot be asked. */
-const IPV6_MIN_MTU = 1280;
+import { datagramLimit, ipUdpHeaders } from "../datapath/fragmentation.ts";
+import { MIN_PATH_MTU, PathProbe, type PathProbeAction, type PathProbeEvent } from "./path_probe.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import type { Session, SessionAction } from "../session.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
@@ -67,6 +65,8 @@ export class CircuitRuntime {
   readonly counters: CircuitCounters;
   /** The path MTU towards the peer as probing found it (undefined: not probed, the route's holds). */
   pathMtu?: number;
+  readonly #pathProbe = new PathProbe();
+  #probeTimer?: TimerId;
   /** The pre-shared key of a keyed circuit. */
   readonly psk?: Uint8Array;
   /** The data keys the datapath holds (keyed circuits with a cipher), and their cipher. */
@@ -127,15 +127,64 @@ export class CircuitRuntime {
     if (!this.session.fragmenting) return 0;
     const address = parseIp(this.remote.address);
     if (!address) return 0;
-    let mtu = this.pathMtu;
-    if (mtu === undefined) {
-      try {
-        mtu = this.#host.network.routeMtu(address);
-      } catch {
-        mtu = IPV6_MIN_MTU;
+    return datagramLimit(this.pathMtu ?? this.#routeMtu(), address.family);
+  }
+
+  /** The MTU of the route to the peer (the IPv6 minimum when the route cannot be asked). */
+  #routeMtu(): number {
+    const address = parseIp(this.remote.address);
+    try {
+      return address ? this.#host.network.routeMtu(address) : MIN_PATH_MTU[6];
+    } catch {
+      return MIN_PATH_MTU[6];
+    }
+  }
+
+  /** Feeds the path MTU probing of a fragmenting circuit and carries out what it asks for. */
+  #probePath(event: PathProbeEvent): void {
+    const host = this.#host;
+    const address = parseIp(this.remote.address);
+    if (!address || (event.type !== "stop" && !this.session.fragmenting)) return;
+    this.#applyProbe(this.#pathProbe.handle(event, host.now()), address.family);
+  }
+
+  #applyProbe(actions: PathProbeAction[], family: 4 | 6): void {
+    const host = this.#host;
+    for (const action of actions) {
+      switch (action.type) {
+        case "probe":
+          // The probe fills an IP packet of that size: its datagram is the size less the IP and UDP headers.
+          this.apply(this.session.handle(
+            { type: "probe", id: action.id, size: datagramLimit(action.size, family) },
+            host.now(),
+          ));
+          break;
+        case "path-mtu": {
+          if (action.mtu === this.pathMtu) break;
+          const was = this.pathMtu ?? this.#routeMtu();
+          this.pathMtu = action.mtu;
+          if (action.mtu !== was) {
+            host.log.info(
+              `Circuit ${this.session.vid} with ${this.remote.address}: path MTU ${action.mtu} (probed; was ${was})`,
+            );
+          }
+          if (this.forwarding) {
+            host.datapath.setDatagramLimit(this.remote.address, this.session.vid, this.datagramLimit());
+          }
+          break;
+        }
+        case "timer":
+          host.timers.clearTimeout(this.#probeTimer);
+          this.#probeTimer = undefined;
+          if (action.at !== undefined && !host.stopped) {
+            this.#probeTimer = host.timers.setTimeout(() => {
+              this.#probeTimer = undefined;
+              this.#probePath({ type: "timer", ceiling: this.#routeMtu() });
+            }, Math.max(0, action.at - host.now()));
+          }
+          break;
       }
     }
-    return datagramLimit(mtu, address.family);
   }
 
   /**
@@ -275,6 +324,7 @@ export class CircuitRuntime {
             this.forwarding = false;
             this.establishedAt = undefined;
           }
+          if (!action.enabled) this.#probePath({ type: "stop" });
           break;
         case "remove-device":
           host.forget(this);
@@ -285,8 +335,22 @@ export class CircuitRuntime {
             this.device.close();
           }
           break;
-        case "established":
+        case "probe-answered": {
+          const address = parseIp(this.remote.address);
+          const size = action.size + ipUdpHeaders(address?.family ?? 6);
+          this.#probePath({ type: "answered", id: action.id, size });
+          break;
+        }
+        case "established": {
           this.establishedAt = host.now();
+          const address = parseIp(this.remote.address);
+          if (address) {
+            this.#probePath({
+              type: "start",
+              floor: MIN_PATH_MTU[address.family],
+              ceiling: this.#routeMtu(),
+            });
+          }
           host.log.info(
             `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}, ${
               this.session.cipher ?? "clear"
@@ -298,6 +362,7 @@ export class CircuitRuntime {
             );
           }
           break;
+        }
         case "refused":
           host.log.error(
             `${this.remote.address} refused circuit ${vid}: ${action.text} (reason ${action.reason})`,
@@ -315,6 +380,7 @@ export class CircuitRuntime {
           break;
         case "dead-peer":
           this.establishedAt = undefined;
+          this.#probePath({ type: "stop" });
           host.log.warn(
             `Circuit ${vid}: nothing heard from ${this.remote.address} for ${
               Math.round(action.silentMs / 1000)

@@ -36,7 +36,7 @@ import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timi
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
 import { derivedIPv6, derivedMac, openConfiguredDevice } from "./provisioning.ts";
-import { Admission, type AdmissionRules } from "./admission.ts";
+import { Admission, type AdmissionRules, sessionSigned } from "./admission.ts";
 import { equalBytes } from "../packet/bytes.ts";
 import type { BridgeRule } from "../config_file.ts";
 import type { FrameFilter } from "../datapath/filter_stage.ts";
@@ -249,6 +249,7 @@ export class Daemon {
       fragmented: c.counters.fragmented,
       reassembled: c.counters.reassembled,
       datagramLimit: c.datagramLimit(),
+      ...(c.pathMtu === undefined ? {} : { pathMtu: c.pathMtu }),
       drops: {
         sendFailed: c.counters.txDropped,
         deviceRefused: c.counters.rxDropped,
@@ -635,8 +636,7 @@ export class Daemon {
       );
       return;
     }
-    const sessionSigned = message.type === "ICON" || message.type === "KEEPALIVE" || message.type === "CREQ";
-    if (sessionSigned && rules.keys.length > 0) {
+    if (sessionSigned(message) && rules.keys.length > 0) {
       // Signed with a session's own keys: the session that holds them may be at another address (the
       // initiator moved). It follows only what its keys verify.
       const ours = message.type === "ICON" ? message.responderNonce : message.receiverNonce;
@@ -884,8 +884,14 @@ export class Daemon {
   /** Sends a control message, signed with `sign` when given (a pre-shared or a session control key). */
   #send(to: Endpoint, message: ControlMessage, sign?: Uint8Array): void {
     if (!this.#underlay) return;
-    const datagram = encode(message, sign ? MAC_LENGTH : 0);
+    let datagram = encode(message, sign ? MAC_LENGTH : 0);
     if (sign) signControl(sign, datagram);
+    if (message.type === "PROBE" && message.size > datagram.length) {
+      // A path MTU probe: zero padding after the message, up to the size it names.
+      const padded = new Uint8Array(message.size);
+      padded.set(datagram);
+      datagram = padded;
+    }
     const sending = this.#underlay.sendControl(datagram, to);
     this.#pendingSends.add(sending);
     sending.then((sent) => {

@@ -40,6 +40,8 @@ export interface CircuitStatus {
   reassembled?: number;
   /** The largest datagram sent whole to the peer, from the path MTU (0: the circuit does not fragment). */
   datagramLimit?: number;
+  /** The path MTU to the peer as probing found it; absent until a probe has settled something. */
+  pathMtu?: number;
   /**
    * Frames dropped by reason: the underlay could not send them, the device refused them; the AEAD stage:
    * a tag that does not verify, a counter seen already, one older than the replay window, a key epoch the

@@ -21,7 +21,7 @@ import type { PacketLink } from "../link/packet_link.ts";
 import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
 import { decodeAll, encodeAll, type Stage, type StageSpec } from "./stage.ts";
 import { LinkWriter } from "../link/device_link.ts";
-import { plausibleControl } from "../wire.ts";
+import { controlLength } from "../wire.ts";
 import {
   Accepted,
   fragmentBatch,
@@ -262,14 +262,15 @@ export class DatapathCore {
           target[i] = circuit.slot;
           continue;
         }
-        // The cheap test first, so that a flood of junk is never copied or handed up.
-        if (!plausibleControl(memory, at, length)) {
+        // The cheap test first, so that a flood of junk is never copied or handed up (nor a probe's padding).
+        const message = controlLength(memory, at, length);
+        if (message === 0) {
           counts[DatapathCount.CONTROL_MALFORMED]++;
         } else if (this.#controlGate !== undefined && !this.#controlGate(source >= 0)) {
           counts[DatapathCount.CONTROL_OVERFLOW]++;
         } else {
           counts[DatapathCount.CONTROL]++;
-          this.#onControl(batch.copy(i), this.#underlay.endpoint(batch, i), source >= 0);
+          this.#onControl(memory.slice(at, at + message), this.#underlay.endpoint(batch, i), source >= 0);
         }
         continue;
       }

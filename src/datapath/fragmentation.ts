@@ -55,7 +55,12 @@ export function fragmentCount(length: number, limit: number): number {
  * The datagram limit of a path: the largest UDP payload that leaves in one IP packet of `pathMtu` bytes.
  */
 export function datagramLimit(pathMtu: number, family: 4 | 6): number {
-  return pathMtu - (family === 4 ? 20 : 40) - 8;
+  return pathMtu - ipUdpHeaders(family);
+}
+
+/** The IP and UDP header bytes in front of a datagram's payload. */
+export function ipUdpHeaders(family: 4 | 6): number {
+  return (family === 4 ? 20 : 40) + 8;
 }
 
 /**

@@ -11,7 +11,8 @@ function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
   }
   return false;
 }
-import { encode, HEADER_LENGTH, NakReason } from "../../src/wire.ts";
+import { encode, HEADER_LENGTH, NakReason, VcCode } from "../../src/wire.ts";
+import { PROBE_RESOLUTION } from "../../src/daemon/path_probe.ts";
 import { resolver, startFakeDaemon, until } from "../fakes/fake_daemon.ts";
 import { FakeWire } from "../fakes/fake_underlay.ts";
 import { FakeClock } from "../fakes/fake_clock.ts";
@@ -627,13 +628,18 @@ Deno.test("a listener puts each tap it creates into the bridge of the first rule
   }
 });
 
-Deno.test("an initiator in a bridge takes its LAN's MTU, the listener agrees whatever its path, and full-size frames cross in fragments", async () => {
-  const wire = new FakeWire();
-  const b = startFakeDaemon(wire, B, listener({ bridge: "br0" }));
+/** A listener at B and an initiator at A, each with its tap in a bridge of 1500-byte LAN ports. */
+function bridgedPair(wire: FakeWire, clock?: FakeClock): { a: FakeDaemon; b: FakeDaemon } {
+  const b = startFakeDaemon(wire, B, listener({ bridge: "br0" }), clock);
   b.network.otherMtus.set("br0", 1500);
-  const a = startFakeDaemon(wire, A, initiator({ bridge: "br9", addresses: [] }), undefined, (network) => {
+  const a = startFakeDaemon(wire, A, initiator({ bridge: "br9", addresses: [] }), clock, (network) => {
     network.otherMtus.set("br9", 1500);
   });
+  return { a, b };
+}
+
+Deno.test("an initiator in a bridge takes its LAN's MTU, the listener agrees whatever its path, and full-size frames cross in fragments", async () => {
+  const { a, b } = bridgedPair(new FakeWire());
   try {
     await until(() => established(a.daemon) && established(b.daemon), "both ends established");
     assert.equal(a.network.live("vela3")!.mtu, 1500, "the LAN's MTU, not 1457");
@@ -683,4 +689,44 @@ Deno.test("--mtu above the path is the link MTU on both ends when both fragment,
     await a.daemon.stop();
     await b.daemon.stop();
   }
+});
+
+Deno.test("probing finds a path smaller than the route and frames that fit the route but not the path still arrive (on a fake clock)", async () => {
+  const clock = new FakeClock();
+  const wire = new FakeWire();
+  // The route says 1500; the path loses every datagram over 1372 bytes (an IPv4 path MTU of 1400) unseen.
+  wire.maxDatagram = 1372;
+  const { a, b } = bridgedPair(wire, clock);
+  try {
+    await until(() => established(a.daemon) && established(b.daemon), "both ends established");
+    const settled = (daemon: typeof a.daemon) => {
+      const limit = daemon.status().circuits[0].datagramLimit ?? 0;
+      return limit <= 1372 && limit > 1372 - PROBE_RESOLUTION;
+    };
+    await clock.until(() => settled(a.daemon) && settled(b.daemon), "both ends to probe the path", 20_000);
+    const [near] = a.daemon.status().circuits;
+    assert.ok(near.pathMtu! <= 1400 && near.pathMtu! > 1400 - PROBE_RESOLUTION, `path MTU ${near.pathMtu}`);
+    // 1414 bytes went whole on the route's word and were lost; now they go in two fragments.
+    a.network.live("vela3")!.device.inject(frame(0xbb, 0xaa, 0x5e, 1400));
+    const [arrived] = await b.network.live("vela3")!.device.waitWritten(1);
+    assert.equal(arrived.length, 1414);
+    assert.equal(a.daemon.status().circuits[0].fragmented, 1);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});
+
+Deno.test("a path as large as its route settles with one probe each way", async () => {
+  const clock = new FakeClock();
+  await withLink(listener(), initiator(), async (wire, a, b) => {
+    await clock.until(
+      () => a.daemon.status().circuits[0].pathMtu === 1500 && b.daemon.status().circuits[0].pathMtu === 1500,
+      "both ends to probe the path",
+      5_000,
+    );
+    const probes = wire.log.filter((entry) => entry.datagram[0] === 0 && entry.datagram[1] === VcCode.PROBE);
+    assert.deepEqual(probes.map((entry) => entry.datagram.length), [1472, 1472]);
+    assert.equal(a.daemon.status().circuits[0].datagramLimit, 1472);
+  }, clock);
 });

@@ -10,6 +10,7 @@ import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/count
 import type { DatapathCore } from "../../src/datapath/core.ts";
 import type { Stage } from "../../src/datapath/stage.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
+import { decode, encode, HEADER_LENGTH } from "../../src/wire.ts";
 import {
   plainFrame,
   taggedTcpSuperHeader,
@@ -122,6 +123,32 @@ export const CORE_CASES: readonly CoreCase[] = [
       assert.deepEqual(pair.controls[0].from, pair.endpointA);
       assert.equal(pair.controls[0].known, true, "from the address of a circuit");
       assert.equal((await pair.delivered(1, 0)).length, 0);
+    },
+  },
+  {
+    name:
+      "the core hands up a path MTU probe without its padding, and drops one cut short or an oversize control datagram",
+    async run(make) {
+      using pair = await make(PLAIN);
+      const probe = (size: number, named: number) => {
+        const datagram = new Uint8Array(size);
+        datagram.set(
+          encode({ type: "PROBE", vid: 3, senderNonce: 1n, receiverNonce: 2n, id: 5, size: named }),
+        );
+        return datagram;
+      };
+      pair.rawFromA(probe(1400, 1400));
+      pair.rawFromA(probe(1300, 1400)); // cut on the way: not the size it names
+      const keepalive = new Uint8Array(1400); // any other control message over 512 bytes
+      keepalive.set([0, 5, 2, 3, 0, 40, 0, 0]);
+      pair.rawFromA(keepalive);
+      await pair.forward();
+      assert.deepEqual(pair.controls.map((c) => c.datagram.length), [HEADER_LENGTH + 24]);
+      assert.deepEqual(decode(pair.controls[0].datagram), {
+        ok: true,
+        message: { type: "PROBE", vid: 3, senderNonce: 1n, receiverNonce: 2n, id: 5, size: 1400 },
+      });
+      assert.equal(pair.countsB[DatapathCount.CONTROL_MALFORMED], 2);
     },
   },
   {

@@ -13,6 +13,8 @@ export class FakeWire {
   readonly log: { from: Endpoint; to: Endpoint; datagram: Uint8Array }[] = [];
   /** When false, datagrams are lost (a cut underlay). */
   connected = true;
+  /** Datagrams longer than this are lost without a word (a path MTU black hole). */
+  maxDatagram = Infinity;
 
   attach(socket: FakeUnderlay): void {
     this.#sockets.set(`${socket.address}|${socket.port}`, socket);
@@ -25,7 +27,7 @@ export class FakeWire {
   carry(from: Endpoint, to: Endpoint, datagram: Uint8Array): void {
     const copy = datagram.slice();
     this.log.push({ from, to, datagram: copy });
-    if (!this.connected) return;
+    if (!this.connected || copy.length > this.maxDatagram) return;
     this.#sockets.get(`${to.address}|${to.port}`)?.enqueue(copy, from);
   }
 

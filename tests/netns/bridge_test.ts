@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { Bed, run } from "../../testbed/netns.ts";
-import { netnsTest } from "./support.ts";
+import { netnsTest, requireProgram } from "./support.ts";
+import { PROBE_RESOLUTION } from "../../src/daemon/path_probe.ts";
 import { keyFile } from "./circuit_support.ts";
 
 const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
@@ -39,6 +40,24 @@ async function lanBehindBridge(
       `ip -n ${router} link set br0 up`,
     ].join("; "),
   );
+}
+
+/** Three pings of `size` bytes from `lan` to the far LAN host, never fragmented by IP, all answered. */
+async function pingWhole(bed: Bed, lan: string, size: number): Promise<void> {
+  const ping = await bed.exec(lan, [
+    "ping",
+    "-M",
+    "do",
+    "-s",
+    `${size}`,
+    "-c",
+    "3",
+    "-W",
+    "2",
+    "198.18.210.2",
+  ]);
+  assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+  assert.match(ping.stdout, /3 received/);
 }
 
 /** The bridge `name` is a port of in `ns`, or undefined. */
@@ -177,20 +196,7 @@ netnsTest(
       assert.equal((await bed.link(bed.a, "br0")).mtu, 1500, "the bridge keeps 1500");
 
       // A full-size IP packet that must not be fragmented by IP: 1472 + 8 (ICMP) + 20 (IP) = 1500.
-      const ping = await bed.exec(lanA, [
-        "ping",
-        "-M",
-        "do",
-        "-s",
-        "1472",
-        "-c",
-        "3",
-        "-W",
-        "2",
-        "198.18.210.2",
-      ]);
-      assert.equal(ping.code, 0, ping.stdout + ping.stderr);
-      assert.match(ping.stdout, /3 received/);
+      await pingWhole(bed, lanA, 1472);
 
       // 200 MiB over TCP (MSS 1460 on a 1500 MTU), checked by sha256 on both ends.
       const server = bed.spawn(lanB, [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, "serve", "5201"]);
@@ -220,6 +226,50 @@ netnsTest(
       assert.ok(circuit.fragmented > 100_000, `full-size segments went in fragments: ${circuit.fragmented}`);
     } finally {
       await Deno.remove(key);
+      await run(["ip", "netns", "del", lanA]);
+      await run(["ip", "netns", "del", lanB]);
+    }
+  },
+);
+
+netnsTest(
+  "a path that silently loses datagrams over 1400 bytes, under the route's 1500, is found by probing and full-size frames still cross",
+  async () => {
+    if (!await requireProgram("nft", "nftables")) return;
+    await using bed = await Bed.create({ mtu: 1500 });
+    const lanA = `vela-${Deno.pid}-${bed.index}-la`;
+    const lanB = `vela-${Deno.pid}-${bed.index}-lb`;
+    try {
+      await lanBehindBridge(bed.a, lanA, "198.18.210.1", undefined, 1500);
+      await lanBehindBridge(bed.b, lanB, "198.18.210.2", undefined, 1500);
+      // A black hole: IP packets of UDP over 1400 bytes vanish on the way in, and no ICMP says so.
+      const blackHole = "add table ip pmtu; add chain ip pmtu in { type filter hook input priority 0; }; " +
+        "add rule ip pmtu in meta l4proto udp ip length > 1400 drop";
+      for (const ns of [bed.a, bed.b]) await bed.exec(ns, ["nft", blackHole], { check: true });
+      // The rule sees packets as they arrive: one UDP GSO send must reach it cut, as a real path would.
+      for (const [ns, veth] of [[bed.a, bed.vethA], [bed.b, bed.vethB]]) {
+        await bed.exec(ns, ["ip", "link", "set", veth, "gso_max_segs", "1"], { check: true });
+      }
+      const listener = bed.vela(bed.b, ["--listen", "--allow", `${bed.a4}/32`, "--bridge", "br0"]);
+      const initiator = bed.vela(bed.a, ["--peer", bed.b4, "--vid", "3", "--bridge", "br0"]);
+      await bed.waitPing(lanA, "198.18.210.2", 20_000);
+      const circuitOf = async (ns: string, daemon: typeof initiator) => {
+        const shown = await bed.velaCommand(ns, ["status", "--json", "--control", daemon.control!]);
+        return JSON.parse(shown.stdout).circuits[0];
+      };
+      for (const [ns, daemon] of [[bed.a, initiator], [bed.b, listener]] as const) {
+        await bed.until(async () => {
+          const limit = (await circuitOf(ns, daemon))?.datagramLimit ?? 0;
+          return limit <= 1372 && limit > 1372 - PROBE_RESOLUTION;
+        }, `${ns} to probe the path down to 1400 bytes`);
+        const circuit = await circuitOf(ns, daemon);
+        assert.ok(circuit.pathMtu <= 1400 && circuit.pathMtu > 1400 - PROBE_RESOLUTION, `${circuit.pathMtu}`);
+        assert.match(daemon.output(), /path MTU \d+ \(probed; was 1500\)/);
+      }
+      // 1400 + 28 + 14 bytes fit the route's 1472-byte datagram but not the path: only fragments get there.
+      for (const size of [1400, 1472]) await pingWhole(bed, lanA, size);
+      assert.ok((await circuitOf(bed.a, initiator)).fragmented >= 6, "both sizes went in fragments");
+    } finally {
       await run(["ip", "netns", "del", lanA]);
       await run(["ip", "netns", "del", lanB]);
     }
