@@ -59,6 +59,8 @@ export interface BridgeRule {
   bridge: string;
   vid?: number;
   allow?: IpPrefix;
+  /** Which frames the tap circuits this rule matches may carry (as a circuit's own `filter`). */
+  filter?: FrameFilter;
 }
 
 export interface FileConfig {
@@ -323,13 +325,13 @@ function bridgeName(value: unknown, field: string): string {
   return value;
 }
 
-/** `bridges`: an array of {"bridge": NAME, "vid"?: N, "allow"?: CIDR}, the first match wins. */
+/** `bridges`: an array of {"bridge": NAME, "vid"?: N, "allow"?: CIDR, "filter"?: {...}}, the first match wins. */
 function bridgeRules(value: unknown): BridgeRule[] {
   if (!Array.isArray(value)) fail("bridges", `must be an array of rules, not ${shown(value)}`);
   return value.map((rule, i) => {
     const field = `bridges[${i}]`;
     if (!isObject(rule)) fail(field, `must be an object with "bridge", not ${shown(rule)}`);
-    rejectUnknownKeys(rule, ["bridge", "vid", "allow"], (key) => `${field}.${key}`);
+    rejectUnknownKeys(rule, ["bridge", "vid", "allow", "filter"], (key) => `${field}.${key}`);
     if (!Object.hasOwn(rule, "bridge")) fail(`${field}.bridge`, "is missing");
     const parsed: BridgeRule = { bridge: bridgeName(rule.bridge, `${field}.bridge`) };
     if (Object.hasOwn(rule, "vid")) parsed.vid = wholeNumber(rule.vid, `${field}.vid`, MIN_VID, MAX_VID);
@@ -340,6 +342,7 @@ function bridgeRules(value: unknown): BridgeRule[] {
       }
       parsed.allow = prefix;
     }
+    if (Object.hasOwn(rule, "filter")) parsed.filter = filterField(rule.filter, `${field}.filter`);
     return parsed;
   });
 }

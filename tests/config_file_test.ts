@@ -455,3 +455,17 @@ Deno.test("parseConfig() takes a circuit's filter and refuses a bad MAC in it, n
   );
   refused({ circuits: [{ peer: "r2", vid: 3, filter: { allow: [] } }] }, "circuits[0].filter.allow");
 });
+
+Deno.test("parseConfig() takes a filter in a listener's bridges rule and refuses a bad one, naming the field", () => {
+  const config = parsed({
+    listen: true,
+    allow: ["198.18.0.0/15"],
+    bridges: [{ bridge: "br0", vid: 3, filter: { remote: ["02:00:00:00:0b:01"] } }],
+  });
+  assert.deepEqual(config.bridges?.[0].filter?.remote, ["020000000b01"]);
+  refused(
+    { listen: true, allow: ["198.18.0.0/15"], bridges: [{ bridge: "br0", filter: { local: ["zz"] } }] },
+    "bridges[0].filter.local:",
+    "not a MAC",
+  );
+});

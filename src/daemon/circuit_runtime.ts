@@ -18,6 +18,7 @@ import type { Endpoint } from "../underlay/underlay.ts";
 import { type CipherName, type ControlMessage, NakReason } from "../wire.ts";
 import { type DataKey, type DataKeys, KEY_STATE_BYTES } from "../crypto/data_keys.ts";
 import { pipelineFor } from "../datapath/stage.ts";
+import type { FrameFilter } from "../datapath/filter_stage.ts";
 import { defaultInterfaceName } from "../circuit_rules.ts";
 import { derivedMac } from "./provisioning.ts";
 import type { TimerId, Timers } from "./timers.ts";
@@ -69,6 +70,8 @@ export class CircuitRuntime {
   #probeTimer?: TimerId;
   /** The pre-shared key of a keyed circuit. */
   readonly psk?: Uint8Array;
+  /** Which frames the circuit carries: its spec's, or the listener's rule's for a circuit it accepted. */
+  readonly filter?: FrameFilter;
   /** The data keys the datapath holds (keyed circuits with a cipher), and their cipher. */
   #dataKeys: DataKeys | undefined;
   #cipher: CipherName = "clear";
@@ -88,6 +91,7 @@ export class CircuitRuntime {
       device?: LinkDevice;
       counters: CircuitCounters;
       psk?: Uint8Array;
+      filter?: FrameFilter;
     },
   ) {
     this.#host = host;
@@ -98,11 +102,12 @@ export class CircuitRuntime {
     this.device = init.device;
     this.counters = init.counters;
     this.psk = init.psk;
+    this.filter = init.filter ?? init.spec?.filter;
   }
 
   /** The circuit's pipeline: sealed with its keys, or clear. */
   #pipeline() {
-    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.spec?.filter);
+    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.filter);
   }
 
   /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters, pipeline and datagram limit. */

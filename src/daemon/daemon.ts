@@ -578,12 +578,16 @@ export class Daemon {
 
   #listenerBridge(owner: Pick<DeviceOwner, "role" | "peer" | "vid">): string | undefined {
     if (owner.role !== "responder") return undefined;
-    const source = parseIp(owner.peer);
-    const rule = (this.#config.bridges ?? []).find((r) =>
-      (r.vid === undefined || r.vid === owner.vid) &&
+    return this.#listenerRule(owner.vid, owner.peer)?.bridge ?? this.#config.bridge;
+  }
+
+  /** The first of the listener's `bridges` rules that matches a circuit from `peer` on `vid`. */
+  #listenerRule(vid: number, peer: string): BridgeRule | undefined {
+    const source = parseIp(peer);
+    return (this.#config.bridges ?? []).find((r) =>
+      (r.vid === undefined || r.vid === vid) &&
       (r.allow === undefined || (source !== undefined && prefixContains(r.allow, source)))
     );
-    return rule?.bridge ?? this.#config.bridge;
   }
 
   /**
@@ -812,12 +816,14 @@ export class Daemon {
       rekeyAfterMs: this.#config.rekeyAfterMs,
       jitter: this.#env.random ?? Math.random,
     });
+    const filter = request.mode === "tap" ? this.#listenerRule(request.vid, from.address)?.filter : undefined;
     const circuit = new CircuitRuntime(this.#circuitHost, {
       key: circuitKey(from.address, request.vid),
       session,
       remote: from,
       counters: zeroCounters(),
       psk,
+      filter,
     });
     this.#circuits.set(circuit.key, circuit);
     circuit.apply(session.handle({ type: "received", message: request }, this.#env.now()));

@@ -13,6 +13,7 @@ function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
 }
 import { encode, HEADER_LENGTH, NakReason, VcCode } from "../../src/wire.ts";
 import { PROBE_RESOLUTION } from "../../src/daemon/path_probe.ts";
+import { parseFilter } from "../../src/datapath/filter_stage.ts";
 import { resolver, startFakeDaemon, until } from "../fakes/fake_daemon.ts";
 import { FakeWire } from "../fakes/fake_underlay.ts";
 import { FakeClock } from "../fakes/fake_clock.ts";
@@ -729,4 +730,22 @@ Deno.test("a path as large as its route settles with one probe each way", async 
     assert.deepEqual(probes.map((entry) => entry.datagram.length), [1472, 1472]);
     assert.equal(a.daemon.status().circuits[0].datagramLimit, 1472);
   }, clock);
+});
+
+Deno.test("a listener's bridges rule filters the tap circuits it matches: one far host's frames cross, another's do not", async () => {
+  const aHost = 0x0a;
+  const filter = parseFilter({ remote: ["0a:0a:0a:0a:0a:0a"] }, {
+    local: "local",
+    remote: "remote",
+    block: "block",
+  });
+  const rules = { bridge: "br0", bridges: [{ bridge: "br0", vid: 3, filter }] };
+  await withLink(listener(rules), initiator(), async (_wire, a, b) => {
+    const near = a.network.live("vela3")!.device;
+    near.inject(frame(0xbb, 0x0c, 1)); // from a host the rule does not name: filtered at the listener
+    near.inject(frame(0xbb, aHost, 2));
+    const [arrived] = await b.network.live("vela3")!.device.waitWritten(1);
+    assert.deepEqual(arrived, frame(0xbb, aHost, 2));
+    await until(() => b.daemon.status().circuits[0].drops.filtered === 1, "the other host's frame counted");
+  });
 });

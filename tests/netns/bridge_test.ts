@@ -12,16 +12,16 @@ import { keyFile } from "./circuit_support.ts";
 const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
 
 /**
- * A LAN namespace `lan` with a veth (MTU `mtu`, MAC `mac` if given) to router namespace `router`, a port of
- * its br0 there (made by the first call).
+ * A LAN namespace `lan` with a veth (MTU `mtu`, MAC `mac` if given, `address` in a /24 unless undefined) to
+ * router namespace `router`, a port of its br0 there (made by the first call). Returns the LAN side's name.
  */
 async function lanBehindBridge(
   router: string,
   lan: string,
-  address: string,
+  address: string | undefined,
   mac?: string,
   mtu = 1400,
-): Promise<void> {
+): Promise<string> {
   const sh = (command: string) => run(["sh", "-ec", command], { check: true });
   const lanSide = `l${lan.slice(-12)}`.slice(0, 15);
   const routerSide = `r${lan.slice(-12)}`.slice(0, 15);
@@ -33,13 +33,14 @@ async function lanBehindBridge(
     [
       `ip -n ${lan} link set lo up`,
       ...(mac ? [`ip -n ${lan} link set ${lanSide} address ${mac}`] : []),
-      `ip -n ${lan} addr add ${address}/24 dev ${lanSide}`,
+      ...(address ? [`ip -n ${lan} addr add ${address}/24 dev ${lanSide}`] : []),
       `ip -n ${lan} link set ${lanSide} up`,
       `ip -n ${router} link show br0 >/dev/null 2>&1 || ip -n ${router} link add br0 type bridge`,
       `ip -n ${router} link set ${routerSide} mtu ${mtu} master br0 up`,
       `ip -n ${router} link set br0 up`,
     ].join("; "),
   );
+  return lanSide;
 }
 
 /** Three pings of `size` bytes from `lan` to the far LAN host, never fragmented by IP, all answered. */
@@ -137,37 +138,53 @@ netnsTest("--bridge naming no bridge stops the initiator with a sentence that sa
   assert.equal(await bed.hasLink(bed.a, "vela3"), false, "no interface left behind");
 });
 
-netnsTest(
-  "a circuit's MAC filter lets one LAN host through and not another, and counts what it kept back",
-  async () => {
-    await using bed = await Bed.create();
-    const lans = ["l1", "l2", "lb"].map((n) => `vela-${Deno.pid}-${bed.index}-${n}`);
-    try {
-      await lanBehindBridge(bed.a, lans[0], "198.18.210.1", "02:00:00:00:0a:01");
-      await lanBehindBridge(bed.a, lans[1], "198.18.210.3", "02:00:00:00:0a:02");
-      await lanBehindBridge(bed.b, lans[2], "198.18.210.2", "02:00:00:00:0b:01");
-      bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15", "--bridge", "br0"]);
-      const initiator = bed.vela(bed.a, [
-        "--peer",
-        bed.b4,
-        "--vid",
-        "3",
-        "--bridge",
-        "br0",
-        "--local-mac",
-        "02:00:00:00:0a:01",
-      ]);
-      await bed.waitPing(lans[0], "198.18.210.2", 20_000);
-      const blocked = await bed.exec(lans[1], ["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.210.2"]);
-      assert.notEqual(blocked.code, 0, "the host not in the filter gets no answer");
-      const shown = await bed.velaCommand(bed.a, ["status", "--json", "--control", initiator.control!]);
-      const status = JSON.parse(shown.stdout) as { circuits: { drops: { filtered: number } }[] };
-      assert.ok(status.circuits[0].drops.filtered >= 3, JSON.stringify(status.circuits[0].drops));
-    } finally {
-      for (const lan of lans) await run(["ip", "netns", "del", lan]);
-    }
-  },
-);
+for (const side of ["initiator", "listener"] as const) {
+  netnsTest(
+    `a MAC filter (the ${side}'s) lets one LAN host through and not another, and counts what it kept back`,
+    async () => {
+      await using bed = await Bed.create();
+      const lans = ["l1", "l2", "lb"].map((n) => `vela-${Deno.pid}-${bed.index}-${n}`);
+      const config = await Deno.makeTempFile({ prefix: "vela-config-", suffix: ".json" });
+      try {
+        await lanBehindBridge(bed.a, lans[0], "198.18.210.1", "02:00:00:00:0a:01");
+        await lanBehindBridge(bed.a, lans[1], "198.18.210.3", "02:00:00:00:0a:02");
+        await lanBehindBridge(bed.b, lans[2], "198.18.210.2", "02:00:00:00:0b:01");
+        // The listener's rule names the far host as REMOTE; the initiator's flag names it as LOCAL.
+        await Deno.writeTextFile(
+          config,
+          JSON.stringify({
+            listen: true,
+            allow: ["198.18.0.0/15"],
+            bridge: "br0",
+            bridges: side === "listener"
+              ? [{ bridge: "br0", vid: 3, filter: { remote: ["02:00:00:00:0a:01"] } }]
+              : [],
+          }),
+        );
+        const listener = bed.vela(bed.b, ["--config", config]);
+        const initiator = bed.vela(bed.a, [
+          "--peer",
+          bed.b4,
+          "--vid",
+          "3",
+          "--bridge",
+          "br0",
+          ...(side === "initiator" ? ["--local-mac", "02:00:00:00:0a:01"] : []),
+        ]);
+        await bed.waitPing(lans[0], "198.18.210.2", 20_000);
+        const blocked = await bed.exec(lans[1], ["ping", "-c", "3", "-i", "0.2", "-W", "1", "198.18.210.2"]);
+        assert.notEqual(blocked.code, 0, "the host not in the filter gets no answer");
+        const [ns, daemon] = side === "initiator" ? [bed.a, initiator] : [bed.b, listener];
+        const shown = await bed.velaCommand(ns, ["status", "--json", "--control", daemon.control!]);
+        const status = JSON.parse(shown.stdout) as { circuits: { drops: { filtered: number } }[] };
+        assert.ok(status.circuits[0].drops.filtered >= 3, JSON.stringify(status.circuits[0].drops));
+      } finally {
+        await Deno.remove(config);
+        for (const lan of lans) await run(["ip", "netns", "del", lan]);
+      }
+    },
+  );
+}
 
 netnsTest(
   "1500-byte LANs bridged over a 1500-byte underlay: full-size frames cross in fragments, keyed, every byte whole",
@@ -270,6 +287,66 @@ netnsTest(
       for (const size of [1400, 1472]) await pingWhole(bed, lanA, size);
       assert.ok((await circuitOf(bed.a, initiator)).fragmented >= 6, "both sizes went in fragments");
     } finally {
+      await run(["ip", "netns", "del", lanA]);
+      await run(["ip", "netns", "del", lanB]);
+    }
+  },
+);
+
+netnsTest(
+  "DHCP across the bridged link: a host behind one bridge gets its lease from dnsmasq behind the other",
+  async () => {
+    if (!await requireProgram("dnsmasq", "dnsmasq-base") || !await requireProgram("busybox", "busybox")) {
+      return;
+    }
+    await using bed = await Bed.create();
+    const lanA = `vela-${Deno.pid}-${bed.index}-la`;
+    const lanB = `vela-${Deno.pid}-${bed.index}-lb`;
+    const leases = await Deno.makeTempFile({ prefix: "vela-leases-" });
+    try {
+      const client = await lanBehindBridge(bed.a, lanA, undefined, "02:00:5e:10:00:0a");
+      const serverSide = await lanBehindBridge(bed.b, lanB, "198.18.210.2");
+      bed.vela(bed.b, ["--listen", "--allow", `${bed.a4}/32`, "--bridge", "br0"]);
+      bed.vela(bed.a, ["--peer", bed.b4, "--vid", "3", "--bridge", "br0"]);
+      const dnsmasq = bed.spawn(lanB, [
+        "dnsmasq",
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--port=0",
+        `--interface=${serverSide}`,
+        "--bind-interfaces",
+        "--dhcp-range=198.18.210.100,198.18.210.150,255.255.255.0,10m",
+        `--dhcp-leasefile=${leases}`,
+        "--log-dhcp",
+      ]);
+      await bed.until(
+        async () => (await bed.link(bed.b, "vela3").catch(() => undefined)) !== undefined,
+        "the far tap",
+      );
+      // DISCOVER and REQUEST are broadcasts from a host without an address: they cross only as frames.
+      const lease = await bed.exec(lanA, [
+        "busybox",
+        "udhcpc",
+        "-i",
+        client,
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "10",
+        "-T",
+        "1",
+        "-s",
+        "/bin/true",
+      ]);
+      await bed.stop(dnsmasq);
+      assert.equal(lease.code, 0, lease.stdout + lease.stderr + dnsmasq.output());
+      assert.match(lease.stdout + lease.stderr, /lease of 198\.18\.210\.1[0-5]\d obtained/);
+      assert.match(await Deno.readTextFile(leases), /02:00:5e:10:00:0a 198\.18\.210\.1[0-5]\d/);
+    } finally {
+      await Deno.remove(leases);
       await run(["ip", "netns", "del", lanA]);
       await run(["ip", "netns", "del", lanB]);
     }
