@@ -48,6 +48,8 @@ export interface DaemonArgs {
   rekeyAfterMs?: number;
   /** --bridge with --listen: the bridge every tap the listener creates joins (and the --peer circuit's). */
   bridge?: string;
+  /** --offer-bridge: bridges an initiator may ask its tap to join here (--far-bridge). */
+  offerBridges?: string[];
   /** --up, --down: shell commands run when a circuit's interface is up, and when it is removed. */
   up?: string;
   down?: string;
@@ -85,6 +87,8 @@ export interface CircuitArgs {
   cipher?: CipherPolicy;
   /** The existing Linux bridge the circuit's tap joins (--bridge). */
   bridge?: string;
+  /** The listener's bridge the far tap is asked to join (--far-bridge). */
+  farBridge?: string;
   /** Which frames may cross (--local-mac, --remote-mac, --block). */
   filter?: FrameFilter;
 }
@@ -128,6 +132,7 @@ Circuit options (with --peer):
   --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
   --ifname NAME       interface name instead of vela<N>
   --bridge BR         put the tap into the existing Linux bridge BR; a bridged tap needs no --address
+  --far-bridge BR     ask the listener to put its tap into its bridge BR (one it offers: --offer-bridge)
   --local-mac MAC     a MAC on this side (repeatable)
   --remote-mac MAC    a MAC on the far side (repeatable); with either, a tap circuit carries out only
                       frames from a local or to a remote MAC, and in only frames to a local or from a
@@ -147,6 +152,7 @@ Listener options:
   --max-circuits-per-peer N
                       circuits one peer address may hold here (1-${MAX_VID}, default ${DEFAULT_MAX_CIRCUITS_PER_PEER})
   --bridge BR         every tap this listener creates joins the existing Linux bridge BR
+  --offer-bridge BR   an initiator may ask (--far-bridge BR) for its tap to join bridge BR (repeatable)
 
 Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
@@ -219,6 +225,7 @@ export interface RawCircuit {
   family?: 4 | 6;
   cipher?: string;
   bridge?: string;
+  farBridge?: string;
   localMac?: string[];
   remoteMac?: string[];
   block?: string[];
@@ -253,12 +260,13 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
       `${dash}ifname "${raw.ifname}" is not a valid interface name (1 to 15 bytes, no spaces, / or :)`,
     );
   }
-  if (raw.bridge !== undefined) {
-    if (!validInterfaceName(raw.bridge)) {
-      throw new UsageError(`${dash}bridge "${raw.bridge}" is not a valid interface name`);
+  for (const [option, name] of [["bridge", raw.bridge], ["far-bridge", raw.farBridge]] as const) {
+    if (name === undefined) continue;
+    if (!validInterfaceName(name)) {
+      throw new UsageError(`${dash}${option} "${name}" is not a valid interface name`);
     }
     if (mode !== "tap") {
-      throw new UsageError(`${dash}bridge goes with ${dash}mode tap (a tun carries no Ethernet)`);
+      throw new UsageError(`${dash}${option} goes with ${dash}mode tap (a tun carries no Ethernet)`);
     }
   }
   const circuit: CircuitArgs = {
@@ -272,6 +280,7 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
   };
   if (raw.cipher !== undefined) circuit.cipher = parseCipher(raw.cipher, `${dash}cipher`);
   if (raw.bridge !== undefined) circuit.bridge = raw.bridge;
+  if (raw.farBridge !== undefined) circuit.farBridge = raw.farBridge;
   if (raw.localMac?.length || raw.remoteMac?.length || raw.block?.length) {
     if (mode !== "tap") {
       throw new UsageError(`${dash}local-mac, ${dash}remote-mac and ${dash}block go with ${dash}mode tap`);
@@ -329,6 +338,7 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
             mtu: { type: "string" },
             ifname: { type: "string" },
             bridge: { type: "string" },
+            "far-bridge": { type: "string" },
             ipv4: { type: "boolean", short: "4" },
             ipv6: { type: "boolean", short: "6" },
           }
@@ -366,6 +376,7 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
     ifname: v.ifname as string | undefined,
     family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
     bridge: v.bridge as string | undefined,
+    farBridge: v["far-bridge"] as string | undefined,
   }, "--");
   return { kind: "connect", control, json, circuit, port };
 }
@@ -392,6 +403,8 @@ export function parseCommandLine(argv: string[]): Command {
         mtu: { type: "string" },
         ifname: { type: "string" },
         bridge: { type: "string" },
+        "far-bridge": { type: "string" },
+        "offer-bridge": { type: "string", multiple: true },
         "local-mac": { type: "string", multiple: true },
         "remote-mac": { type: "string", multiple: true },
         block: { type: "string", multiple: true },
@@ -485,6 +498,7 @@ export function parseCommandLine(argv: string[]): Command {
     "local-mac",
     "remote-mac",
     "block",
+    "far-bridge",
   ] as const;
   if (v.peer === undefined) {
     const stray = circuitOptions.find((name) => v[name] !== undefined);
@@ -549,6 +563,7 @@ export function parseCommandLine(argv: string[]): Command {
       ifname: v.ifname,
       family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
       bridge: v.bridge,
+      farBridge: v["far-bridge"],
       localMac: v["local-mac"],
       remoteMac: v["remote-mac"],
       block: v.block,
@@ -560,6 +575,13 @@ export function parseCommandLine(argv: string[]): Command {
     }
     if (listen) args.bridge = v.bridge;
     else if (v.peer === undefined) throw new UsageError("--bridge goes with --peer or --listen");
+  }
+  for (const name of v["offer-bridge"] ?? []) {
+    if (!validInterfaceName(name)) {
+      throw new UsageError(`--offer-bridge "${name}" is not a valid interface name`);
+    }
+    if (!listen) throw new UsageError("--offer-bridge goes with --listen");
+    (args.offerBridges ??= []).push(name);
   }
   for (const hook of ["up", "down"] as const) {
     if (v[hook] === undefined) continue;

@@ -50,6 +50,8 @@ export interface CircuitConfig {
   cipher?: CipherPolicy;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
+  /** The listener's bridge this circuit asks the far tap to join. */
+  farBridge?: string;
   /** Which frames may cross this tap circuit. */
   filter?: FrameFilter;
 }
@@ -79,6 +81,8 @@ export interface FileConfig {
   /** A listener's bridge for every tap it creates (after the rules in `bridges`). */
   bridge?: string;
   bridges?: BridgeRule[];
+  /** Bridges a listener lets an initiator ask its tap to join ("far_bridge" on the initiator). */
+  offerBridges?: string[];
   /** Hooks: shell commands run when a circuit's interface is up, and when it is removed. */
   up?: string;
   down?: string;
@@ -98,6 +102,7 @@ const TOP_KEYS = [
   "max_circuits_per_peer",
   "bridge",
   "bridges",
+  "offer_bridges",
   "up",
   "down",
   "circuits",
@@ -114,6 +119,7 @@ const CIRCUIT_KEYS = [
   "key_file",
   "cipher",
   "bridge",
+  "far_bridge",
   "filter",
 ];
 
@@ -273,6 +279,10 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
     circuit.bridge = bridgeName(value.bridge, `${field}.bridge`);
     if (mode !== "tap") fail(`${field}.bridge`, `goes with "mode": "tap" (a tun carries no Ethernet)`);
   }
+  if (has("far_bridge")) {
+    circuit.farBridge = bridgeName(value.far_bridge, `${field}.far_bridge`);
+    if (mode !== "tap") fail(`${field}.far_bridge`, `goes with "mode": "tap" (a tun carries no Ethernet)`);
+  }
   if (has("key_file")) {
     if (typeof value.key_file !== "string" || value.key_file === "") {
       fail(`${field}.key_file`, `must be the path of the key file, not ${shown(value.key_file)}`);
@@ -397,6 +407,12 @@ export function parseConfig(text: string): FileConfig {
   }
   if (has("bridge")) config.bridge = bridgeName(root.bridge, "bridge");
   if (has("bridges")) config.bridges = bridgeRules(root.bridges);
+  if (has("offer_bridges")) {
+    if (!Array.isArray(root.offer_bridges)) {
+      fail("offer_bridges", `must be an array of bridge names, not ${shown(root.offer_bridges)}`);
+    }
+    config.offerBridges = root.offer_bridges.map((name, i) => bridgeName(name, `offer_bridges[${i}]`));
+  }
   for (const hook of ["up", "down"] as const) {
     if (!has(hook)) continue;
     const command = root[hook];
@@ -452,9 +468,14 @@ export function parseConfig(text: string): FileConfig {
   }
   if (!listen && allow.length > 0) fail("allow", `goes with "listen": true`);
   if (!listen && insecureAcceptAny) fail("insecure_accept_any", `goes with "listen": true`);
-  for (const key of ["bridge", "bridges"] as const) {
+  for (
+    const [key, name] of [["bridge", "bridge"], ["bridges", "bridges"], [
+      "offerBridges",
+      "offer_bridges",
+    ]] as const
+  ) {
     if (!listen && config[key] !== undefined) {
-      fail(key, `goes with "listen": true (a circuit's own tap takes "bridge" in its object)`);
+      fail(name, `goes with "listen": true (a circuit's own tap takes "bridge" in its object)`);
     }
   }
   if (!listen && config.circuits.length === 0) {

@@ -210,6 +210,8 @@ export interface SessionConfig {
    * initiator says so in its IREQ, a responder agrees in its IACK when the IREQ said so. Default false.
    */
   fragments?: boolean;
+  /** An initiator's ask that the responder's tap join this bridge of the listener's (IREQ_FLAG_BRIDGE). */
+  farBridge?: string;
   /** The key exchange (default: X25519 and HKDF). */
   handshakeCrypto?: HandshakeCrypto;
   /** New keys this long after the current ones (default REKEY_AFTER_MS). */
@@ -267,6 +269,7 @@ export class Session {
   readonly #policy: CipherPolicy;
   readonly #aesHardware: boolean;
   readonly #fragments: boolean;
+  readonly #farBridge: string | undefined;
   /** Both ends fragment: the handshake in use agreed on it. */
   #fragmenting = false;
   readonly #crypto: HandshakeCrypto;
@@ -304,6 +307,7 @@ export class Session {
     this.#policy = config.cipher ?? "auto";
     this.#aesHardware = config.aesHardware ?? false;
     this.#fragments = config.fragments ?? false;
+    this.#farBridge = config.farBridge;
     this.#crypto = config.handshakeCrypto ?? x25519Handshake;
     this.#rekeyAfterMs = config.rekeyAfterMs ?? REKEY_AFTER_MS;
   }
@@ -614,6 +618,7 @@ export class Session {
           (this.#fragments ? IREQ_FLAG_FRAGMENTS | (this.#fixedMtu ? IREQ_FLAG_LINK_MTU : 0) : 0),
         ephemeral: this.#ephemeral?.publicKey ?? NO_EPHEMERAL,
         plan: this.#plan,
+        ...(this.#farBridge === undefined ? {} : { bridge: this.#farBridge }),
       },
     };
   }

@@ -132,6 +132,15 @@ export const IREQ_FLAG_FRAGMENTS = 0x02;
 export const IREQ_FLAG_LINK_MTU = 0x04;
 /** IACK/IRDY flag: the responder does too, so the circuit fragments (only sent to an IREQ with the flag). */
 export const IACK_FLAG_FRAGMENTS = 0x01;
+/** IREQ flag: the initiator asks for its tap to join a bridge of the listener's, named after the plan. */
+export const IREQ_FLAG_BRIDGE = 0x08;
+/** The longest bridge name an IREQ carries (a Linux interface name). */
+export const MAX_BRIDGE_NAME = 15;
+
+/** Whether `name` can be a Linux interface name: 1 to 15 printable ASCII bytes, no '/', ':' or space. */
+export function validBridgeName(name: string): boolean {
+  return /^[\x21-\x7e]{1,15}$/.test(name) && !/[/:]/.test(name);
+}
 
 export type Nonce = bigint;
 
@@ -157,6 +166,8 @@ export interface Ireq {
   ephemeral: Uint8Array;
   /** The addresses the responder's interface takes. */
   plan: IpPrefix[];
+  /** The listener's bridge the initiator asks its tap to join (IREQ_FLAG_BRIDGE); absent: none asked. */
+  bridge?: string;
 }
 export interface Iack {
   type: "IACK" | "IRDY";
@@ -322,6 +333,15 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         plan.push({ family: family as Family, bytes, prefixLength });
         at += 2 + size;
       }
+      let bridge: string | undefined;
+      if (body.getUint8(22) & IREQ_FLAG_BRIDGE) {
+        if (at + 1 > body.byteLength) return "truncated IREQ bridge name";
+        const length = body.getUint8(at);
+        if (at + 1 + length > body.byteLength) return "truncated IREQ bridge name";
+        bridge = String.fromCharCode(...new Uint8Array(body.buffer, body.byteOffset + at + 1, length));
+        if (!validBridgeName(bridge)) return "IREQ bridge name is not an interface name";
+        at += 1 + length;
+      }
       if (at !== body.byteLength) return `IREQ body has ${body.byteLength - at} bytes past its plan`;
       return {
         type: "IREQ",
@@ -335,6 +355,7 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         flags: body.getUint8(22),
         ephemeral: bytesAt(body, 24, EPHEMERAL_LENGTH),
         plan,
+        ...(bridge === undefined ? {} : { bridge }),
       };
     }
     case "IACK":
@@ -438,7 +459,8 @@ function bodyLength(message: ControlMessage): number {
     case "NOP":
       return 0;
     case "IREQ":
-      return FIXED_BODY.IREQ + message.plan.reduce((sum, p) => sum + 2 + p.bytes.length, 0);
+      return FIXED_BODY.IREQ + message.plan.reduce((sum, p) => sum + 2 + p.bytes.length, 0) +
+        (message.bridge === undefined ? 0 : 1 + message.bridge.length);
     case "NAK":
       return FIXED_BODY.NAK + nakText(message.text).length;
     default:
@@ -487,7 +509,7 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       view.setUint16(at + 18, message.mtu);
       out[at + 20] = message.handshake & 0xff;
       out[at + 21] = message.offers;
-      out[at + 22] = message.flags;
+      out[at + 22] = message.flags & ~IREQ_FLAG_BRIDGE;
       out.set(ephemeralOf(message), at + 24);
       let p = at + FIXED_BODY.IREQ;
       for (const prefix of message.plan) {
@@ -495,6 +517,12 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
         out[p + 1] = prefix.prefixLength;
         out.set(prefix.bytes, p + 2);
         p += 2 + prefix.bytes.length;
+      }
+      if (message.bridge !== undefined) {
+        if (!validBridgeName(message.bridge)) throw new RangeError(`Bridge name "${message.bridge}"`);
+        out[at + 22] |= IREQ_FLAG_BRIDGE;
+        out[p] = message.bridge.length;
+        for (let i = 0; i < message.bridge.length; i++) out[p + 1 + i] = message.bridge.charCodeAt(i);
       }
       break;
     }

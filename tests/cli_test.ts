@@ -442,3 +442,20 @@ Deno.test("--local-mac, --remote-mac and --block make the circuit's filter, on a
   refused([...CIRCUIT, "--remote-mac", "02:00"], '--remote-mac "02:00" is not a MAC address');
   refused(["--listen", "--allow", "198.18.0.0/15", "--block", "ipv6"], "--block goes with --peer");
 });
+
+Deno.test("--far-bridge asks for the far tap's bridge and --offer-bridge lets a listener grant it", () => {
+  assert.equal(daemon([...CIRCUIT, "--far-bridge", "br5"]).peer?.farBridge, "br5");
+  const listener = daemon([
+    "--listen",
+    "--allow",
+    "198.18.0.0/15",
+    "--offer-bridge",
+    "br5",
+    "--offer-bridge",
+    "br6",
+  ]);
+  assert.deepEqual(listener.offerBridges, ["br5", "br6"]);
+  refused([...CIRCUIT, "--mode", "tun", "--far-bridge", "br5"], "--far-bridge goes with --mode tap");
+  refused([...CIRCUIT, "--offer-bridge", "br5"], "--offer-bridge goes with --listen");
+  refused(["--far-bridge", "br5"], "--far-bridge goes with --peer");
+});

@@ -469,3 +469,15 @@ Deno.test("parseConfig() takes a filter in a listener's bridges rule and refuses
     "not a MAC",
   );
 });
+
+Deno.test("parseConfig() takes a circuit's far_bridge and a listener's offer_bridges, and refuses them out of place", () => {
+  assert.equal(
+    parsed({ circuits: [{ peer: "r2", vid: 3, far_bridge: "br5" }] }).circuits[0].farBridge,
+    "br5",
+  );
+  const listener = parsed({ listen: true, allow: ["198.18.0.0/15"], offer_bridges: ["br5"] });
+  assert.deepEqual(listener.offerBridges, ["br5"]);
+  refused({ circuits: [{ peer: "r2", vid: 3, mode: "tun", far_bridge: "br5" }] }, "circuits[0].far_bridge");
+  refused({ listen: true, allow: ["198.18.0.0/15"], offer_bridges: "br5" }, "offer_bridges", "array");
+  refused({ circuits: [{ peer: "r2", vid: 3 }], offer_bridges: ["br5"] }, "offer_bridges", "listen");
+});

@@ -17,6 +17,7 @@ import {
   IACK_FLAG_FRAGMENTS,
   type Ireq,
   IREQ_FLAG_AES,
+  IREQ_FLAG_BRIDGE,
   MAC_LENGTH,
   MAX_CONTROL_LENGTH,
   MAX_NAK_TEXT,
@@ -225,7 +226,7 @@ Deno.test("an IREQ keeps all 64 bits of its nonce and timestamp, and both modes"
       mtu: 65535,
       handshake: 255,
       offers: 0xff,
-      flags: 0xff,
+      flags: 0xff & ~IREQ_FLAG_BRIDGE,
       ephemeral: new Uint8Array(EPHEMERAL_LENGTH).fill(0xff),
       plan: [],
     };
@@ -447,11 +448,29 @@ Deno.test("decode() rejects an IREQ with its reserved byte set", () => {
 Deno.test("decode() takes any offers and flags bytes in an IREQ (future ciphers and flags)", () => {
   const datagram = encode(ireq([]));
   datagram[HEADER_LENGTH + 21] = 0xff;
-  datagram[HEADER_LENGTH + 22] = 0xfe;
+  datagram[HEADER_LENGTH + 22] = 0xfe & ~IREQ_FLAG_BRIDGE;
   const { message } = decodeOk(datagram);
   assert.ok(message.type === "IREQ");
   assert.equal(message.offers, 0xff);
-  assert.equal(message.flags, 0xfe);
+  assert.equal(message.flags, 0xf6);
+});
+
+Deno.test("an IREQ carries the bridge it asks for after its plan, flagged, and decode() rejects a bad or cut name", () => {
+  const plan = [parseCidr("198.18.207.2/30")!];
+  const datagram = encode({ ...ireq(plan), bridge: "br-lan0" });
+  const { message } = decodeOk(datagram);
+  assert.ok(message.type === "IREQ");
+  assert.equal(message.bridge, "br-lan0");
+  assert.deepEqual(message.plan, plan);
+  assert.equal(message.flags & IREQ_FLAG_BRIDGE, IREQ_FLAG_BRIDGE);
+  assert.equal(datagram[HEADER_LENGTH + 56 + 6], 7, "the name's length right after the plan");
+  assert.equal("bridge" in decodeOk(encode(ireq(plan))).message, false, "none asked: no name, no flag");
+  const cut = withBodyLength(datagram.slice(0, -1));
+  assert.equal((decode(cut) as { reason: string }).reason, "truncated");
+  const slash = datagram.slice();
+  slash[slash.length - 1] = "/".charCodeAt(0);
+  assert.equal((decode(slash) as { reason: string }).reason, "bad-field");
+  assert.throws(() => encode({ ...ireq([]), bridge: "a name with spaces" }), RangeError);
 });
 
 Deno.test("decode() rejects a datagram over 512 bytes as oversize", () => {

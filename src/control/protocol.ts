@@ -4,7 +4,8 @@
  *   STATUS?                       the circuits with state and counters
  *   DEVICES?                      the interfaces VELA made
  *   VERSION?                      the daemon's version
- *   CONNECT <peer> <vid> [mode=tap|tun] [address=CIDR]... [mtu=N] [ifname=NAME] [bridge=BR] [port=P] [family=4|6]
+ *   CONNECT <peer> <vid> [mode=tap|tun] [address=CIDR]... [mtu=N] [ifname=NAME] [bridge=BR]
+ *           [far-bridge=BR] [port=P] [family=4|6]
  *   CLOSE <peer> <vid>
  *
  * Any command may end with the word JSON. A text reply is "OK <n> <what>" followed by n lines, or
@@ -55,7 +56,11 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
         const equals = option.indexOf("=");
         if (equals < 1) return { error: `"${option}" is not key=value` };
         const key = option.slice(0, equals).toLowerCase();
-        if (!["mode", "address", "mtu", "ifname", "port", "family", "cipher", "bridge"].includes(key)) {
+        if (
+          !["mode", "address", "mtu", "ifname", "port", "family", "cipher", "bridge", "far-bridge"].includes(
+            key,
+          )
+        ) {
           return { error: `unknown option ${key}` };
         }
         if (key !== "address" && fields[key]) return { error: `${key} given twice` };
@@ -76,6 +81,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
           family: family === undefined ? undefined : Number(family) as 4 | 6,
           cipher: fields.cipher?.[0],
           bridge: fields.bridge?.[0],
+          farBridge: fields["far-bridge"]?.[0],
         }, "");
         const portText = fields.port?.[0];
         const port = portText === undefined
@@ -102,6 +108,7 @@ export function formatConnect(circuit: CircuitArgs, port?: number): string {
   if (circuit.mtu !== undefined) parts.push(`mtu=${circuit.mtu}`);
   if (circuit.ifname !== undefined) parts.push(`ifname=${circuit.ifname}`);
   if (circuit.bridge !== undefined) parts.push(`bridge=${circuit.bridge}`);
+  if (circuit.farBridge !== undefined) parts.push(`far-bridge=${circuit.farBridge}`);
   if (port !== undefined) parts.push(`port=${port}`);
   if (circuit.family !== undefined) parts.push(`family=${circuit.family}`);
   return parts.join(" ");

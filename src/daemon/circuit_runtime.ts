@@ -72,6 +72,8 @@ export class CircuitRuntime {
   readonly psk?: Uint8Array;
   /** Which frames the circuit carries: its spec's, or the listener's rule's for a circuit it accepted. */
   readonly filter?: FrameFilter;
+  /** The bridge a listener chose for the tap of a circuit it accepted (its rules, or the initiator's ask). */
+  readonly bridge?: string;
   /** The data keys the datapath holds (keyed circuits with a cipher), and their cipher. */
   #dataKeys: DataKeys | undefined;
   #cipher: CipherName = "clear";
@@ -92,6 +94,7 @@ export class CircuitRuntime {
       counters: CircuitCounters;
       psk?: Uint8Array;
       filter?: FrameFilter;
+      bridge?: string;
     },
   ) {
     this.#host = host;
@@ -103,6 +106,7 @@ export class CircuitRuntime {
     this.counters = init.counters;
     this.psk = init.psk;
     this.filter = init.filter ?? init.spec?.filter;
+    this.bridge = init.bridge;
   }
 
   /** The circuit's pipeline: sealed with its keys, or clear. */
@@ -266,7 +270,12 @@ export class CircuitRuntime {
         case "create-device": {
           try {
             const mac = derivedMac("responder", this.remote.address, vid);
-            const owner: DeviceOwner = { vid, peer: this.remote.address, role: "responder" };
+            const owner: DeviceOwner = {
+              vid,
+              peer: this.remote.address,
+              role: "responder",
+              bridge: this.bridge,
+            };
             try {
               this.device = host.openDevice(
                 defaultInterfaceName(vid),

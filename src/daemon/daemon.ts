@@ -84,6 +84,8 @@ export interface CircuitSpec {
   key?: Uint8Array;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
+  /** The listener's bridge this circuit asks the far tap to join (--far-bridge). */
+  farBridge?: string;
   /** Which frames may cross this (tap) circuit (src/datapath/filter_stage.ts). */
   filter?: FrameFilter;
   /** --cipher for this circuit (else the daemon's). */
@@ -117,6 +119,8 @@ export interface DaemonConfig {
   /** A listener's bridge for the taps it creates (after `bridges`, the first rule that matches wins). */
   bridge?: string;
   bridges?: BridgeRule[];
+  /** Bridges an initiator may ask its tap to join here (its IREQ names one: --far-bridge). */
+  offerBridges?: string[];
   /** Hooks (src/daemon/hooks.ts): shell commands run when an interface is up, and when it is removed. */
   up?: string;
   down?: string;
@@ -482,6 +486,7 @@ export class Daemon {
       mode: spec.mode,
       mtu,
       fixedMtu,
+      farBridge: spec.farBridge,
       plan: addresses.map(peerAddress),
       newNonce: this.#env.newNonce,
       wallClock: this.#env.wallClock,
@@ -754,18 +759,21 @@ export class Daemon {
     return true;
   }
 
+  /** Answers an IREQ with a NAK (signed with the key its IREQ was, if any). */
+  #refuse(to: Endpoint, request: Ireq, reason: number, text: string, psk: Uint8Array | undefined): void {
+    this.#send(
+      to,
+      { type: "NAK", vid: request.vid, initiatorNonce: request.initiatorNonce, reason, text },
+      psk,
+    );
+  }
+
   #accept(request: Ireq, from: Endpoint, psk: Uint8Array | undefined): void {
     const verdict = this.#admission.newCircuit(this.#rules, request, from);
     if (!verdict.admit) {
       this.#drop(verdict.reason, verdict.text, verdict.level);
       if (verdict.reason === "not-allowed") {
-        this.#send(from, {
-          type: "NAK",
-          vid: request.vid,
-          initiatorNonce: request.initiatorNonce,
-          reason: NakReason.NOT_ALLOWED,
-          text: "not allowed",
-        }, psk);
+        this.#refuse(from, request, NakReason.NOT_ALLOWED, "not allowed", psk);
       }
       return;
     }
@@ -776,23 +784,31 @@ export class Daemon {
         `Refused IREQ for circuit ${request.vid} from ${from.address}: ${full}`,
         "warning",
       );
-      this.#send(from, {
-        type: "NAK",
-        vid: request.vid,
-        initiatorNonce: request.initiatorNonce,
-        reason: NakReason.CIRCUIT_LIMIT,
-        text: full,
-      }, psk);
+      this.#refuse(from, request, NakReason.CIRCUIT_LIMIT, full, psk);
       return;
+    }
+    // The bridge the tap joins: the one the initiator asks for, when this listener offers it; else its rules'.
+    let bridge = request.mode === "tap"
+      ? this.#listenerBridge({ vid: request.vid, peer: from.address, role: "responder" })
+      : undefined;
+    if (request.bridge !== undefined) {
+      if (request.mode !== "tap" || !(this.#config.offerBridges ?? []).includes(request.bridge)) {
+        const text = `bridge ${request.bridge} is not offered here`;
+        this.#drop(
+          "bridge-refused",
+          `Refused IREQ for circuit ${request.vid} from ${from.address}: ${text}`,
+          "warning",
+        );
+        this.#refuse(from, request, NakReason.NOT_ALLOWED, text, psk);
+        return;
+      }
+      bridge = request.bridge;
     }
     const source = parseIp(from.address)!;
     let localMtu = request.mtu;
     if ((request.flags & IREQ_FLAG_FRAGMENTS) && (request.flags & IREQ_FLAG_LINK_MTU)) {
       // The initiator's MTU is its link's own, and both ends fragment: the path does not limit the link,
       // a bridge's LAN here may.
-      const bridge = request.mode === "tap"
-        ? this.#listenerBridge({ vid: request.vid, peer: from.address, role: "responder" })
-        : undefined;
       localMtu = this.#bridgeMtu(bridge) ?? MAX_FRAGMENTED_LINK_MTU;
     } else {
       try {
@@ -824,6 +840,7 @@ export class Daemon {
       counters: zeroCounters(),
       psk,
       filter,
+      bridge,
     });
     this.#circuits.set(circuit.key, circuit);
     circuit.apply(session.handle({ type: "received", message: request }, this.#env.now()));
@@ -1026,6 +1043,7 @@ function specIdentity(spec: CircuitSpec): unknown[] {
     spec.key ? Array.from(spec.key) : null,
     spec.cipher ?? null,
     spec.bridge ?? null,
+    spec.farBridge ?? null,
     spec.filter ?? null,
   ];
 }

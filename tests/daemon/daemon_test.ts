@@ -749,3 +749,24 @@ Deno.test("a listener's bridges rule filters the tap circuits it matches: one fa
     await until(() => b.daemon.status().circuits[0].drops.filtered === 1, "the other host's frame counted");
   });
 });
+
+Deno.test("an initiator's --far-bridge puts the far tap into that bridge when the listener offers it, and is refused when not", async () => {
+  await withLink(
+    listener({ bridge: "br0", offerBridges: ["br5"] }),
+    initiator({ farBridge: "br5" }),
+    (_wire, _a, b) => {
+      assert.equal(b.network.bridges.get("vela3"), "br5", "the bridge asked for, not the listener's own");
+    },
+  );
+  const wire = new FakeWire();
+  const b = startFakeDaemon(wire, B, listener({ bridge: "br0", offerBridges: ["br5"] }));
+  const a = startFakeDaemon(wire, A, initiator({ farBridge: "br6" }));
+  try {
+    await until(() => a.daemon.circuits()[0]?.state === "refused", "the initiator refused");
+    assert.equal(b.daemon.circuits().length, 0, "no circuit, no tap");
+    assert.equal(b.daemon.controlDrops["bridge-refused"], 1);
+  } finally {
+    await a.daemon.stop();
+    await b.daemon.stop();
+  }
+});

@@ -352,3 +352,40 @@ netnsTest(
     }
   },
 );
+
+netnsTest(
+  "an initiator's --far-bridge puts the listener's tap into the bridge it offers, and another is refused with a reason",
+  async () => {
+    await using bed = await Bed.create();
+    const lanA = `vela-${Deno.pid}-${bed.index}-la`;
+    const lanB = `vela-${Deno.pid}-${bed.index}-lb`;
+    try {
+      await lanBehindBridge(bed.a, lanA, "198.18.210.1");
+      await lanBehindBridge(bed.b, lanB, "198.18.210.2");
+      await run(["ip", "-n", bed.b, "link", "add", "brother", "type", "bridge"], { check: true });
+      // The LAN is on br0; the listener's own default is another bridge: only the ask puts the tap on br0.
+      bed.vela(bed.b, [
+        "--listen",
+        "--allow",
+        `${bed.a4}/32`,
+        "--bridge",
+        "brother",
+        "--offer-bridge",
+        "br0",
+      ]);
+      const refused = bed.vela(bed.a, ["--peer", bed.b4, "--vid", "4", "--far-bridge", "nope0"]);
+      bed.vela(bed.a, ["--peer", bed.b4, "--vid", "3", "--bridge", "br0", "--far-bridge", "br0"]);
+      await bed.waitPing(lanA, "198.18.210.2", 20_000);
+      assert.equal(await masterOf(bed.b, "vela3"), "br0");
+      await bed.until(
+        () =>
+          Promise.resolve(refused.output().includes("refused circuit 4: bridge nope0 is not offered here")),
+        "the other ask refused",
+      );
+      assert.equal(await bed.hasLink(bed.b, "vela4"), false);
+    } finally {
+      await run(["ip", "netns", "del", lanA]);
+      await run(["ip", "netns", "del", lanB]);
+    }
+  },
+);
