@@ -134,9 +134,14 @@ export class CircuitRuntime {
    */
   datagramLimit(): number {
     if (!this.session.fragmenting) return 0;
-    const address = parseIp(this.remote.address);
-    if (!address) return 0;
-    return datagramLimit(this.pathMtu ?? this.#routeMtu(), address.family);
+    const family = this.#family();
+    if (!family) return 0;
+    return datagramLimit(this.pathMtu ?? this.#routeMtu(), family);
+  }
+
+  /** The family of the peer's underlay address. */
+  #family(): 4 | 6 | undefined {
+    return parseIp(this.remote.address)?.family;
   }
 
   /** The MTU of the route to the peer (the IPv6 minimum when the route cannot be asked). */
@@ -151,10 +156,9 @@ export class CircuitRuntime {
 
   /** Feeds the path MTU probing of a fragmenting circuit and carries out what it asks for. */
   #probePath(event: PathProbeEvent): void {
-    const host = this.#host;
-    const address = parseIp(this.remote.address);
-    if (!address || (event.type !== "stop" && !this.session.fragmenting)) return;
-    this.#applyProbe(this.#pathProbe.handle(event, host.now()), address.family);
+    const family = this.#family();
+    if (!family || (event.type !== "stop" && !this.session.fragmenting)) return;
+    this.#applyProbe(this.#pathProbe.handle(event, this.#host.now()), family);
   }
 
   #applyProbe(actions: PathProbeAction[], family: 4 | 6): void {
@@ -350,20 +354,15 @@ export class CircuitRuntime {
           }
           break;
         case "probe-answered": {
-          const address = parseIp(this.remote.address);
-          const size = action.size + ipUdpHeaders(address?.family ?? 6);
+          const size = action.size + ipUdpHeaders(this.#family() ?? 6);
           this.#probePath({ type: "answered", id: action.id, size });
           break;
         }
         case "established": {
           this.establishedAt = host.now();
-          const address = parseIp(this.remote.address);
-          if (address) {
-            this.#probePath({
-              type: "start",
-              floor: MIN_PATH_MTU[address.family],
-              ceiling: this.#routeMtu(),
-            });
+          const family = this.#family();
+          if (family) {
+            this.#probePath({ type: "start", floor: MIN_PATH_MTU[family], ceiling: this.#routeMtu() });
           }
           host.log.info(
             `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}, ${

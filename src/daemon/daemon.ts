@@ -434,14 +434,18 @@ export class Daemon {
 
   /**
    * The link MTU a circuit proposes: --mtu; for a tap in a bridge, the bridge's MTU (its LAN's, carried in
-   * fragments where the path is narrower); else the route MTU to the peer less the overhead.
+   * fragments where the path is narrower); else the route MTU to the peer less the overhead. `fixed`: the
+   * MTU is the link's own (the first two), sealed or not, not the path's.
    */
-  #circuitMtu(spec: CircuitSpec): number {
-    if (spec.mtu !== undefined) return spec.mtu;
+  #circuitMtu(spec: CircuitSpec): { mtu: number; fixed: boolean } {
+    if (spec.mtu !== undefined) return { mtu: spec.mtu, fixed: true };
     const lan = this.#bridgeMtu(spec.mode === "tap" ? spec.bridge : undefined);
-    if (lan !== undefined) return lan;
+    if (lan !== undefined) return { mtu: lan, fixed: true };
     try {
-      return linkMtuFor(this.#env.network.routeMtu(spec.peer), spec.peer.family, spec.mode);
+      return {
+        mtu: linkMtuFor(this.#env.network.routeMtu(spec.peer), spec.peer.family, spec.mode),
+        fixed: false,
+      };
     } catch (error) {
       throw new RuntimeFailure(
         `No route to ${spec.peerName} (${formatIp(spec.peer)}): ${
@@ -457,12 +461,9 @@ export class Daemon {
     if (this.#circuits.has(key)) {
       throw new RuntimeFailure(`Circuit ${spec.vid} to ${spec.peerName} exists already`);
     }
-    const mtu = this.#circuitMtu(spec);
+    const { mtu, fixed: fixedMtu } = this.#circuitMtu(spec);
     const psk = spec.key ?? this.#config.key;
     const cipher = spec.cipher ?? this.#config.cipher ?? "auto";
-    // An MTU the operator set, or the LAN's of a bridge, is the link MTU, sealed or not.
-    const fixedMtu = spec.mtu !== undefined ||
-      (spec.mode === "tap" && this.#bridgeMtu(spec.bridge) !== undefined);
     // Until the handshake agrees on one, the interface has the MTU this side proposes.
     const deviceMtu = fixedMtu || !psk
       ? mtu
@@ -570,7 +571,6 @@ export class Daemon {
     running.finally(() => this.#pendingHooks.delete(running));
   }
 
-  /** The bridge a listener's policy gives a tap it creates for `owner` (a responder's circuit). */
   /** The MTU of bridge `bridge` (undefined: no bridge, or none of that name, which opening the device reports). */
   #bridgeMtu(bridge: string | undefined): number | undefined {
     if (bridge === undefined) return undefined;
@@ -581,6 +581,7 @@ export class Daemon {
     }
   }
 
+  /** The bridge a listener's policy gives a tap it creates for `owner` (a responder's circuit). */
   #listenerBridge(owner: Pick<DeviceOwner, "role" | "peer" | "vid">): string | undefined {
     if (owner.role !== "responder") return undefined;
     return this.#listenerRule(owner.vid, owner.peer)?.bridge ?? this.#config.bridge;

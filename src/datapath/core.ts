@@ -353,16 +353,18 @@ export class DatapathCore {
       const memory = batch.memory;
       const vid = circuit.vid;
       const sending = batch.count;
+      let longest = 0;
       for (let i = 0; i < sending; i++) {
         const at = batch.offset[i] - 1;
         memory[at] = vid;
         batch.offset[i] = at;
-        batch.length[i]++;
+        const length = ++batch.length[i];
+        if (length > longest) longest = length;
       }
       let datagrams = sending;
       let frames = sending;
       let fragmentDropped = 0;
-      if (circuit.datagramLimit > 0 && this.#overLimit(circuit.datagramLimit)) {
+      if (circuit.datagramLimit > 0 && longest > circuit.datagramLimit) {
         const cut = fragmentBatch(batch, circuit.datagramLimit, circuit.nextFragmentId, this.#lastPiece);
         circuit.nextFragmentId = (circuit.nextFragmentId + cut.fragmented) & 0xffff;
         values[base + Counter.FRAGMENTED] += cut.fragmented;
@@ -384,12 +386,5 @@ export class DatapathCore {
       if (count < batch.readLimit && !link.pending) return true;
     }
     return true;
-  }
-
-  /** Whether a datagram of the send batch is longer than `limit`. */
-  #overLimit(limit: number): boolean {
-    const batch = this.tx;
-    for (let i = 0; i < batch.count; i++) if (batch.length[i] > limit) return true;
-    return false;
   }
 }
