@@ -1,8 +1,18 @@
 /** vela: the command-line entry point. */
 
 import denoJson from "./deno.json" with { type: "json" };
-import { type Command, type DaemonArgs, HELP, parseCommandLine, UsageError } from "./src/cli.ts";
-import { ConfigError, readConfigFile } from "./src/config_file.ts";
+import {
+  type Command,
+  type ControlTarget,
+  type DaemonArgs,
+  parseCommandLine,
+  UsageError,
+} from "./src/cli.ts";
+import { COMMAND_HELP, HELP } from "./src/cli_help.ts";
+import { bashCompletion, manPage, zshCompletion } from "./src/cli_docs.ts";
+import { defaultControlPath } from "./src/control/socket_path.ts";
+import { checkCanMakeInterfaces } from "./src/host_checks.ts";
+import { generateKey } from "./src/keys.ts";
 import { answerControl } from "./src/control/commands.ts";
 import { sendControl } from "./src/control/client.ts";
 import { type DeviceInfo, formatConnect, nok, parseReply } from "./src/control/protocol.ts";
@@ -10,12 +20,11 @@ import { ControlServer } from "./src/control/server.ts";
 import type { CircuitStatus, Daemon, DaemonStatus } from "./src/daemon/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
 import { startKernelDaemon } from "./src/daemon/kernel_daemon.ts";
-import { generateKey } from "./src/keys.ts";
 import { logger, setupLogging } from "./src/log.ts";
 import { serveMetrics } from "./src/metrics.ts";
 import { resolvePeer } from "./src/resolve.ts";
-import { renderStatus } from "./src/status_table.ts";
-import { buildDaemonConfig } from "./src/startup.ts";
+import { findCircuit, renderCircuit, renderStatus, renderTop } from "./src/status_table.ts";
+import { buildDaemonConfig, checkConfigFile } from "./src/startup.ts";
 import { CONNECT_POLL_MS, CONNECT_WAIT_MS } from "./src/timing.ts";
 
 export const VERSION: string = denoJson.version;
@@ -27,8 +36,8 @@ function fail(code: number, message: string): never {
 }
 
 /** Sends a command to the daemon and returns the reply's body; a NOK exits 1 with its reason. */
-async function ask(control: string, line: string): Promise<{ text: string; json?: unknown }> {
-  const reply = parseReply(await sendControl(control, line));
+async function ask(target: ControlTarget, line: string): Promise<{ text: string; json?: unknown }> {
+  const reply = parseReply(await sendControl(target.path, line));
   if (!reply.ok) throw new RuntimeFailure(reply.text);
   return reply;
 }
@@ -37,31 +46,31 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
   setupLogging(args.verbosity);
   const log = logger("main");
   const config = await buildDaemonConfig(args, (text) => log.warn(text));
-  // The control socket first: a second daemon on the same path is told so before it touches anything.
+  // What can fail without touching anything comes first: the host's ability to make interfaces, then
+  // each listening socket, and only then the daemon and its interfaces.
+  checkCanMakeInterfaces();
   let daemon: Daemon | undefined;
-  const control = await ControlServer.listen(
-    args.control,
-    (line) =>
-      daemon ? answerControl(daemon, resolvePeer, line) : Promise.resolve(nok("the daemon is starting")),
-  );
+  const handler = (line: string) =>
+    daemon ? answerControl(daemon, resolvePeer, line) : Promise.resolve(nok("the daemon is starting"));
+  // The control socket first: a second daemon on the same path is told so before it touches anything.
+  const control = await ControlServer.listen(args.control, (line) => handler(line));
   let metrics: { close(): Promise<void> } | undefined;
   try {
+    if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
     daemon = startKernelDaemon(config, args.underlay, {
       offload: args.offload,
       datapathThreads: args.datapathThreads,
       moderationUs: args.moderationUs,
     });
-    if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
   } catch (error) {
     await control.close();
+    await metrics?.close();
     await daemon?.stop();
     throw error;
   }
   const running = daemon;
   log.info(
-    `Control socket ${args.control}${
-      args.metrics ? `, metrics on ${args.metrics.hostname}:${args.metrics.port}` : ""
-    }`,
+    `Control socket ${args.control}${args.metrics ? `, metrics on ${hostPortText(args.metrics)}` : ""}`,
   );
   let stopping = false;
   const stop = async (signal: string) => {
@@ -89,7 +98,16 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
       return;
     }
     try {
-      const changed = running.reload(await buildDaemonConfig(args, (text) => log.warn(text)));
+      const next = await buildDaemonConfig(args, (text) => log.warn(text));
+      for (const spec of running.runningConfig().circuits) {
+        const kept = next.circuits.some((c) => c.vid === spec.vid && c.peerName === spec.peerName);
+        if (!kept && !config.circuits.some((c) => c.vid === spec.vid && c.peerName === spec.peerName)) {
+          log.warn(
+            `SIGHUP: circuit ${spec.vid} to ${spec.peerName} was added with vela connect and is not in ${args.configFile}; it closes (vela showconf prints a file that keeps it)`,
+          );
+        }
+      }
+      const changed = running.reload(next);
       log.info(
         `SIGHUP: read ${args.configFile} again; ${changed.added} circuits added, ${changed.removed} removed, ${changed.kept} unchanged`,
       );
@@ -99,15 +117,22 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
   });
 }
 
+/** "198.18.0.1:4456", "[fd00::1]:4456". */
+function hostPortText(address: { hostname: string; port: number }): string {
+  return address.hostname.includes(":")
+    ? `[${address.hostname}]:${address.port}`
+    : `${address.hostname}:${address.port}`;
+}
+
 /** Polls STATUS? until the circuit is established, or gives up after CONNECT_WAIT_MS. */
 async function waitEstablished(
-  control: string,
+  target: ControlTarget,
   host: string,
   vid: number,
 ): Promise<CircuitStatus | undefined> {
   const deadline = Date.now() + CONNECT_WAIT_MS;
   while (Date.now() < deadline) {
-    const status = (await ask(control, "STATUS? JSON")).json as DaemonStatus;
+    const status = (await ask(target, "STATUS? JSON")).json as DaemonStatus;
     const circuit = status.circuits.find((c) => c.vid === vid && (c.peer === host || c.address === host));
     if (circuit?.state === "established") return circuit;
     await new Promise((resolve) => setTimeout(resolve, CONNECT_POLL_MS));
@@ -115,10 +140,29 @@ async function waitEstablished(
   return undefined;
 }
 
+/** `vela top`: the live view, redrawn every interval (the screen cleared only on a terminal). */
+async function watch(target: ControlTarget, intervalS: number, count?: number): Promise<void> {
+  const where = target.path;
+  const terminal = Deno.stdout.isTerminal();
+  let previous: { status: DaemonStatus; at: number } | undefined;
+  for (let n = 0; count === undefined || n < count; n++) {
+    if (n > 0) await new Promise((resolve) => setTimeout(resolve, intervalS * 1000));
+    const status = (await ask(target, "STATUS? JSON")).json as DaemonStatus;
+    const at = performance.now();
+    const seconds = previous ? (at - previous.at) / 1000 : 0;
+    const title = `vela top: ${where}, every ${intervalS} s, ${new Date().toISOString().slice(11, 19)} UTC${
+      terminal ? " (Ctrl-C ends)" : ""
+    }`;
+    const view = renderTop(status, previous?.status, seconds, title);
+    console.log(terminal ? `\x1b[H\x1b[2J${view}` : `${view}\n`);
+    previous = { status, at };
+  }
+}
+
 async function run(command: Command): Promise<void> {
   switch (command.kind) {
     case "help":
-      console.log(HELP);
+      console.log(command.command === undefined ? HELP : COMMAND_HELP[command.command]);
       return;
     case "version":
       console.log(`vela ${VERSION}`);
@@ -126,26 +170,52 @@ async function run(command: Command): Promise<void> {
     case "genkey":
       console.log(generateKey());
       return;
-    case "check-config":
-      try {
-        const config = readConfigFile(command.file);
-        console.log(
-          `${command.file}: valid (${config.listen ? "listener, " : ""}${config.circuits.length} circuits)`,
-        );
-      } catch (error) {
-        if (error instanceof ConfigError) throw new RuntimeFailure(error.message);
-        throw error;
-      }
+    case "completion":
+      console.log(command.shell === "bash" ? bashCompletion() : zshCompletion());
       return;
-    case "status": {
-      const reply = await ask(command.control, "STATUS? JSON");
+    case "man":
+      console.log(manPage(VERSION));
+      return;
+    case "check-config": {
+      const warnings: string[] = [];
+      const config = checkConfigFile(command.file, (text) => warnings.push(text));
+      for (const warning of warnings) console.error(`vela: warning: ${warning}`);
+      const keys = [config.keyFile, ...(config.keyFiles ?? []), ...config.circuits.map((c) => c.keyFile)]
+        .filter((k) => k !== undefined).length;
       console.log(
-        command.json ? JSON.stringify(reply.json, null, 2) : renderStatus(reply.json as DaemonStatus),
+        `${command.file}: valid (${
+          config.listen ? "listener, " : ""
+        }${config.circuits.length} circuits, ${keys} key file${keys === 1 ? "" : "s"} read)`,
       );
       return;
     }
+    case "status": {
+      const reply = await ask(command.target, "STATUS? JSON");
+      const status = reply.json as DaemonStatus;
+      if (command.circuit !== undefined) {
+        const circuit = findCircuit(status, command.circuit);
+        if (!circuit) {
+          const names = status.circuits.map((c) => c.ifname ?? `${c.vid}@${c.peer}`);
+          throw new RuntimeFailure(
+            `No circuit ${command.circuit} here; the circuits are ${names.join(", ") || "none"}`,
+          );
+        }
+        console.log(command.json ? JSON.stringify(circuit, null, 2) : renderCircuit(circuit));
+        return;
+      }
+      console.log(command.json ? JSON.stringify(status, null, 2) : renderStatus(status));
+      return;
+    }
+    case "top":
+      await watch(command.target, command.intervalS, command.count);
+      return;
+    case "showconf": {
+      const reply = await ask(command.target, "CONFIG? JSON");
+      console.log(JSON.stringify(reply.json, null, 2));
+      return;
+    }
     case "devices": {
-      const reply = await ask(command.control, "DEVICES? JSON");
+      const reply = await ask(command.target, "DEVICES? JSON");
       const devices = reply.json as DeviceInfo[];
       if (command.json) {
         console.log(JSON.stringify(devices, null, 2));
@@ -157,15 +227,15 @@ async function run(command: Command): Promise<void> {
       return;
     }
     case "close": {
-      await ask(command.control, `CLOSE ${command.peer} ${command.vid}${command.json ? " JSON" : ""}`);
+      await ask(command.target, `CLOSE ${command.peer} ${command.vid}${command.json ? " JSON" : ""}`);
       if (!command.json) console.log(`Closed circuit ${command.vid} with ${command.peer}`);
       else console.log(JSON.stringify({ closed: true }));
       return;
     }
     case "connect": {
       const circuit = command.circuit;
-      await ask(command.control, formatConnect(circuit, command.port) + " JSON");
-      const established = await waitEstablished(command.control, circuit.host, circuit.vid);
+      await ask(command.target, formatConnect(circuit, command.port) + " JSON");
+      const established = await waitEstablished(command.target, circuit.host, circuit.vid);
       if (!established) {
         throw new RuntimeFailure(
           `Circuit ${circuit.vid} to ${circuit.host} is not established after ${
@@ -190,7 +260,7 @@ async function run(command: Command): Promise<void> {
 if (import.meta.main) {
   let command: Command;
   try {
-    command = parseCommandLine(Deno.args);
+    command = parseCommandLine(Deno.args, defaultControlPath());
   } catch (error) {
     if (error instanceof UsageError) fail(2, error.message);
     throw error;

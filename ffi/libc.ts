@@ -14,6 +14,8 @@ const symbols = {
   close: { parameters: ["i32"], result: "i32" },
   /** ssize_t read(int fd, void *buf, size_t count); */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t readlink(const char *pathname, char *buf, size_t bufsiz); */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t count); */
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /**
@@ -187,4 +189,14 @@ export function readProcFile(path: string): string {
   } finally {
     c.close(fd);
   }
+}
+
+/**
+ * The target of a symbolic link such as /proc/self/ns/net ("net:[4026531840]"), read through libc for the
+ * same reason as readProcFile. Throws SyscallError.
+ */
+export function readProcLink(path: string): string {
+  const buffer = new Uint8Array(256);
+  const length = check(libc().readlink(cString(path), buffer, usize(buffer.length)), `readlink(${path})`);
+  return new TextDecoder().decode(buffer.subarray(0, length));
 }

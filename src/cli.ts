@@ -1,20 +1,14 @@
 /** The command line: parsing and validation (node:util parseArgs), the help text. Pure: no I/O. */
 
 import { parseArgs } from "node:util";
+import { HOST_CONTROL } from "./control/socket_path.ts";
+import { nearestWord } from "./nearest.ts";
 import { type IpPrefix, parseCidr, peerAddress } from "./ip.ts";
 import type { LinkMode } from "./link/link_device.ts";
 import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
-import {
-  DEFAULT_MAX_CIRCUITS,
-  DEFAULT_MAX_CIRCUITS_PER_PEER,
-  MAX_CIRCUITS_LIMIT,
-  MAX_LINK_MTU,
-  MAX_VID,
-  MIN_LINK_MTU,
-  MIN_VID,
-} from "./circuit_rules.ts";
-import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS, MODERATION_WAIT_US, REKEY_AFTER_MS } from "./timing.ts";
+import { MAX_CIRCUITS_LIMIT, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
+import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
 import type { CipherPolicy } from "./session.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 
@@ -93,105 +87,23 @@ export interface CircuitArgs {
   filter?: FrameFilter;
 }
 
+/** Where a client command finds the daemon: its control socket on this host. */
+export type ControlTarget = { path: string };
+
 export type Command =
-  | { kind: "help" }
+  | { kind: "help"; command?: SubcommandName }
   | { kind: "version" }
   | { kind: "genkey" }
   | { kind: "daemon"; args: DaemonArgs }
-  | { kind: "status"; control: string; json: boolean }
-  | { kind: "devices"; control: string; json: boolean }
-  | { kind: "connect"; control: string; json: boolean; circuit: CircuitArgs; port?: number }
-  | { kind: "close"; control: string; json: boolean; peer: string; vid: number }
-  | { kind: "check-config"; file: string };
-
-/** Where the daemon's control socket is unless --control says otherwise. */
-export const DEFAULT_CONTROL = "/run/vela/vela.sock";
-
-export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet link between two hosts over UDP.
-
-Usage:
-  vela --peer HOST --vid N [options]     start a circuit to HOST; HOST's side is configured by the handshake
-  vela --listen --allow CIDR [options]   accept circuits from initiators in CIDR (repeatable)
-  vela --listen --key-file FILE          accept circuits from initiators that hold the same key
-  vela --config FILE                     run the listener and circuits a JSON file describes
-  vela genkey                            print a new random key (one line) for --key-file
-  vela status [--json]                   the running daemon's circuits: state, uptime, RTT, counters, drops
-  vela devices [--json]                  the interfaces the running daemon made
-  vela connect --peer HOST --vid N [circuit options]   add a circuit to the running daemon
-  vela close --peer HOST --vid N         close a circuit of the running daemon
-  vela check-config FILE                 check a --config file and exit
-  vela --help | --version
-
-Circuit options (with --peer):
-  --peer HOST         peer name or IPv4/IPv6 address (a name is looked up again when the peer goes
-                      silent and every minute; the circuit follows it)
-  --vid N             circuit id, 1 to 255; the interface is vela<N>
-  --mode tap|tun      tap carries Ethernet frames (default), tun carries IP packets
-  --address CIDR      this side's address, e.g. 198.18.207.1/30 or fd00:1::1/126 (repeatable, one per
-                      family); the peer takes the other host of the pair (/31 and /127 also work)
-  --mtu N             link MTU to propose (default: the route MTU to the peer minus the encapsulation)
-  --ifname NAME       interface name instead of vela<N>
-  --bridge BR         put the tap into the existing Linux bridge BR; a bridged tap needs no --address
-  --far-bridge BR     ask the listener to put its tap into its bridge BR (one it offers: --offer-bridge)
-  --local-mac MAC     a MAC on this side (repeatable)
-  --remote-mac MAC    a MAC on the far side (repeatable); with either, a tap circuit carries out only
-                      frames from a local or to a remote MAC, and in only frames to a local or from a
-                      remote MAC (broadcast and multicast from a listed host too); the rest is counted
-  --block KIND        frames that never cross (repeatable): ipv4, arp, ipv6, lldp, stp, broadcast,
-                      multicast, or an EtherType such as 0x88b5
-  --local-port P      local UDP port (default: any free port; with --listen, the --port)
-  -4, --ipv4          use only the peer's IPv4 address
-  -6, --ipv6          use only the peer's IPv6 address
-
-Listener options:
-  --listen            accept IREQs and create the interfaces they ask for
-  --allow CIDR        underlay prefix whose IREQs are accepted (repeatable)
-  --insecure-accept-any   accept IREQs from any address (for closed test networks only)
-  --max-circuits N    circuits this daemon holds at most (1-${MAX_CIRCUITS_LIMIT}, default ${DEFAULT_MAX_CIRCUITS}); an IREQ
-                      beyond it is refused with a NAK and counted (circuit-limit)
-  --max-circuits-per-peer N
-                      circuits one peer address may hold here (1-${MAX_VID}, default ${DEFAULT_MAX_CIRCUITS_PER_PEER})
-  --bridge BR         every tap this listener creates joins the existing Linux bridge BR
-  --offer-bridge BR   an initiator may ask (--far-bridge BR) for its tap to join bridge BR (repeatable)
-
-Common options:
-  --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
-                      carries a MAC, every data frame is encrypted and authenticated with keys made
-                      new by each handshake; give it again for more keys a listener accepts (the first
-                      one is the initiator's)
-  --cipher C          the data cipher with a key: auto (default: AES-256-GCM where both CPUs have AES
-                      instructions, else ChaCha20-Poly1305), aes-256-gcm, chacha20-poly1305, or none
-                      (frames in clear on purpose; both ends log a warning)
-  --up CMD            run CMD (with sh -c) once a circuit's interface is up; VELA_IFNAME, VELA_VID,
-                      VELA_PEER, VELA_MODE, VELA_ROLE, VELA_BRIDGE and VELA_EVENT=up in its environment
-  --down CMD          the same when the interface is removed (VELA_EVENT=down)
-  --rekey-after S     new session keys every S seconds (1-120, default ${REKEY_AFTER_MS / 1000})
-  --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
-  --control PATH      the daemon's control socket (default ${DEFAULT_CONTROL}); the subcommands
-                      talk to it; two daemons on one host need two paths
-  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
-  --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by
-                      Worker threads with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
-  --no-offload        no offloads: devices without TCP or UDP segmentation and checksum offload, no UDP GSO
-                      or GRO (the libc datapath uses them where the kernel allows; turn them off if a
-                      kernel's GSO misbehaves)
-  --datapath-threads 1|2  Worker threads of the libc datapath: 2, one receiving and one sending
-                      (default where the machine has 2 CPUs or more), or 1 doing both (default on 1 CPU)
-  --moderation-us N   while the devices carry over 200 Mbit/s, the libc datapath waits N microseconds
-                      (0-1000; default ${MODERATION_WAIT_US}, 0 with --no-offload) after each wake-up before
-                      it reads them, so one sendmmsg carries more frames; 0 never waits (less delay, more
-                      CPU under load)
-  --json              (status, devices, connect, close) print the daemon's answer as JSON
-  -v, --verbose       log debug messages too
-  -q, --quiet         log errors only
-  -h, --help          show this help
-  -V, --version       show the version
-
-The daemon runs until SIGINT or SIGTERM, then tells its peers (CREQ) and removes its interfaces.
-SIGHUP makes a daemon started with --config read the file again: new circuits start, removed ones
-close, unchanged ones are not touched.
-Exit codes: 0 on a clean stop, 1 on a runtime failure, 2 on a usage error.
-`;
+  | { kind: "status"; target: ControlTarget; json: boolean; circuit?: string }
+  | { kind: "top"; target: ControlTarget; intervalS: number; count?: number }
+  | { kind: "devices"; target: ControlTarget; json: boolean }
+  | { kind: "connect"; target: ControlTarget; json: boolean; circuit: CircuitArgs; port?: number }
+  | { kind: "close"; target: ControlTarget; json: boolean; peer: string; vid: number }
+  | { kind: "showconf"; target: ControlTarget }
+  | { kind: "check-config"; file: string }
+  | { kind: "completion"; shell: "bash" | "zsh" }
+  | { kind: "man" };
 
 function integer(text: string, option: string, min: number, max: number): number {
   if (!/^[0-9]+$/.test(text)) {
@@ -315,57 +227,261 @@ function hostPort(text: string, option: string): { hostname: string; port: numbe
   return { hostname: match[1] ?? match[2], port: integer(match[3], option, 1, 65535) };
 }
 
-const SUBCOMMANDS = ["status", "devices", "connect", "close", "check-config"] as const;
+/** Seconds between refreshes of vela top unless --interval says otherwise. */
+export const WATCH_INTERVAL_DEFAULT_S = 2;
 
-/** Parses `vela status|devices|connect|close|check-config ...`. */
-function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Command {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: name === "check-config",
-      options: {
-        control: { type: "string" },
-        json: { type: "boolean" },
-        ...(name === "connect" || name === "close"
-          ? { peer: { type: "string" }, vid: { type: "string" }, port: { type: "string" } }
-          : {}),
-        ...(name === "connect"
-          ? {
-            mode: { type: "string" },
-            address: { type: "string", multiple: true },
-            mtu: { type: "string" },
-            ifname: { type: "string" },
-            bridge: { type: "string" },
-            "far-bridge": { type: "string" },
-            ipv4: { type: "boolean", short: "4" },
-            ipv6: { type: "boolean", short: "6" },
-          }
-          : {}),
-      },
-    });
-  } catch (error) {
-    throw new UsageError(`${name}: ${(error as Error).message.split("\n")[0].replace(/\.$/, "")}`);
+/** An option table for parseArgs. */
+type OptionTable = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+
+/** A circuit's options, on the daemon's command line and in vela connect. */
+const CIRCUIT_OPTIONS = {
+  peer: { type: "string" },
+  vid: { type: "string" },
+  mode: { type: "string" },
+  address: { type: "string", multiple: true },
+  mtu: { type: "string" },
+  ifname: { type: "string" },
+  bridge: { type: "string" },
+  "far-bridge": { type: "string" },
+  port: { type: "string" },
+  ipv4: { type: "boolean", short: "4" },
+  ipv6: { type: "boolean", short: "6" },
+} as const satisfies OptionTable;
+
+/** The daemon's options (vela --peer, --listen, --config). */
+export const DAEMON_OPTIONS = {
+  ...CIRCUIT_OPTIONS,
+  "offer-bridge": { type: "string", multiple: true },
+  "local-mac": { type: "string", multiple: true },
+  "remote-mac": { type: "string", multiple: true },
+  block: { type: "string", multiple: true },
+  up: { type: "string" },
+  down: { type: "string" },
+  "local-port": { type: "string" },
+  listen: { type: "boolean" },
+  allow: { type: "string", multiple: true },
+  "insecure-accept-any": { type: "boolean" },
+  "max-circuits": { type: "string" },
+  "max-circuits-per-peer": { type: "string" },
+  "key-file": { type: "string", multiple: true },
+  cipher: { type: "string" },
+  "rekey-after": { type: "string" },
+  config: { type: "string" },
+  control: { type: "string" },
+  metrics: { type: "string" },
+  underlay: { type: "string" },
+  "no-offload": { type: "boolean" },
+  "datapath-threads": { type: "string" },
+  "moderation-us": { type: "string" },
+  verbose: { type: "boolean", short: "v" },
+  quiet: { type: "boolean", short: "q" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const satisfies OptionTable;
+
+/** The options that may go with --config (the rest of the settings are in the file). */
+export const CONFIG_COMPANIONS = [
+  "control",
+  "metrics",
+  "underlay",
+  "no-offload",
+  "datapath-threads",
+  "moderation-us",
+  "verbose",
+  "quiet",
+] as const satisfies readonly (keyof typeof DAEMON_OPTIONS)[];
+
+/** The options of every command that talks to a daemon. */
+const TARGET_OPTIONS = {
+  control: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
+
+/** The subcommands and their options. */
+export const SUBCOMMAND_OPTIONS = {
+  status: {
+    ...TARGET_OPTIONS,
+    json: { type: "boolean" },
+    circuit: { type: "string" },
+    watch: { type: "boolean" },
+    interval: { type: "string" },
+    count: { type: "string" },
+  },
+  top: { ...TARGET_OPTIONS, interval: { type: "string" }, count: { type: "string" } },
+  devices: { ...TARGET_OPTIONS, json: { type: "boolean" } },
+  connect: { ...TARGET_OPTIONS, ...CIRCUIT_OPTIONS, json: { type: "boolean" } },
+  close: { ...TARGET_OPTIONS, json: { type: "boolean" }, peer: { type: "string" }, vid: { type: "string" } },
+  showconf: { ...TARGET_OPTIONS },
+  "check-config": { help: { type: "boolean", short: "h" } },
+  genkey: { help: { type: "boolean", short: "h" } },
+  help: { help: { type: "boolean", short: "h" } },
+  completion: { help: { type: "boolean", short: "h" } },
+  man: { help: { type: "boolean", short: "h" } },
+} as const satisfies Record<string, OptionTable>;
+
+export type SubcommandName = keyof typeof SUBCOMMAND_OPTIONS;
+export const SUBCOMMANDS = Object.keys(SUBCOMMAND_OPTIONS) as SubcommandName[];
+
+type Values = Record<string, string | string[] | boolean | undefined>;
+
+/** How an option is written: "--peer", or "-4" for one given by its short name. */
+function optionName(name: string, table: OptionTable): string {
+  return table[name] ? `--${name}` : name.length === 1 ? `-${name}` : `--${name}`;
+}
+
+/**
+ * Parses `argv` against `table` with node:util parseArgs, and says what is wrong in VELA's words (no
+ * parser text): an unknown option with the nearest known one, an option without its value (or with
+ * another option where its value should be), a value given to a switch, an option given twice.
+ */
+function parseOptions(
+  argv: string[],
+  table: OptionTable,
+  context: string,
+): { values: Values; positionals: string[] } {
+  const { tokens } = parseArgs({
+    args: argv,
+    options: table,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const values: Values = {};
+  const positionals: string[] = [];
+  const known = Object.keys(table);
+  const where = context === "" ? "" : ` for vela ${context}`;
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      positionals.push(token.value);
+      continue;
+    }
+    if (token.kind !== "option") continue;
+    const spec = table[token.name];
+    if (!spec) {
+      const nearest = nearestWord(token.name, known);
+      const otherCommand = context === ""
+        ? SUBCOMMANDS.find((name) => (SUBCOMMAND_OPTIONS[name] as OptionTable)[token.name] !== undefined)
+        : undefined;
+      throw new UsageError(
+        `Unknown option ${token.rawName}${where}${
+          nearest ? `; did you mean --${nearest}?` : otherCommand ? `; it goes with vela ${otherCommand}` : ""
+        }`,
+      );
+    }
+    const shown = optionName(token.name, table);
+    if (spec.type === "boolean") {
+      if (token.inlineValue) throw new UsageError(`${shown} takes no value`);
+      if (values[token.name] !== undefined) throw new UsageError(`${shown} is given twice`);
+      values[token.name] = true;
+      continue;
+    }
+    const value = token.value;
+    if (value === undefined) throw new UsageError(`${shown} needs a value`);
+    if (!token.inlineValue && /^-./.test(value)) {
+      throw new UsageError(
+        `${shown} needs a value, not the option ${value} (write ${shown}=${value} if that is the value)`,
+      );
+    }
+    if (spec.multiple) {
+      ((values[token.name] ??= []) as string[]).push(value);
+    } else {
+      if (values[token.name] !== undefined) throw new UsageError(`${shown} is given twice`);
+      values[token.name] = value;
+    }
   }
-  const v = parsed.values as Record<string, string | string[] | boolean | undefined>;
-  const control = (v.control as string | undefined) ?? DEFAULT_CONTROL;
-  if (control === "") throw new UsageError("--control needs a path");
+  return { values, positionals };
+}
+
+/** Where a client command finds the daemon: --control PATH, or the namespace's default socket. */
+function controlTarget(v: Values, defaultControl: string): ControlTarget {
+  const path = (v.control as string | undefined) ?? defaultControl;
+  if (path === "") throw new UsageError("--control needs a path");
+  return { path };
+}
+
+/** Parses `vela COMMAND ...`. */
+function parseSubcommand(name: SubcommandName, argv: string[], defaultControl: string): Command {
+  const table: OptionTable = SUBCOMMAND_OPTIONS[name];
+  const { values: v, positionals } = parseOptions(argv, table, name);
+  if (v.help) return { kind: "help", command: name };
+  const noPositionals = () => {
+    if (positionals.length > 0) {
+      throw new UsageError(`Unexpected argument "${positionals[0]}" for vela ${name}`);
+    }
+  };
+  switch (name) {
+    case "help": {
+      if (positionals.length > 1) throw new UsageError("Give vela help at most one command");
+      if (positionals.length === 0) return { kind: "help" };
+      const command = SUBCOMMANDS.find((c) => c === positionals[0]);
+      if (!command) throw new UsageError(unknownCommand(positionals[0]));
+      return { kind: "help", command };
+    }
+    case "genkey":
+      noPositionals();
+      return { kind: "genkey" };
+    case "man":
+      noPositionals();
+      return { kind: "man" };
+    case "completion": {
+      const shell = positionals[0];
+      if (positionals.length !== 1 || (shell !== "bash" && shell !== "zsh")) {
+        throw new UsageError("Give vela completion bash or zsh");
+      }
+      return { kind: "completion", shell };
+    }
+    case "check-config":
+      if (positionals.length !== 1) throw new UsageError("Give vela check-config one file name");
+      return { kind: "check-config", file: positionals[0] };
+    default:
+      break;
+  }
+  const target = controlTarget(v, defaultControl);
   const json = (v.json as boolean | undefined) ?? false;
-  if (name === "check-config") {
-    if (parsed.positionals.length !== 1) throw new UsageError("check-config takes one file name");
-    if (v.control !== undefined || json) throw new UsageError("check-config takes only a file name");
-    return { kind: "check-config", file: parsed.positionals[0] };
+  const watchOptions = (): { intervalS: number; count?: number } => ({
+    intervalS: v.interval === undefined
+      ? WATCH_INTERVAL_DEFAULT_S
+      : integer(v.interval as string, "--interval", 1, 3600),
+    ...(v.count === undefined ? {} : { count: integer(v.count as string, "--count", 1, 1_000_000) }),
+  });
+  switch (name) {
+    case "status": {
+      if (positionals.length > 1) throw new UsageError("Give vela status at most one interface name");
+      if (positionals.length === 1 && v.circuit !== undefined) {
+        throw new UsageError("Give the circuit as IFNAME or as --circuit IFNAME, not both");
+      }
+      const circuit = (v.circuit as string | undefined) ?? positionals[0];
+      if (v.watch) {
+        if (json || circuit !== undefined) throw new UsageError("--watch goes without --json and IFNAME");
+        return { kind: "top", target, ...watchOptions() };
+      }
+      if (v.interval !== undefined || v.count !== undefined) {
+        throw new UsageError("--interval and --count go with --watch");
+      }
+      return circuit === undefined
+        ? { kind: "status", target, json }
+        : { kind: "status", target, json, circuit };
+    }
+    case "top":
+      noPositionals();
+      return { kind: "top", target, ...watchOptions() };
+    case "devices":
+      noPositionals();
+      return { kind: "devices", target, json };
+    case "showconf":
+      noPositionals();
+      return { kind: "showconf", target };
+    default:
+      break;
   }
-  if (name === "status" || name === "devices") return { kind: name, control, json };
+  noPositionals();
   const peer = v.peer as string | undefined;
-  if (peer === undefined) throw new UsageError(`${name} needs --peer HOST --vid N`);
-  const port = v.port === undefined ? undefined : integer(v.port as string, "--port", 1, 65535);
+  if (peer === undefined) throw new UsageError(`Give vela ${name} --peer HOST --vid N`);
   if (name === "close") {
-    if (v.vid === undefined) throw new UsageError("close needs --vid N (1 to 255)");
-    if (port !== undefined) throw new UsageError("close takes --peer and --vid only");
-    return { kind: "close", control, json, peer, vid: integer(v.vid as string, "--vid", MIN_VID, MAX_VID) };
+    if (v.vid === undefined) throw new UsageError("Give vela close --vid N (1 to 255)");
+    return { kind: "close", target, json, peer, vid: integer(v.vid as string, "--vid", MIN_VID, MAX_VID) };
   }
+  const port = v.port === undefined ? undefined : integer(v.port as string, "--port", 1, 65535);
   if (v.ipv4 && v.ipv6) throw new UsageError("-4 and -6 exclude each other");
   const circuit = validateCircuit({
     peer,
@@ -378,67 +494,35 @@ function parseSubcommand(name: typeof SUBCOMMANDS[number], argv: string[]): Comm
     bridge: v.bridge as string | undefined,
     farBridge: v["far-bridge"] as string | undefined,
   }, "--");
-  return { kind: "connect", control, json, circuit, port };
+  return { kind: "connect", target, json, circuit, port };
 }
 
-/** Parses the arguments; throws UsageError with one line that says what is wrong. */
-export function parseCommandLine(argv: string[]): Command {
-  if (argv[0] === "genkey") {
-    if (argv.length > 1) throw new UsageError(`genkey takes no arguments, not "${argv[1]}"`);
-    return { kind: "genkey" };
+/** The sentence for a first word that is no command. */
+function unknownCommand(word: string): string {
+  const nearest = nearestWord(word, SUBCOMMANDS);
+  return `Unknown command "${word}"${nearest ? `; did you mean vela ${nearest}?` : "; see vela help"}`;
+}
+
+/**
+ * Parses the arguments; throws UsageError with one line that says what is wrong. `defaultControl` is
+ * the control socket when --control is not given (main.ts derives it for the network namespace).
+ */
+export function parseCommandLine(argv: string[], defaultControl: string = HOST_CONTROL): Command {
+  const first = argv[0];
+  if (first !== undefined && !first.startsWith("-")) {
+    const subcommand = SUBCOMMANDS.find((name) => name === first);
+    if (!subcommand) throw new UsageError(unknownCommand(first));
+    return parseSubcommand(subcommand, argv.slice(1), defaultControl);
   }
-  const subcommand = SUBCOMMANDS.find((name) => name === argv[0]);
-  if (subcommand) return parseSubcommand(subcommand, argv.slice(1));
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        peer: { type: "string" },
-        vid: { type: "string" },
-        mode: { type: "string" },
-        address: { type: "string", multiple: true },
-        mtu: { type: "string" },
-        ifname: { type: "string" },
-        bridge: { type: "string" },
-        "far-bridge": { type: "string" },
-        "offer-bridge": { type: "string", multiple: true },
-        "local-mac": { type: "string", multiple: true },
-        "remote-mac": { type: "string", multiple: true },
-        block: { type: "string", multiple: true },
-        up: { type: "string" },
-        down: { type: "string" },
-        port: { type: "string" },
-        "local-port": { type: "string" },
-        listen: { type: "boolean" },
-        allow: { type: "string", multiple: true },
-        "insecure-accept-any": { type: "boolean" },
-        "max-circuits": { type: "string" },
-        "max-circuits-per-peer": { type: "string" },
-        "key-file": { type: "string", multiple: true },
-        cipher: { type: "string" },
-        "rekey-after": { type: "string" },
-        config: { type: "string" },
-        control: { type: "string" },
-        metrics: { type: "string" },
-        underlay: { type: "string" },
-        "no-offload": { type: "boolean" },
-        "datapath-threads": { type: "string" },
-        "moderation-us": { type: "string" },
-        ipv4: { type: "boolean", short: "4" },
-        ipv6: { type: "boolean", short: "6" },
-        verbose: { type: "boolean", short: "v" },
-        quiet: { type: "boolean", short: "q" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message.split("\n")[0].replace(/\.$/, ""));
+  const { values, positionals } = parseOptions(argv, DAEMON_OPTIONS, "");
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"; options start with --`);
   }
-  const v = parsed.values;
+  const v = values as {
+    [K in keyof typeof DAEMON_OPTIONS]?: typeof DAEMON_OPTIONS[K] extends { type: "boolean" } ? boolean
+      : typeof DAEMON_OPTIONS[K] extends { multiple: true } ? string[]
+      : string;
+  };
   if (v.help) return { kind: "help" };
   if (v.version) return { kind: "version" };
   if (v.verbose && v.quiet) throw new UsageError("--verbose and --quiet exclude each other");
@@ -454,21 +538,13 @@ export function parseCommandLine(argv: string[]): Command {
   if (keyFiles.some((file) => file === "")) throw new UsageError("--key-file needs a file name");
   const keyFile = keyFiles[0];
   if (v.config !== undefined) {
-    const alongside = [
-      "config",
-      "verbose",
-      "quiet",
-      "control",
-      "metrics",
-      "underlay",
-      "no-offload",
-      "datapath-threads",
-      "moderation-us",
-    ];
+    const alongside: readonly string[] = ["config", ...CONFIG_COMPANIONS];
     const others = Object.keys(v).filter((name) => !alongside.includes(name));
     if (others.length > 0) {
       throw new UsageError(
-        `--config goes alone (with --control, --metrics, -v or -q), not with --${others[0]}`,
+        `--config goes alone or with ${CONFIG_COMPANIONS.map((name) => `--${name}`).join(", ")}; --${
+          others[0]
+        } belongs in the file`,
       );
     }
     if (v.config === "") throw new UsageError("--config needs a file name");
@@ -518,7 +594,7 @@ export function parseCommandLine(argv: string[]): Command {
     localPort,
     keyFile,
     configFile: v.config,
-    control: v.control ?? DEFAULT_CONTROL,
+    control: v.control ?? defaultControl,
     metrics: v.metrics === undefined ? undefined : hostPort(v.metrics, "--metrics"),
     underlay: (v.underlay ?? "libc") as "libc" | "deno",
     offload: !v["no-offload"],

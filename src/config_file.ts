@@ -14,6 +14,7 @@ import {
   MIN_VID,
 } from "./circuit_rules.ts";
 import { CIPHER_CHOICES } from "./cli.ts";
+import { nearestWord } from "./nearest.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 import type { CipherPolicy } from "./session.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
@@ -141,35 +142,6 @@ function isObject(value: unknown): value is JsonObject {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-/** Optimal string alignment distance: edits, with a swap of neighbours counting as one. */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.length][b.length];
-}
-
-/** The known key that `key` is most likely a misspelling of, if any. */
-function nearestKey(key: string, known: readonly string[]): string | undefined {
-  const squash = (text: string) => text.toLowerCase().replace(/[-_ ]/g, "");
-  const same = known.find((k) => squash(k) === squash(key));
-  if (same) return same;
-  let best: string | undefined, bestDistance = Infinity;
-  for (const k of known) {
-    const distance = editDistance(key.toLowerCase(), k);
-    if (distance <= (k.length > 4 ? 2 : 1) && distance < bestDistance) [best, bestDistance] = [k, distance];
-  }
-  return best;
-}
-
 function rejectUnknownKeys(object: JsonObject, known: readonly string[], at: (key: string) => string): void {
   for (const key of Object.keys(object)) {
     if (known.includes(key)) continue;
@@ -180,7 +152,7 @@ function rejectUnknownKeys(object: JsonObject, known: readonly string[], at: (ke
     if (known === CIRCUIT_KEYS && TOP_KEYS.includes(key)) {
       fail(field, `unknown key in a circuit; "${key}" goes at the top level of the file`);
     }
-    const nearest = nearestKey(key, known);
+    const nearest = nearestWord(key, known);
     if (nearest) fail(field, `unknown key; did you mean "${nearest}"?`);
     fail(field, `unknown key; the keys here are ${known.map((k) => `"${k}"`).join(", ")}`);
   }

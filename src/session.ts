@@ -352,6 +352,10 @@ export class Session {
   get rotations(): number {
     return this.#rotations;
   }
+  /** When the peer was last heard (monotonic ms), undefined before it was. */
+  get lastHeard(): number | undefined {
+    return this.#lastHeard > 0 ? this.#lastHeard : undefined;
+  }
   /** The handshake number of the keys in use. */
   get handshake(): number {
     return this.#current?.handshake ?? this.#handshake;

@@ -57,6 +57,11 @@ function fromArgs(args: DaemonArgs): FileConfig {
   };
 }
 
+/** A path made absolute against the working directory, so that vela showconf's file works from anywhere. */
+function absolutePath(path: string): string {
+  return path.startsWith("/") ? path : `${Deno.cwd()}/${path.replace(/^\.\//, "")}`;
+}
+
 /** Reads a key file; throws RuntimeFailure with the KeyError's sentence. */
 function readKey(path: string, warn: (text: string) => void): Uint8Array {
   try {
@@ -98,7 +103,10 @@ export async function buildDaemonConfig(
       circuit.port ?? DEFAULT_PORT,
       resolvePeer,
     );
-    if (circuit.keyFile !== undefined) spec.key = readKey(circuit.keyFile, warn);
+    if (circuit.keyFile !== undefined) {
+      spec.key = readKey(circuit.keyFile, warn);
+      spec.keyFilePath = absolutePath(circuit.keyFile);
+    }
     circuits.push(spec);
   }
   return {
@@ -108,6 +116,8 @@ export async function buildDaemonConfig(
     insecureAcceptAny: settings.insecureAcceptAny,
     key,
     extraKeys,
+    keyFilePath: settings.keyFile === undefined ? undefined : absolutePath(settings.keyFile),
+    extraKeyFilePaths: settings.keyFiles?.map(absolutePath),
     cipher: settings.cipher,
     rekeyAfterMs: settings.rekeyAfterMs,
     maxCircuits: settings.maxCircuits,
@@ -119,4 +129,26 @@ export async function buildDaemonConfig(
     down: settings.down,
     circuits,
   };
+}
+
+/**
+ * `vela check-config`: reads the file and every key file it names exactly as a daemon started with it
+ * would (missing, unreadable, not a key: RuntimeFailure; open to other users: a `warn`ing). Peers are not
+ * looked up. Returns the settings.
+ */
+export function checkConfigFile(path: string, warn: (text: string) => void): FileConfig {
+  let settings: FileConfig;
+  try {
+    settings = readConfigFile(path);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new RuntimeFailure(error.message);
+    throw error;
+  }
+  const files = [
+    settings.keyFile,
+    ...(settings.keyFiles ?? []),
+    ...settings.circuits.map((c) => c.keyFile),
+  ].filter((file): file is string => file !== undefined);
+  for (const file of new Set(files)) readKey(file, warn);
+  return settings;
 }

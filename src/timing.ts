@@ -115,3 +115,20 @@ export const REASSEMBLY_SWEEP_MS = 100;
 export const PROBE_TIMEOUT_MS = 500;
 export const PROBE_TRIES = 3;
 export const PROBE_INTERVAL_MS = 600_000;
+/**
+ * Remote control (--control-listen, src/control/remote_server.ts): a client has this long from connecting
+ * to finish its handshake (its hello and its proof of the key), or it is disconnected; then each command
+ * has CONTROL_COMMAND_MS, as on the control socket.
+ */
+export const REMOTE_CONTROL_HANDSHAKE_MS = 5_000;
+/** A refused remote client is given this long to read its refusal line and hang up before it is cut off. */
+export const REMOTE_CONTROL_LINGER_MS = 1_000;
+/**
+ * Remote control connections accepted per second from one source address (an IPv6 source by its /64),
+ * and the burst above that; one more is refused before any key is looked at.
+ */
+export const REMOTE_CONTROL_RATE_PER_SECOND = 2;
+export const REMOTE_CONTROL_BURST = 10;
+/** Refused remote control connections logged per second, and the burst; the others are counted in the next line. */
+export const REMOTE_CONTROL_REFUSAL_LOGS_PER_SECOND = 1;
+export const REMOTE_CONTROL_REFUSAL_LOG_BURST = 20;

@@ -77,6 +77,12 @@ export interface BedOptions {
   mtu?: number;
 }
 
+/** Options of Bed.spawn and Bed.vela. */
+export interface SpawnOptions {
+  /** Called with each complete line of stdout and of stderr as it arrives (the output is collected too). */
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
+}
+
 /** A started process in a namespace; its output is collected. */
 export interface BedProcess {
   readonly pid: number;
@@ -158,7 +164,7 @@ export class Bed implements AsyncDisposable {
   }
 
   /** Starts a long-running command in namespace `ns`; destroy() kills it by PID. */
-  spawn(ns: string, args: string[]): BedProcess {
+  spawn(ns: string, args: string[], options: SpawnOptions = {}): BedProcess {
     const child = new Deno.Command("ip", {
       args: ["netns", "exec", ns, ...args],
       stdin: "null",
@@ -166,10 +172,21 @@ export class Bed implements AsyncDisposable {
       stderr: "piped",
     }).spawn();
     let text = "";
-    const collect = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+    const onLine = options.onLine;
+    const collect = async (stream: ReadableStream<Uint8Array>, name: "stdout" | "stderr") => {
+      const streamDecoder = new TextDecoder();
+      let partial = "";
+      for await (const chunk of stream) {
+        const piece = streamDecoder.decode(chunk, { stream: true });
+        text += piece;
+        if (!onLine) continue;
+        const lines = (partial + piece).split("\n");
+        partial = lines.pop()!;
+        for (const line of lines) onLine(line, name);
+      }
+      if (onLine && partial !== "") onLine(partial, name);
     };
-    const collected = Promise.all([collect(child.stdout), collect(child.stderr)]);
+    const collected = Promise.all([collect(child.stdout, "stdout"), collect(child.stderr, "stderr")]);
     const status = child.status.then(async (s) => {
       await collected;
       return s;
@@ -180,16 +197,22 @@ export class Bed implements AsyncDisposable {
   }
 
   /** Starts `vela` (this checkout's main.ts) in namespace `ns`. */
-  vela(ns: string, args: string[]): BedProcess {
+  vela(ns: string, args: string[], options: SpawnOptions = {}): BedProcess {
     // /run is shared by all namespaces: each daemon gets a control socket of its own.
     const daemon = args.some((a) => a === "--listen" || a === "--peer" || a === "--config") &&
-      !["status", "devices", "connect", "close", "check-config", "genkey"].includes(args[0]);
+      !["status", "top", "devices", "connect", "close", "showconf", "check-config", "genkey"].includes(
+        args[0],
+      );
     let control: string | undefined;
     if (daemon && !args.includes("--control")) {
       control = `/tmp/vela-${Deno.pid}-${this.index}-${++this.#controls}.sock`;
       args = [...args, "--control", control];
     }
-    const process = this.spawn(ns, [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args]);
+    const process = this.spawn(
+      ns,
+      [Deno.execPath(), "run", ...VELA_PERMISSIONS, "--quiet", MAIN, ...args],
+      options,
+    );
     return control ? Object.assign(process, { control }) : process;
   }
 

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import {
   type Command,
+  CONFIG_COMPANIONS,
+  DAEMON_OPTIONS,
   type DaemonArgs,
   DEFAULT_PORT,
-  HELP,
   parseCommandLine,
+  SUBCOMMAND_OPTIONS,
+  SUBCOMMANDS,
   UsageError,
 } from "../src/cli.ts";
+import { COMMAND_HELP, HELP } from "../src/cli_help.ts";
 import { formatCidr } from "../src/ip.ts";
 
 function daemon(argv: string[]): DaemonArgs {
@@ -338,30 +342,8 @@ Deno.test("--rekey-after is seconds from 1 to 120", () => {
 
 // --- help text -------------------------------------------------------------------------------------
 
-/** The names in parseCommandLine's parseArgs options object, as written in src/cli.ts. */
-const LONG_OPTIONS = [
-  "peer",
-  "vid",
-  "mode",
-  "address",
-  "mtu",
-  "ifname",
-  "port",
-  "local-port",
-  "listen",
-  "allow",
-  "insecure-accept-any",
-  "ipv4",
-  "ipv6",
-  "datapath-threads",
-  "moderation-us",
-  "cipher",
-  "rekey-after",
-  "verbose",
-  "quiet",
-  "help",
-  "version",
-];
+/** The daemon's long options, from the one table parseCommandLine reads. */
+const LONG_OPTIONS = Object.keys(DAEMON_OPTIONS);
 /** Long options that are, for now, only documented by their short forms -4 and -6. */
 const UNDOCUMENTED = new Set<string>();
 
@@ -458,4 +440,103 @@ Deno.test("--far-bridge asks for the far tap's bridge and --offer-bridge lets a 
   refused([...CIRCUIT, "--mode", "tun", "--far-bridge", "br5"], "--far-bridge goes with --mode tap");
   refused([...CIRCUIT, "--offer-bridge", "br5"], "--offer-bridge goes with --listen");
   refused(["--far-bridge", "br5"], "--far-bridge goes with --peer");
+});
+
+// --- what a mistyped command line is told ----------------------------------------------------------
+
+function usageMessage(argv: string[]): string {
+  try {
+    parseCommandLine(argv);
+  } catch (error) {
+    assert.ok(error instanceof UsageError, `${argv.join(" ")}: ${error}`);
+    return error.message;
+  }
+  assert.fail(`${argv.join(" ")} parsed`);
+}
+
+Deno.test("a mistyped command is told the nearest one", () => {
+  assert.equal(usageMessage(["stauts"]), 'Unknown command "stauts"; did you mean vela status?');
+  assert.equal(usageMessage(["conect"]), 'Unknown command "conect"; did you mean vela connect?');
+  assert.equal(usageMessage(["frobnicate"]), 'Unknown command "frobnicate"; see vela help');
+});
+
+Deno.test("a mistyped option is told the nearest one, for the daemon and for a command", () => {
+  assert.equal(usageMessage(["--pear", "r2"]), "Unknown option --pear; did you mean --peer?");
+  assert.equal(
+    usageMessage(["status", "--jsno"]),
+    "Unknown option --jsno for vela status; did you mean --json?",
+  );
+  assert.equal(usageMessage(["--watch"]), "Unknown option --watch; it goes with vela status");
+});
+
+Deno.test("no parser text leaks: a missing value, an option where a value should be, a value for a switch", () => {
+  assert.equal(usageMessage(["--peer"]), "--peer needs a value");
+  assert.equal(
+    usageMessage(["--peer", "-4", "--vid", "3"]),
+    "--peer needs a value, not the option -4 (write --peer=-4 if that is the value)",
+  );
+  assert.equal(usageMessage(["--listen=yes"]), "--listen takes no value");
+  assert.equal(usageMessage(["--vid", "3", "--vid", "4", "--peer", "r2"]), "--vid is given twice");
+  for (
+    const argv of [["--peer"], ["--peer", "-4"], ["connect", "--peer", "--vid"], ["status", "--control"]]
+  ) {
+    assert.doesNotMatch(usageMessage(argv), /ambiguous|argument missing|ERR_|Did you forget/, argv.join(" "));
+  }
+});
+
+Deno.test("vela help, vela help COMMAND and vela COMMAND --help", () => {
+  assert.deepEqual(parseCommandLine(["help"]), { kind: "help" });
+  assert.deepEqual(parseCommandLine(["help", "status"]), { kind: "help", command: "status" });
+  assert.deepEqual(parseCommandLine(["connect", "--help"]), { kind: "help", command: "connect" });
+  assert.deepEqual(parseCommandLine(["top", "-h"]), { kind: "help", command: "top" });
+  assert.equal(usageMessage(["help", "stats"]), 'Unknown command "stats"; did you mean vela status?');
+});
+
+Deno.test("every command has its help, and its help names every option it takes", () => {
+  for (const name of SUBCOMMANDS) {
+    const help = COMMAND_HELP[name];
+    assert.match(help, new RegExp(`^Usage: vela ${name}\\b`), name);
+    for (const option of Object.keys(SUBCOMMAND_OPTIONS[name])) {
+      if (option === "help") continue;
+      assert.match(help, new RegExp(`--${option}\\b`), `vela ${name} --help mentions --${option}`);
+    }
+  }
+});
+
+Deno.test("--config names the options that may go with it, as the help lists them", () => {
+  const message = usageMessage(["--config", "f.json", "--peer", "r2"]);
+  for (const name of CONFIG_COMPANIONS) assert.match(message, new RegExp(`--${name}\\b`));
+  for (const name of CONFIG_COMPANIONS) {
+    const value = DAEMON_OPTIONS[name].type === "string" ? ["1"] : [];
+    try {
+      parseCommandLine(["--config", "f.json", `--${name}`, ...value]);
+    } catch (error) {
+      assert.doesNotMatch((error as Error).message, /--config goes alone/, name);
+    }
+  }
+  const line = HELP.split("\n").find((l) => l.startsWith("With --config FILE, only these options"));
+  assert.ok(line, "HELP says what goes with --config");
+  for (const name of CONFIG_COMPANIONS) {
+    const shown = name === "verbose" ? "-v" : name === "quiet" ? "-q" : `--${name}`;
+    assert.ok(line.includes(shown), `HELP's --config line names ${shown}`);
+  }
+});
+
+Deno.test("status --watch is top; status IFNAME and --circuit pick one circuit", () => {
+  assert.deepEqual(parseCommandLine(["status", "--watch", "--interval", "1"]), {
+    kind: "top",
+    target: { path: "/run/vela/vela.sock" },
+    intervalS: 1,
+  });
+  assert.deepEqual(parseCommandLine(["status", "vela3"]), {
+    kind: "status",
+    target: { path: "/run/vela/vela.sock" },
+    json: false,
+    circuit: "vela3",
+  });
+  assert.deepEqual(
+    parseCommandLine(["status", "--circuit", "vela3", "--json"], "/run/vela/ns1.sock"),
+    { kind: "status", target: { path: "/run/vela/ns1.sock" }, json: true, circuit: "vela3" },
+  );
+  assert.match(usageMessage(["status", "--interval", "1"]), /go with --watch/);
 });

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { HELP } from "../src/cli.ts";
+import { HELP } from "../src/cli_help.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 

@@ -1,49 +1,19 @@
 /** Prometheus metrics: the text exposition of a status, and the HTTP endpoint on loopback (no root). */
 
+import { circuitStatus, daemonStatus } from "./fakes/status_fixture.ts";
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
+import type { CircuitStatus } from "../src/daemon/daemon.ts";
 import { RuntimeFailure } from "../src/errors.ts";
 import { formatMetrics, serveMetrics } from "../src/metrics.ts";
 
 const SAMPLE = /^[a-z_]+(\{.*\})? [0-9.e+-]+$/;
 
 function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
-  return {
-    peer: "198.18.100.2",
-    address: "198.18.100.2",
-    port: 4455,
-    vid: 3,
-    role: "initiator",
-    state: "established",
-    ifname: "vela3",
-    mode: "tap",
-    mtu: 1457,
-    uptimeSeconds: 65,
-    rttMs: 1.5,
-    txPackets: 12,
-    txBytes: 1536,
-    rxPackets: 11,
-    rxBytes: 1400,
-    cipher: "clear",
-    keyAgeSeconds: null,
-    rotations: 0,
-    drops: {
-      sendFailed: 1,
-      deviceRefused: 2,
-      badTag: 0,
-      replayedData: 0,
-      tooOld: 0,
-      noKey: 0,
-      keyExhausted: 0,
-    },
-    ...overrides,
-  };
+  return circuitStatus({ uptimeSeconds: 65, rttMs: 1.5, rxBytes: 1400, ...overrides });
 }
 
-function status(circuits: CircuitStatus[], drops: Record<string, number> = {}): DaemonStatus {
-  return { port: 4455, listen: true, circuits, drops, moderatedWakeups: 0 };
-}
+const status = daemonStatus;
 
 /** A label set `{a="x",b="y"}` as an object, with the text format's escapes undone. */
 function labels(text: string): Record<string, string> {

@@ -1,42 +1,25 @@
 /** `vela status` as a table for people: byte and duration formats, the table itself (no I/O, no root). */
 
+import { circuitStatus, daemonStatus } from "./fakes/status_fixture.ts";
 import assert from "node:assert/strict";
 import type { CircuitStatus, DaemonStatus } from "../src/daemon/daemon.ts";
-import { humanBytes, humanDuration, renderStatus } from "../src/status_table.ts";
+import {
+  endpoint,
+  findCircuit,
+  humanBytes,
+  humanDuration,
+  humanRate,
+  humanRtt,
+  renderCircuit,
+  renderStatus,
+  renderTop,
+  TABLE_WIDTH,
+} from "../src/status_table.ts";
 
-const HEADER = ["PEER", "ADDRESS", "VID", "IFACE", "STATE", "CIPHER", "UPTIME", "RTT", "TX", "RX", "DROPS"];
+const HEADER = ["IFACE", "VID", "PEER", "STATE", "CIPHER", "UPTIME", "RTT", "TX", "RX", "DROPS"];
 
 function circuit(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
-  return {
-    peer: "198.18.100.2",
-    address: "198.18.100.2",
-    port: 4455,
-    vid: 3,
-    role: "initiator",
-    state: "established",
-    ifname: "vela3",
-    mode: "tap",
-    mtu: 1457,
-    uptimeSeconds: 3725,
-    rttMs: 0.456,
-    txPackets: 12,
-    txBytes: 1536,
-    rxPackets: 11,
-    rxBytes: 100,
-    cipher: "clear",
-    keyAgeSeconds: null,
-    rotations: 0,
-    drops: {
-      sendFailed: 1,
-      deviceRefused: 2,
-      badTag: 0,
-      replayedData: 0,
-      tooOld: 0,
-      noKey: 0,
-      keyExhausted: 0,
-    },
-    ...overrides,
-  };
+  return circuitStatus({ ...overrides });
 }
 
 Deno.test("humanBytes() prints bytes below 1 KiB as they are", () => {
@@ -141,30 +124,28 @@ Deno.test("renderStatus() with 2 circuits gives a header, one aligned row each a
     }
   }
   assert.deepEqual(cells(lines[2]), [
-    "198.18.100.2",
-    "198.18.100.2:4455",
-    "3",
     "vela3",
-    "established (initiator)",
+    "3",
+    "198.18.100.2:4455",
+    "established (i)",
     "clear",
     "1h02m05s",
     "0.5 ms",
-    "12 pkts / 1.5 KiB",
-    "11 pkts / 100 B",
-    "send 1, device 2",
+    "1.5 KiB",
+    "100 B",
+    "3",
   ]);
   assert.deepEqual(cells(lines[3]), [
-    "peer.example",
-    "fd00:198:18:100::2:4456",
-    "42",
     "-",
-    "requesting (responder)",
+    "42",
+    "peer.example [fd00:198:18:100::2]:4456",
+    "requesting (r)",
     "clear",
     "-",
     "-",
-    "0 pkts / 0 B",
-    "3 pkts / 3.0 MiB",
-    "send 0, device 0",
+    "0 B",
+    "3.0 MiB",
+    "0",
   ]);
   for (const line of lines) assert.equal(line, line.trimEnd(), "no trailing blanks");
 });
@@ -178,4 +159,108 @@ Deno.test("renderStatus() says '1 circuit' in the singular", () => {
     moderatedWakeups: 0,
   });
   assert.match(text.split("\n")[0], /^VELA running on UDP port 4455, 1 circuit$/);
+});
+
+Deno.test("endpoint() puts an IPv6 address in brackets before its port", () => {
+  assert.equal(endpoint("198.18.0.2", 4455), "198.18.0.2:4455");
+  assert.equal(endpoint("fd00::2", 4455), "[fd00::2]:4455");
+});
+
+Deno.test("humanRtt() rounds: a decimal below 10 ms, whole milliseconds above", () => {
+  assert.equal(humanRtt(null), "-");
+  assert.equal(humanRtt(0.456), "0.5 ms");
+  assert.equal(humanRtt(12.345), "12 ms");
+  assert.equal(humanRtt(250.6), "251 ms");
+});
+
+Deno.test("humanRate() prints rates in powers of 1000", () => {
+  assert.equal(humanRate(0), "0");
+  assert.equal(humanRate(999), "999");
+  assert.equal(humanRate(1500), "1.5k");
+  assert.equal(humanRate(6_900_000_000), "6.9G");
+});
+
+Deno.test("renderStatus() fits 120 columns with long peer names and IPv6 endpoints", () => {
+  const long = circuit({
+    peer: "a-very-long-router-name.branch-office.example.net",
+    address: "fd00:1234:5678:9abc:def0:1234:5678:9abc",
+    state: "established",
+    cipher: "chacha20-poly1305",
+    txBytes: 5.5 * 1024 ** 4,
+    rxBytes: 1023 * 1024 ** 3,
+  });
+  const lines = renderStatus(daemonStatus([long, circuit()])).split("\n");
+  for (const line of lines) assert.ok(line.length <= TABLE_WIDTH, `${line.length}: ${line}`);
+  assert.match(lines[2], /~/, "the peer column is cut where it does not fit");
+});
+
+Deno.test("findCircuit() finds a circuit by interface name or vid@peer", () => {
+  const status = daemonStatus([circuit(), circuit({ vid: 4, ifname: null, peer: "r2" })]);
+  assert.equal(findCircuit(status, "vela3")?.vid, 3);
+  assert.equal(findCircuit(status, "4@r2")?.vid, 4);
+  assert.equal(findCircuit(status, "vela9"), undefined);
+});
+
+Deno.test("renderCircuit() shows mode, MTU, addresses marking the derived one, cipher and keys", () => {
+  const text = renderCircuit(
+    circuit({ cipher: "aes-256-gcm", keyAgeSeconds: 65, rotations: 2, handshake: 3 }),
+  );
+  assert.match(text, /^mode +tap$/m);
+  assert.match(text, /^MTU +1457$/m);
+  assert.match(text, /^addresses +198\.18\.207\.1\/30, fd00:5a:1b2c:3d4e::1\/64 \(derived\)$/m);
+  assert.match(text, /^cipher +aes-256-gcm$/m);
+  assert.match(text, /^keys +made 1m05s ago \(handshake 3\), 2 rotations$/m);
+  assert.match(text, /^last heard +3s ago$/m);
+  assert.match(text, /^up for +1h02m05s$/m);
+  assert.match(text, /^drops +send-failed 1, device-refused 2$/m);
+});
+
+Deno.test("renderCircuit() of a refused circuit says since when it is down and why", () => {
+  const text = renderCircuit(circuit({
+    state: "refused",
+    uptimeSeconds: null,
+    downSinceSeconds: 75,
+    refusal: "bridge br9 is not offered here",
+    lastHeardSeconds: null,
+  }));
+  assert.match(text, /^down since +1m15s ago$/m);
+  assert.match(text, /^refused +bridge br9 is not offered here$/m);
+  assert.match(text, /^last heard +never$/m);
+  assert.doesNotMatch(text, /up for/);
+});
+
+Deno.test("renderTop() gives rates from two readings and dashes for the first", () => {
+  const before = daemonStatus([circuit({ rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 })]);
+  const after = daemonStatus([
+    circuit({ rxBytes: 2_500_000, txBytes: 125_000, rxPackets: 2000, txPackets: 100 }),
+  ]);
+  const first = renderTop(before, undefined, 0, "title").split("\n");
+  assert.equal(first[0], "title");
+  assert.deepEqual(first[2].split(/\s{2,}/).slice(3, 7), ["-", "-", "-", "-"]);
+  const lines = renderTop(after, before, 2, "title").split("\n");
+  assert.deepEqual(lines[1].split(/\s{2,}/), [
+    "IFACE",
+    "PEER",
+    "STATE",
+    "RX bit/s",
+    "TX bit/s",
+    "RX pkt/s",
+    "TX pkt/s",
+    "DROPS",
+    "RTT",
+    "HEARD",
+  ]);
+  assert.deepEqual(lines[2].split(/\s{2,}/), [
+    "vela3",
+    "198.18.100.2:4455",
+    "established (i)",
+    "10.0M",
+    "500.0k",
+    "1.0k",
+    "50",
+    "3",
+    "0.5 ms",
+    "3s ago",
+  ]);
+  for (const line of lines) assert.ok(line.length <= TABLE_WIDTH);
 });

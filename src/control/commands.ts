@@ -1,7 +1,16 @@
 /** What the daemon answers on its control socket: each parsed request carried out against the Daemon. */
 
 import denoJson from "../../deno.json" with { type: "json" };
-import { type DeviceInfo, formatDevices, formatStatus, nok, parseRequest } from "./protocol.ts";
+import {
+  type ControlAccess,
+  type DeviceInfo,
+  formatDevices,
+  formatStatus,
+  isMutating,
+  nok,
+  parseRequest,
+} from "./protocol.ts";
+import { configFileObject } from "../show_config.ts";
 import type { Daemon } from "../daemon/daemon.ts";
 import { RuntimeFailure } from "../errors.ts";
 import { DEFAULT_PORT } from "../cli.ts";
@@ -20,11 +29,25 @@ export function devicesOf(daemon: Daemon): DeviceInfo[] {
   }));
 }
 
-/** Answers one command line. Never throws for anything a client can send. */
-export async function answerControl(daemon: Daemon, resolve: Resolve, line: string): Promise<string> {
+/**
+ * Answers one command line, from any transport (the local socket, a remote client): the one handler of
+ * the control protocol. A client with `read` access is refused CONNECT and CLOSE. Never throws for
+ * anything a client can send.
+ */
+export async function answerControl(
+  daemon: Daemon,
+  resolve: Resolve,
+  line: string,
+  access: ControlAccess = "admin",
+): Promise<string> {
   const request = parseRequest(line);
   if ("error" in request) return nok(request.error);
+  if (access === "read" && isMutating(request)) {
+    return nok(`${request.command} needs the control key; this key may only read`);
+  }
   switch (request.command) {
+    case "CONFIG?":
+      return `OK ${JSON.stringify(configFileObject(daemon.runningConfig()))}`;
     case "STATUS?":
       return formatStatus(daemon.status(), request.json);
     case "DEVICES?":

@@ -4,13 +4,15 @@
  *   STATUS?                       the circuits with state and counters
  *   DEVICES?                      the interfaces VELA made
  *   VERSION?                      the daemon's version
+ *   CONFIG?                       the running configuration as a config file (JSON)
  *   CONNECT <peer> <vid> [mode=tap|tun] [address=CIDR]... [mtu=N] [ifname=NAME] [bridge=BR]
  *           [far-bridge=BR] [port=P] [family=4|6]
  *   CLOSE <peer> <vid>
  *
  * Any command may end with the word JSON. A text reply is "OK <n> <what>" followed by n lines, or
- * "OK <text>"; a JSON reply is "OK " and one line of JSON. A refusal is "NOK <reason>". This module is
- * pure: parsing and formatting only.
+ * "OK <text>"; a JSON reply is "OK " and one line of JSON. A refusal is "NOK <reason>". CONNECT and CLOSE
+ * change the daemon; the rest only read it (a remote client with a read-only key may send only those).
+ * This module is pure: parsing and formatting only.
  */
 
 import { type CircuitArgs, UsageError, validateCircuit } from "../cli.ts";
@@ -25,6 +27,7 @@ export type ControlRequest =
   | { command: "STATUS?"; json: boolean }
   | { command: "DEVICES?"; json: boolean }
   | { command: "VERSION?"; json: boolean }
+  | { command: "CONFIG?"; json: boolean }
   | { command: "CONNECT"; json: boolean; circuit: CircuitArgs; port?: number }
   | { command: "CLOSE"; json: boolean; peer: string; vid: number };
 
@@ -40,8 +43,9 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     case "STATUS?":
     case "DEVICES?":
     case "VERSION?":
+    case "CONFIG?":
       if (rest.length > 0) return { error: `${command.toUpperCase()} takes no arguments` };
-      return { command: command.toUpperCase() as "STATUS?" | "DEVICES?" | "VERSION?", json };
+      return { command: command.toUpperCase() as "STATUS?" | "DEVICES?" | "VERSION?" | "CONFIG?", json };
     case "CLOSE": {
       if (rest.length !== 2) return { error: "usage: CLOSE <peer> <vid>" };
       const vid = /^[0-9]+$/.test(rest[1]) ? Number(rest[1]) : NaN;
@@ -99,6 +103,14 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     default:
       return { error: `unknown command ${command}` };
   }
+}
+
+/** Who may send a command: every command, or only those that read ("read": a read-only key). */
+export type ControlAccess = "admin" | "read";
+
+/** Whether a request changes the daemon (and so needs admin access). */
+export function isMutating(request: ControlRequest): boolean {
+  return request.command === "CONNECT" || request.command === "CLOSE";
 }
 
 /** The CONNECT line for a circuit, as `vela connect` sends it. */

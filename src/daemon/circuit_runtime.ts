@@ -62,6 +62,10 @@ export class CircuitRuntime {
   timer?: TimerId;
   /** When the circuit was last established (monotonic ms), undefined while it is not. */
   establishedAt?: number;
+  /** When the circuit went down, or started (monotonic ms): what status says while it is not established. */
+  downSince: number;
+  /** The peer's reason while it refuses the circuit (its NAK's text). */
+  refusal?: string;
   /** Live counters, kept across re-handshakes. */
   readonly counters: CircuitCounters;
   /** The path MTU towards the peer as probing found it (undefined: not probed, the route's holds). */
@@ -98,6 +102,7 @@ export class CircuitRuntime {
     },
   ) {
     this.#host = host;
+    this.downSince = host.now();
     this.key = init.key;
     this.session = init.session;
     this.spec = init.spec;
@@ -341,6 +346,7 @@ export class CircuitRuntime {
             host.datapath.removeCircuit(this.remote.address, vid);
             this.forwarding = false;
             this.establishedAt = undefined;
+            this.downSince = host.now();
           }
           if (!action.enabled) this.#probePath({ type: "stop" });
           break;
@@ -360,6 +366,7 @@ export class CircuitRuntime {
         }
         case "established": {
           this.establishedAt = host.now();
+          this.refusal = undefined;
           const family = this.#family();
           if (family) {
             this.#probePath({ type: "start", floor: MIN_PATH_MTU[family], ceiling: this.#routeMtu() });
@@ -377,6 +384,7 @@ export class CircuitRuntime {
           break;
         }
         case "refused":
+          this.refusal = action.text;
           host.log.error(
             `${this.remote.address} refused circuit ${vid}: ${action.text} (reason ${action.reason})`,
           );
@@ -393,6 +401,7 @@ export class CircuitRuntime {
           break;
         case "dead-peer":
           this.establishedAt = undefined;
+          this.downSince = host.now();
           this.#probePath({ type: "stop" });
           host.log.warn(
             `Circuit ${vid}: nothing heard from ${this.remote.address} for ${

@@ -82,6 +82,8 @@ export interface CircuitSpec {
   family?: 4 | 6;
   /** This circuit's own pre-shared key (else the daemon's). */
   key?: Uint8Array;
+  /** The file that key came from (for vela showconf). */
+  keyFilePath?: string;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
   /** The listener's bridge this circuit asks the far tap to join (--far-bridge). */
@@ -108,6 +110,9 @@ export interface DaemonConfig {
   key?: Uint8Array;
   /** More keys a listener accepts (--key-file given again, key_files in the config). */
   extraKeys?: Uint8Array[];
+  /** The files `key` and `extraKeys` came from (for vela showconf). */
+  keyFilePath?: string;
+  extraKeyFilePaths?: string[];
   /** --cipher: "auto" (the default), a cipher to insist on, or "clear" (--cipher none). */
   cipher?: CipherPolicy;
   /** New session keys this often (--rekey-after; default REKEY_AFTER_MS). */
@@ -182,6 +187,8 @@ export class Daemon {
   readonly #lastDropLog = new Map<string, number>();
   readonly controlDrops: ControlDrops = {};
   readonly #admission = new Admission();
+  /** The addresses each interface was given, and which of them VELA derived (for status). */
+  readonly #deviceAddresses = new WeakMap<LinkDevice, { all: string[]; derived: string[] }>();
   /** What the admission policy reads of the configuration, its keys gathered once per configuration. */
   #rules: AdmissionRules;
   /** What the circuits' runtimes need of this daemon. */
@@ -254,6 +261,14 @@ export class Daemon {
       reassembled: c.counters.reassembled,
       datagramLimit: c.datagramLimit(),
       ...(c.pathMtu === undefined ? {} : { pathMtu: c.pathMtu }),
+      addresses: (c.device && this.#deviceAddresses.get(c.device)?.all) || [],
+      derivedAddresses: (c.device && this.#deviceAddresses.get(c.device)?.derived) || [],
+      lastHeardSeconds: c.session.lastHeard === undefined
+        ? null
+        : Math.floor((now - c.session.lastHeard) / 1000),
+      downSinceSeconds: c.establishedAt === undefined ? Math.floor((now - c.downSince) / 1000) : null,
+      refusal: c.session.state === "refused" ? c.refusal ?? null : null,
+      handshake: c.session.handshake,
       drops: {
         sendFailed: c.counters.txDropped,
         deviceRefused: c.counters.rxDropped,
@@ -274,6 +289,15 @@ export class Daemon {
       moderatedWakeups: this.#datapath?.counters.moderatedWakeups ?? 0,
       gsoRefusals: this.#datapath?.counters.gsoRefusals ?? 0,
     };
+  }
+
+  /**
+   * The configuration the daemon runs: its settings and every circuit it initiates, those added with
+   * connect() included (what `vela showconf` prints as a config file).
+   */
+  runningConfig(): DaemonConfig {
+    const circuits = [...this.#circuits.values()].flatMap((c) => c.spec ? [c.spec] : []);
+    return { ...this.#config, circuits };
   }
 
   /** Starts one more circuit in the running daemon; throws RuntimeFailure. */
@@ -378,7 +402,9 @@ export class Daemon {
     } catch (error) {
       if (error instanceof Deno.errors.AddrInUse) {
         throw new RuntimeFailure(
-          `UDP port ${port} is already in use; stop the other daemon or choose --port`,
+          `UDP port ${port} is already in use; stop the other daemon or choose another ${
+            this.#config.listen ? "--port" : "--local-port"
+          }`,
         );
       }
       throw new RuntimeFailure(`Cannot open UDP port ${port}: ${(error as Error).message}`);
@@ -515,6 +541,19 @@ export class Daemon {
     circuit.apply(session.handle({ type: "start" }, this.#env.now()));
   }
 
+  /** A device's addresses as status shows them, marking the IPv6 pair VELA derives for a circuit. */
+  #describeAddresses(addresses: IpPrefix[], owner: DeviceOwner): { all: string[]; derived: string[] } {
+    const all = addresses.map(formatCidr);
+    const peer = parseIp(owner.peer);
+    if (!peer || !addresses.some((a) => a.family === 6)) return { all, derived: [] };
+    const local = this.#localAddressToward(peer);
+    const derived = owner.role === "initiator"
+      ? derivedIPv6(local, owner.peer, owner.vid)
+      : peerAddress(derivedIPv6(owner.peer, local, owner.vid));
+    const text = formatCidr(derived);
+    return { all, derived: all.filter((a) => a === text) };
+  }
+
   /** This host's underlay address towards `peer` as text ("" when the kernel has no route). */
   #localAddressToward(peer: IpAddress): string {
     try {
@@ -551,6 +590,7 @@ export class Daemon {
       (text) => this.#log.warn(text),
     );
     if (bridge) this.#log.info(`${device.name} joined bridge ${bridge}`);
+    this.#deviceAddresses.set(device, this.#describeAddresses(own, owner));
     const context: HookContext = {
       ifname: device.name,
       vid: owner.vid,

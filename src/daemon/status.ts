@@ -42,6 +42,18 @@ export interface CircuitStatus {
   datagramLimit?: number;
   /** The path MTU to the peer as probing found it; absent until a probe has settled something. */
   pathMtu?: number;
+  /** The addresses on the interface (CIDR), those VELA derived included; empty on a bridged tap. */
+  addresses: string[];
+  /** Which of `addresses` VELA derived (the IPv6 pair of a circuit given none), not the operator. */
+  derivedAddresses: string[];
+  /** Seconds since the peer was last heard, null before it was. */
+  lastHeardSeconds: number | null;
+  /** Seconds since the circuit went down (or started) while it is not established, else null. */
+  downSinceSeconds: number | null;
+  /** Why the peer refused the circuit (its NAK's text), while it is refused; else null. */
+  refusal: string | null;
+  /** The handshake number of the keys in use (0 before the first). */
+  handshake: number;
   /**
    * Frames dropped by reason: the underlay could not send them, the device refused them; the AEAD stage:
    * a tag that does not verify, a counter seen already, one older than the replay window, a key epoch the

@@ -96,6 +96,24 @@ export function parseFilter(
   return filter;
 }
 
+/** A filter as the operator would write it (the inverse of parseFilter): MACs with colons, kinds by name. */
+export function describeFilter(
+  filter: FrameFilter,
+): { local?: string[]; remote?: string[]; block?: string[] } {
+  const mac = (hex: string) => hex.match(/../g)!.join(":");
+  const names = Object.entries(BLOCK_NAMES);
+  const block = filter.block.map((kind) =>
+    names.find(([, value]) => value === kind)?.[0] ?? `0x${(kind as number).toString(16).padStart(4, "0")}`
+  );
+  if (!filter.broadcast) block.push("broadcast");
+  if (!filter.multicast) block.push("multicast");
+  const described: { local?: string[]; remote?: string[]; block?: string[] } = {};
+  if (filter.local.length > 0) described.local = filter.local.map(mac);
+  if (filter.remote.length > 0) described.remote = filter.remote.map(mac);
+  if (block.length > 0) described.block = block;
+  return described;
+}
+
 export class FilterStage implements Stage {
   readonly id = "filter";
   readonly overhead = 0;

@@ -1,5 +1,6 @@
 /** The control protocol, pure: parsing requests, formatting replies, splitting replies (no I/O, no root). */
 
+import { circuitStatus as fixtureCircuit, daemonStatus } from "../fakes/status_fixture.ts";
 import assert from "node:assert/strict";
 import type { CircuitArgs } from "../../src/cli.ts";
 import {
@@ -15,7 +16,7 @@ import {
   parseRequest,
   replyLineCount,
 } from "../../src/control/protocol.ts";
-import type { CircuitStatus, DaemonStatus } from "../../src/daemon/daemon.ts";
+import type { CircuitStatus } from "../../src/daemon/daemon.ts";
 import { formatCidr, parseCidr } from "../../src/ip.ts";
 
 /** The request, failing the test when the line was refused. */
@@ -50,40 +51,17 @@ function connectOf(
 }
 
 function circuitStatus(overrides: Partial<CircuitStatus> = {}): CircuitStatus {
-  return {
+  return fixtureCircuit({
     peer: "198.18.0.2",
     address: "198.18.0.2",
-    port: 4455,
-    vid: 3,
-    role: "initiator",
-    state: "established",
-    ifname: "vela3",
-    mode: "tap",
-    mtu: 1457,
     uptimeSeconds: 42,
     rttMs: 0.25,
     txPackets: 10,
     txBytes: 1000,
     rxPackets: 9,
     rxBytes: 900,
-    cipher: "clear",
-    keyAgeSeconds: null,
-    rotations: 0,
-    drops: {
-      sendFailed: 1,
-      deviceRefused: 2,
-      badTag: 0,
-      replayedData: 0,
-      tooOld: 0,
-      noKey: 0,
-      keyExhausted: 0,
-    },
     ...overrides,
-  };
-}
-
-function daemonStatus(circuits: CircuitStatus[], drops: Record<string, number> = {}): DaemonStatus {
-  return { port: 4455, listen: true, circuits, drops, moderatedWakeups: 0 };
+  });
 }
 
 // --- parseRequest: every command -------------------------------------------------------------------

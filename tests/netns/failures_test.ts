@@ -16,7 +16,7 @@ netnsTest("an unresolvable peer name exits 1 and says to check the name", async 
   assert.equal(await bed.hasLink(bed.a, "vela3"), false);
 });
 
-netnsTest("a UDP port already in use exits 1 and says to choose --port", async () => {
+netnsTest("a UDP port already in use exits 1 and says to choose another --port", async () => {
   await using bed = await Bed.create();
   const first = bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15"]);
   await bed.until(
@@ -26,7 +26,10 @@ netnsTest("a UDP port already in use exits 1 and says to choose --port", async (
   const second = bed.vela(bed.b, ["--listen", "--allow", "198.18.0.0/15"]);
   const status = await second.status;
   assert.equal(status.code, 1, second.output());
-  assert.match(second.output(), /UDP port 4455 is already in use; stop the other daemon or choose --port/);
+  assert.match(
+    second.output(),
+    /UDP port 4455 is already in use; stop the other daemon or choose another --port/,
+  );
   assert.equal((await bed.stop(first, "SIGINT")).code, 0, "SIGINT stops the first listener cleanly");
 });
 
