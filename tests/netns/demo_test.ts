@@ -40,9 +40,9 @@ netnsTest(
     assert.doesNotMatch(stdout, /^\d{4}-\d\d-\d\d .*\[INF\]/m, `an unlabelled log line\n${shown}`);
 
     // vela status's table from both sides, and the scrape's circuit lines.
-    assert.match(stdout, /^PEER +ADDRESS +VID +IFACE +STATE/m, shown);
-    assert.match(stdout, /\bvela3 +established \(initiator\)/, shown);
-    assert.match(stdout, /\bvela3 +established \(responder\)/, shown);
+    assert.match(stdout, /^IFACE +VID +PEER +STATE/m, shown);
+    assert.match(stdout, /^vela3 +3 +\S+ +established \(i\)/m, shown);
+    assert.match(stdout, /^vela3 +3 +\S+ +established \(r\)/m, shown);
     assert.match(stdout, /^vela_circuit_up\{[^}]*vid="3"[^}]*\} 1$/m, shown);
     const txPackets = stdout.match(/^vela_circuit_tx_packets_total\{[^}]*\} (\d+)$/m);
     assert.ok(txPackets && Number(txPackets[1]) > 1000, `iperf3's packets are counted\n${shown}`);

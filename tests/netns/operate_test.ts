@@ -103,10 +103,9 @@ netnsTest("vela status shows the circuit with counters that move with traffic", 
   const lines = table.trimEnd().split("\n");
   assert.match(lines[0], /^VELA running on UDP port \d+, 1 circuit$/);
   assert.deepEqual(lines[1].trim().split(/\s{2,}/), [
-    "PEER",
-    "ADDRESS",
-    "VID",
     "IFACE",
+    "VID",
+    "PEER",
     "STATE",
     "CIPHER",
     "UPTIME",
@@ -118,7 +117,7 @@ netnsTest("vela status shows the circuit with counters that move with traffic", 
   assert.match(
     lines[2],
     new RegExp(
-      `^${bed.b4.replaceAll(".", "\\.")}\\s+.*\\s3\\s+vela3\\s+established \\(initiator\\)\\s+clear`,
+      `^vela3\\s+3\\s+${bed.b4.replaceAll(".", "\\.")}:4455\\s+established \\(i\\)\\s+clear`,
     ),
   );
   assert.match(lines[lines.length - 1], /^Dropped on the way in: /);
@@ -308,10 +307,10 @@ netnsTest("vela check-config exits 0 for a good file and 1 naming the field for 
     );
 
     const ok = await velaExpect(bed, bed.a, ["check-config", good]);
-    assert.equal(ok.stdout, `${good}: valid (2 circuits)\n`);
+    assert.equal(ok.stdout, `${good}: valid (2 circuits, 0 key files read)\n`);
     assert.equal(ok.stderr, "");
     const okListener = await velaExpect(bed, bed.a, ["check-config", listener]);
-    assert.equal(okListener.stdout, `${listener}: valid (listener, 0 circuits)\n`);
+    assert.equal(okListener.stdout, `${listener}: valid (listener, 0 circuits, 0 key files read)\n`);
 
     const refused = await velaExpect(bed, bed.a, ["check-config", bad], 1);
     assert.equal(refused.stdout, "");
