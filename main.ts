@@ -1,21 +1,22 @@
 /** vela: the command-line entry point. */
 
 import denoJson from "./deno.json" with { type: "json" };
-import {
-  type Command,
-  type ControlTarget,
-  type DaemonArgs,
-  parseCommandLine,
-  UsageError,
-} from "./src/cli.ts";
+import { type Command, type DaemonArgs, parseCommandLine, UsageError } from "./src/cli.ts";
 import { COMMAND_HELP, HELP } from "./src/cli_help.ts";
 import { bashCompletion, manPage, zshCompletion } from "./src/cli_docs.ts";
 import { defaultControlPath } from "./src/control/socket_path.ts";
 import { checkCanMakeInterfaces } from "./src/host_checks.ts";
 import { generateKey } from "./src/keys.ts";
 import { answerControl } from "./src/control/commands.ts";
-import { sendControl } from "./src/control/client.ts";
-import { type DeviceInfo, formatConnect, nok, parseReply } from "./src/control/protocol.ts";
+import { type DaemonClient, daemonClient } from "./src/control/daemon_client.ts";
+import { RemoteControlServer } from "./src/control/remote_server.ts";
+import {
+  type ControlAccess,
+  type DeviceInfo,
+  formatConnect,
+  nok,
+  parseReply,
+} from "./src/control/protocol.ts";
 import { ControlServer } from "./src/control/server.ts";
 import type { CircuitStatus, Daemon, DaemonStatus } from "./src/daemon/daemon.ts";
 import { RuntimeFailure } from "./src/errors.ts";
@@ -24,7 +25,7 @@ import { logger, setupLogging } from "./src/log.ts";
 import { serveMetrics } from "./src/metrics.ts";
 import { resolvePeer } from "./src/resolve.ts";
 import { findCircuit, renderCircuit, renderStatus, renderTop } from "./src/status_table.ts";
-import { buildDaemonConfig, checkConfigFile } from "./src/startup.ts";
+import { buildDaemonConfig, checkConfigFile, remoteControlKeys } from "./src/startup.ts";
 import { CONNECT_POLL_MS, CONNECT_WAIT_MS } from "./src/timing.ts";
 
 export const VERSION: string = denoJson.version;
@@ -36,8 +37,8 @@ function fail(code: number, message: string): never {
 }
 
 /** Sends a command to the daemon and returns the reply's body; a NOK exits 1 with its reason. */
-async function ask(target: ControlTarget, line: string): Promise<{ text: string; json?: unknown }> {
-  const reply = parseReply(await sendControl(target.path, line));
+async function ask(client: DaemonClient, line: string): Promise<{ text: string; json?: unknown }> {
+  const reply = parseReply(await client.send(line));
   if (!reply.ok) throw new RuntimeFailure(reply.text);
   return reply;
 }
@@ -49,13 +50,25 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
   // What can fail without touching anything comes first: the host's ability to make interfaces, then
   // each listening socket, and only then the daemon and its interfaces.
   checkCanMakeInterfaces();
+  const remoteKeys = args.controlListen ? remoteControlKeys(args, config, (text) => log.warn(text)) : [];
   let daemon: Daemon | undefined;
-  const handler = (line: string) =>
-    daemon ? answerControl(daemon, resolvePeer, line) : Promise.resolve(nok("the daemon is starting"));
+  const handler = (line: string, access: ControlAccess = "admin") =>
+    daemon
+      ? answerControl(daemon, resolvePeer, line, access)
+      : Promise.resolve(nok("the daemon is starting"));
   // The control socket first: a second daemon on the same path is told so before it touches anything.
   const control = await ControlServer.listen(args.control, (line) => handler(line));
+  let remote: RemoteControlServer | undefined;
   let metrics: { close(): Promise<void> } | undefined;
+  const closeListeners = async () => {
+    await control.close();
+    await remote?.close();
+    await metrics?.close();
+  };
   try {
+    if (args.controlListen) {
+      remote = await RemoteControlServer.listen(args.controlListen, remoteKeys, handler);
+    }
     if (args.metrics) metrics = serveMetrics(args.metrics, () => daemon!.status());
     daemon = startKernelDaemon(config, args.underlay, {
       offload: args.offload,
@@ -63,30 +76,35 @@ async function runDaemon(args: DaemonArgs): Promise<void> {
       moderationUs: args.moderationUs,
     });
   } catch (error) {
-    await control.close();
-    await metrics?.close();
+    await closeListeners();
     await daemon?.stop();
     throw error;
   }
   const running = daemon;
+  const readers = remoteKeys.filter((k) => k.access === "read").length;
+  const remoteText = remote
+    ? `, remote control on ${hostPortText(remote)} (${remoteKeys.length - readers} admin key${
+      remoteKeys.length - readers === 1 ? "" : "s"
+    }, ${readers} read-only)`
+    : "";
   log.info(
-    `Control socket ${args.control}${args.metrics ? `, metrics on ${hostPortText(args.metrics)}` : ""}`,
+    `Control socket ${args.control}${remoteText}${
+      args.metrics ? `, metrics on ${hostPortText(args.metrics)}` : ""
+    }`,
   );
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     console.error(`vela: ${signal} received, stopping`);
-    await control.close();
-    await metrics?.close();
+    await closeListeners();
     await running.stop();
     Deno.exit(0);
   };
   // A datapath that died (a Worker crashed) has stopped the daemon and removed its interfaces: exit 1.
   running.failed.then(async (error) => {
     stopping = true;
-    await control.close();
-    await metrics?.close();
+    await closeListeners();
     console.error(`vela: ${error.message}; stopped`);
     Deno.exit(1);
   });
@@ -126,13 +144,13 @@ function hostPortText(address: { hostname: string; port: number }): string {
 
 /** Polls STATUS? until the circuit is established, or gives up after CONNECT_WAIT_MS. */
 async function waitEstablished(
-  target: ControlTarget,
+  client: DaemonClient,
   host: string,
   vid: number,
 ): Promise<CircuitStatus | undefined> {
   const deadline = Date.now() + CONNECT_WAIT_MS;
   while (Date.now() < deadline) {
-    const status = (await ask(target, "STATUS? JSON")).json as DaemonStatus;
+    const status = (await ask(client, "STATUS? JSON")).json as DaemonStatus;
     const circuit = status.circuits.find((c) => c.vid === vid && (c.peer === host || c.address === host));
     if (circuit?.state === "established") return circuit;
     await new Promise((resolve) => setTimeout(resolve, CONNECT_POLL_MS));
@@ -141,13 +159,13 @@ async function waitEstablished(
 }
 
 /** `vela top`: the live view, redrawn every interval (the screen cleared only on a terminal). */
-async function watch(target: ControlTarget, intervalS: number, count?: number): Promise<void> {
-  const where = target.path;
+async function watch(client: DaemonClient, intervalS: number, count?: number): Promise<void> {
+  const where = client.where;
   const terminal = Deno.stdout.isTerminal();
   let previous: { status: DaemonStatus; at: number } | undefined;
   for (let n = 0; count === undefined || n < count; n++) {
     if (n > 0) await new Promise((resolve) => setTimeout(resolve, intervalS * 1000));
-    const status = (await ask(target, "STATUS? JSON")).json as DaemonStatus;
+    const status = (await ask(client, "STATUS? JSON")).json as DaemonStatus;
     const at = performance.now();
     const seconds = previous ? (at - previous.at) / 1000 : 0;
     const title = `vela top: ${where}, every ${intervalS} s, ${new Date().toISOString().slice(11, 19)} UTC${
@@ -159,7 +177,15 @@ async function watch(target: ControlTarget, intervalS: number, count?: number): 
   }
 }
 
+/** The commands that talk to a daemon, through the control socket or remote control. */
+type ClientCommand = Extract<Command, { target: unknown }>;
+
 async function run(command: Command): Promise<void> {
+  if ("target" in command) {
+    using client = daemonClient(command.target, (text) => console.error(`vela: warning: ${text}`));
+    await runClient(command, client);
+    return;
+  }
   switch (command.kind) {
     case "help":
       console.log(command.command === undefined ? HELP : COMMAND_HELP[command.command]);
@@ -189,8 +215,16 @@ async function run(command: Command): Promise<void> {
       );
       return;
     }
+    case "daemon":
+      await runDaemon(command.args);
+      return;
+  }
+}
+
+async function runClient(command: ClientCommand, client: DaemonClient): Promise<void> {
+  switch (command.kind) {
     case "status": {
-      const reply = await ask(command.target, "STATUS? JSON");
+      const reply = await ask(client, "STATUS? JSON");
       const status = reply.json as DaemonStatus;
       if (command.circuit !== undefined) {
         const circuit = findCircuit(status, command.circuit);
@@ -207,15 +241,15 @@ async function run(command: Command): Promise<void> {
       return;
     }
     case "top":
-      await watch(command.target, command.intervalS, command.count);
+      await watch(client, command.intervalS, command.count);
       return;
     case "showconf": {
-      const reply = await ask(command.target, "CONFIG? JSON");
+      const reply = await ask(client, "CONFIG? JSON");
       console.log(JSON.stringify(reply.json, null, 2));
       return;
     }
     case "devices": {
-      const reply = await ask(command.target, "DEVICES? JSON");
+      const reply = await ask(client, "DEVICES? JSON");
       const devices = reply.json as DeviceInfo[];
       if (command.json) {
         console.log(JSON.stringify(devices, null, 2));
@@ -227,15 +261,15 @@ async function run(command: Command): Promise<void> {
       return;
     }
     case "close": {
-      await ask(command.target, `CLOSE ${command.peer} ${command.vid}${command.json ? " JSON" : ""}`);
+      await ask(client, `CLOSE ${command.peer} ${command.vid}${command.json ? " JSON" : ""}`);
       if (!command.json) console.log(`Closed circuit ${command.vid} with ${command.peer}`);
       else console.log(JSON.stringify({ closed: true }));
       return;
     }
     case "connect": {
       const circuit = command.circuit;
-      await ask(command.target, formatConnect(circuit, command.port) + " JSON");
-      const established = await waitEstablished(command.target, circuit.host, circuit.vid);
+      await ask(client, formatConnect(circuit, command.port) + " JSON");
+      const established = await waitEstablished(client, circuit.host, circuit.vid);
       if (!established) {
         throw new RuntimeFailure(
           `Circuit ${circuit.vid} to ${circuit.host} is not established after ${
@@ -251,9 +285,6 @@ async function run(command: Command): Promise<void> {
       }
       return;
     }
-    case "daemon":
-      await runDaemon(command.args);
-      return;
   }
 }
 

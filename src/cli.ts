@@ -13,6 +13,8 @@ import type { CipherPolicy } from "./session.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 
 export const DEFAULT_PORT = 4455;
+/** The TCP port of --control-listen and --remote when they name none. */
+export const DEFAULT_CONTROL_PORT = 4456;
 
 /** A usage error: main.ts prints it on one line to stderr and exits 2. */
 export class UsageError extends Error {
@@ -58,6 +60,12 @@ export interface DaemonArgs {
   control: string;
   /** Where to serve Prometheus metrics (host and port), if anywhere. */
   metrics?: { hostname: string; port: number };
+  /** Where to accept remote control connections (--control-listen), if anywhere. */
+  controlListen?: { hostname: string; port: number };
+  /** Keys that may run every control command remotely (--control-key); unset, the --key-file's. */
+  controlKeyFiles?: string[];
+  /** Keys that may only read (status, devices, showconf) remotely (--control-read-key). */
+  controlReadKeyFiles?: string[];
   /** Which UDP datapath: "libc" (a Worker with recvmmsg/sendmmsg) or "deno" (Deno.listenDatagram). */
   underlay: "libc" | "deno";
   /** TCP segmentation and checksum offload on the devices (libc underlay only). */
@@ -87,8 +95,14 @@ export interface CircuitArgs {
   filter?: FrameFilter;
 }
 
-/** Where a client command finds the daemon: its control socket on this host. */
-export type ControlTarget = { path: string };
+/** A daemon on another host: its --control-listen address and the key file to prove. */
+export interface RemoteTarget {
+  remote: { hostname: string; port: number };
+  keyFile: string;
+}
+
+/** Where a client command finds the daemon: its control socket on this host, or --remote. */
+export type ControlTarget = { path: string } | RemoteTarget;
 
 export type Command =
   | { kind: "help"; command?: SubcommandName }
@@ -268,6 +282,9 @@ export const DAEMON_OPTIONS = {
   "rekey-after": { type: "string" },
   config: { type: "string" },
   control: { type: "string" },
+  "control-listen": { type: "string" },
+  "control-key": { type: "string", multiple: true },
+  "control-read-key": { type: "string", multiple: true },
   metrics: { type: "string" },
   underlay: { type: "string" },
   "no-offload": { type: "boolean" },
@@ -282,6 +299,9 @@ export const DAEMON_OPTIONS = {
 /** The options that may go with --config (the rest of the settings are in the file). */
 export const CONFIG_COMPANIONS = [
   "control",
+  "control-listen",
+  "control-key",
+  "control-read-key",
   "metrics",
   "underlay",
   "no-offload",
@@ -294,6 +314,8 @@ export const CONFIG_COMPANIONS = [
 /** The options of every command that talks to a daemon. */
 const TARGET_OPTIONS = {
   control: { type: "string" },
+  remote: { type: "string" },
+  "key-file": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies OptionTable;
 
@@ -392,8 +414,44 @@ function parseOptions(
   return { values, positionals };
 }
 
-/** Where a client command finds the daemon: --control PATH, or the namespace's default socket. */
+/**
+ * "HOST", "HOST:PORT", "[IPv6]", "[IPv6]:PORT" or a bare IPv6 address, for --remote and --control-listen;
+ * the port is `defaultPort` when not given.
+ */
+export function hostOptionalPort(
+  text: string,
+  option: string,
+  defaultPort: number,
+): { hostname: string; port: number } {
+  const bracketed = /^\[([^\]]+)\](?::([0-9]{1,5}))?$/.exec(text);
+  const plain = /^([^:\[\]\s]+)(?::([0-9]{1,5}))?$/.exec(text);
+  const match = bracketed ?? plain;
+  if (match) {
+    const port = match[2] === undefined ? defaultPort : integer(match[2], option, 1, 65535);
+    return { hostname: match[1], port };
+  }
+  if (/^[0-9a-fA-F:.]+$/.test(text) && (text.match(/:/g) ?? []).length >= 2) {
+    return { hostname: text, port: defaultPort };
+  }
+  throw new UsageError(
+    `${option} takes HOST or HOST:PORT (an IPv6 address as [ADDRESS]:PORT), not "${text}"`,
+  );
+}
+
+/** Where a client command finds the daemon: --remote HOST[:PORT], --control PATH, or the default socket. */
 function controlTarget(v: Values, defaultControl: string): ControlTarget {
+  const remote = v.remote as string | undefined;
+  const keyFile = v["key-file"] as string | undefined;
+  if (remote !== undefined) {
+    if (v.control !== undefined) throw new UsageError("--remote and --control exclude each other");
+    if (keyFile === undefined || keyFile === "") {
+      throw new UsageError("--remote needs --key-file FILE, a control key of that daemon");
+    }
+    return { remote: hostOptionalPort(remote, "--remote", DEFAULT_CONTROL_PORT), keyFile };
+  }
+  if (keyFile !== undefined) {
+    throw new UsageError("--key-file goes with --remote (the local control socket needs no key)");
+  }
   const path = (v.control as string | undefined) ?? defaultControl;
   if (path === "") throw new UsageError("--control needs a path");
   return { path };
@@ -629,6 +687,25 @@ export function parseCommandLine(argv: string[], defaultControl: string = HOST_C
     throw new UsageError(`--underlay is libc or deno, not "${v.underlay}"`);
   }
   if (args.control === "") throw new UsageError("--control needs a path");
+  const controlKeys = v["control-key"] ?? [];
+  const controlReadKeys = v["control-read-key"] ?? [];
+  if ([...controlKeys, ...controlReadKeys].some((file) => file === "")) {
+    throw new UsageError("--control-key and --control-read-key need a file name");
+  }
+  if (v["control-listen"] !== undefined) {
+    args.controlListen = hostOptionalPort(v["control-listen"], "--control-listen", DEFAULT_CONTROL_PORT);
+    if (controlKeys.length === 0 && keyFile === undefined && v.config === undefined) {
+      throw new UsageError(
+        "--control-listen needs a key: --control-key FILE (or the daemon's --key-file, which then opens it too)",
+      );
+    }
+    if (controlKeys.length > 0) args.controlKeyFiles = controlKeys;
+    if (controlReadKeys.length > 0) args.controlReadKeyFiles = controlReadKeys;
+  } else if (controlKeys.length > 0 || controlReadKeys.length > 0) {
+    throw new UsageError(
+      `--${controlKeys.length > 0 ? "control-key" : "control-read-key"} goes with --control-listen`,
+    );
+  }
   if (v.peer !== undefined) {
     args.peer = validateCircuit({
       peer: v.peer,

@@ -4,7 +4,13 @@
  * tables in src/cli.ts, so that help, man page and completion say the same.
  */
 
-import { CONFIG_COMPANIONS, DEFAULT_PORT, type SubcommandName, WATCH_INTERVAL_DEFAULT_S } from "./cli.ts";
+import {
+  CONFIG_COMPANIONS,
+  DEFAULT_CONTROL_PORT,
+  DEFAULT_PORT,
+  type SubcommandName,
+  WATCH_INTERVAL_DEFAULT_S,
+} from "./cli.ts";
 import {
   DEFAULT_MAX_CIRCUITS,
   DEFAULT_MAX_CIRCUITS_PER_PEER,
@@ -14,15 +20,34 @@ import {
 import { HOST_CONTROL } from "./control/socket_path.ts";
 import { MODERATION_WAIT_US, REKEY_AFTER_MS } from "./timing.ts";
 
-/** What may go with --config, as the help says it. */
-const companions = CONFIG_COMPANIONS.map((name) =>
-  name === "verbose" ? "-v" : name === "quiet" ? "-q" : `--${name}`
-)
-  .join(", ");
+/** What may go with --config, as the help says it, wrapped at 100 columns. */
+const companions = wrap(
+  `With --config FILE, only these options may be given too: ${
+    CONFIG_COMPANIONS.map((name) => name === "verbose" ? "-v" : name === "quiet" ? "-q" : `--${name}`)
+      .join(", ")
+  }.`,
+  100,
+);
+
+function wrap(text: string, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  return [...lines, line].join("\n");
+}
 
 const CONTROL_OPTIONS = `Where the daemon is (status, top, devices, connect, close, showconf):
   --control PATH      the daemon's control socket on this host (default ${HOST_CONTROL}; in a network
                       namespace NS made by ip netns, /run/vela/NS.sock)
+  --remote HOST[:PORT]  a daemon on another host, started with --control-listen (default port ${DEFAULT_CONTROL_PORT};
+                      an IPv6 address as [ADDRESS]:PORT)
+  --key-file FILE     with --remote: the control key to prove (that daemon's --control-key, or its
+                      --key-file when it has no --control-key); a --control-read-key only reads
 `;
 
 export const HELP = `VELA, the Virtual Ethernet Link Application: an Ethernet link between two hosts over UDP.
@@ -93,6 +118,12 @@ Common options:
   --port P            UDP port of the peer and of the listener (default ${DEFAULT_PORT})
   --control PATH      the daemon's control socket (default ${HOST_CONTROL}; in a network namespace NS
                       made by ip netns, /run/vela/NS.sock); the subcommands talk to it
+  --control-listen ADDR[:PORT]
+                      accept remote control (vela status --remote, connect --remote, ...) over TCP on
+                      ADDR (default port ${DEFAULT_CONTROL_PORT}), authenticated by a key and encrypted; off unless given
+  --control-key FILE  a key that may run every command remotely (repeatable); without one, the daemon's
+                      --key-file does, so anyone holding the circuit key may also drive this daemon
+  --control-read-key FILE  a key that may only read remotely: status, top, devices, showconf (repeatable)
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9455)
   --underlay libc|deno  the UDP datapath: libc (default: a socket made through libc, served by
                       Worker threads with recvmmsg/sendmmsg) or deno (Deno.listenDatagram)
@@ -110,7 +141,7 @@ Common options:
   -h, --help          show this help
   -V, --version       show the version
 
-With --config FILE, only these options may be given too: ${companions}.
+${companions}
 
 ${CONTROL_OPTIONS}
   --json              (status, devices, connect, close) print the daemon's answer as JSON

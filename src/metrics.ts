@@ -42,15 +42,30 @@ export function formatMetrics(status: DaemonStatus): string {
     "1 when the circuit is established",
     (c) => c.state === "established" ? 1 : 0,
   );
-  perCircuit("vela_circuit_tx_packets_total", "counter", "Frames sent to the peer", (c) => c.txPackets);
-  perCircuit("vela_circuit_tx_bytes_total", "counter", "Bytes of frames sent to the peer", (c) => c.txBytes);
+  perCircuit(
+    "vela_circuit_tx_packets_total",
+    "counter",
+    "Frames sent to the peer, as on the wire (a TCP superframe from the device counts as its segments)",
+    (c) => c.txPackets,
+  );
+  perCircuit(
+    "vela_circuit_tx_bytes_total",
+    "counter",
+    "Bytes of the frames sent to the peer: the inner Ethernet frame (tap) or IP packet (tun), headers included, without the virtio-net header, vid byte, AEAD overhead or UDP/IP underlay",
+    (c) => c.txBytes,
+  );
   perCircuit(
     "vela_circuit_rx_packets_total",
     "counter",
-    "Frames from the peer written to the device",
+    "Frames from the peer written to the device, as on the wire (before they were joined into superframes)",
     (c) => c.rxPackets,
   );
-  perCircuit("vela_circuit_rx_bytes_total", "counter", "Bytes of frames from the peer", (c) => c.rxBytes);
+  perCircuit(
+    "vela_circuit_rx_bytes_total",
+    "counter",
+    "Bytes of the frames from the peer written to the device, counted as the peer's tx_bytes counts them (each frame whole, before joining)",
+    (c) => c.rxBytes,
+  );
   perCircuit(
     "vela_circuit_send_failed_total",
     "counter",

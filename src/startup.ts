@@ -8,6 +8,7 @@ import { RuntimeFailure } from "./errors.ts";
 import { KeyError, readKeyFile } from "./keys.ts";
 import { resolvePeer } from "./resolve.ts";
 import { DEFAULT_PORT } from "./cli.ts";
+import type { RemoteControlKey } from "./control/remote_server.ts";
 
 /** Resolves a peer name to one address of the wanted family (resolvePeer, or a fake in tests). */
 export type Resolve = (host: string, family?: 4 | 6) => Promise<IpAddress>;
@@ -151,4 +152,28 @@ export function checkConfigFile(path: string, warn: (text: string) => void): Fil
   ].filter((file): file is string => file !== undefined);
   for (const file of new Set(files)) readKey(file, warn);
   return settings;
+}
+
+/**
+ * The keys of --control-listen: each --control-key file may run every command, each --control-read-key
+ * file only those that read; without --control-key the daemon's own key (the first --key-file, or the
+ * config's key_file) is the one that may run every command. Throws RuntimeFailure when there is none.
+ */
+export function remoteControlKeys(
+  args: DaemonArgs,
+  config: DaemonConfig,
+  warn: (text: string) => void,
+): RemoteControlKey[] {
+  const admin = args.controlKeyFiles?.map((file) => readKey(file, warn)) ??
+    (config.key === undefined ? [] : [config.key]);
+  if (admin.length === 0) {
+    throw new RuntimeFailure(
+      "--control-listen needs a key: give --control-key FILE, or a key_file in the --config file",
+    );
+  }
+  const readers = (args.controlReadKeyFiles ?? []).map((file) => readKey(file, warn));
+  return [
+    ...admin.map((key) => ({ key, access: "admin" as const })),
+    ...readers.map((key) => ({ key, access: "read" as const })),
+  ];
 }

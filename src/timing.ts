@@ -129,6 +129,6 @@ export const REMOTE_CONTROL_LINGER_MS = 1_000;
  */
 export const REMOTE_CONTROL_RATE_PER_SECOND = 2;
 export const REMOTE_CONTROL_BURST = 10;
-/** Refused remote control connections logged per second, and the burst; the others are counted in the next line. */
+/** Refused remote control connections logged per second, and the burst; the next line counts the rest. */
 export const REMOTE_CONTROL_REFUSAL_LOGS_PER_SECOND = 1;
 export const REMOTE_CONTROL_REFUSAL_LOG_BURST = 20;

@@ -514,8 +514,9 @@ Deno.test("--config names the options that may go with it, as the help lists the
       assert.doesNotMatch((error as Error).message, /--config goes alone/, name);
     }
   }
-  const line = HELP.split("\n").find((l) => l.startsWith("With --config FILE, only these options"));
-  assert.ok(line, "HELP says what goes with --config");
+  const start = HELP.indexOf("With --config FILE, only these options");
+  assert.ok(start >= 0, "HELP says what goes with --config");
+  const line = HELP.slice(start, HELP.indexOf("\n\n", start)).replaceAll("\n", " ");
   for (const name of CONFIG_COMPANIONS) {
     const shown = name === "verbose" ? "-v" : name === "quiet" ? "-q" : `--${name}`;
     assert.ok(line.includes(shown), `HELP's --config line names ${shown}`);
@@ -539,4 +540,80 @@ Deno.test("status --watch is top; status IFNAME and --circuit pick one circuit",
     { kind: "status", target: { path: "/run/vela/ns1.sock" }, json: true, circuit: "vela3" },
   );
   assert.match(usageMessage(["status", "--interval", "1"]), /go with --watch/);
+});
+
+Deno.test("--remote HOST[:PORT] with --key-file targets a daemon's --control-listen port", () => {
+  const remote = (argv: string[]) => (parseCommandLine(argv) as { target: unknown }).target;
+  assert.deepEqual(remote(["status", "--remote", "router1", "--key-file", "ops.key"]), {
+    remote: { hostname: "router1", port: 4456 },
+    keyFile: "ops.key",
+  });
+  assert.deepEqual(remote(["devices", "--remote", "198.18.0.1:7000", "--key-file", "k"]), {
+    remote: { hostname: "198.18.0.1", port: 7000 },
+    keyFile: "k",
+  });
+  assert.deepEqual(remote(["top", "--remote", "[fd00::1]:7000", "--key-file", "k"]), {
+    remote: { hostname: "fd00::1", port: 7000 },
+    keyFile: "k",
+  });
+  assert.deepEqual(remote(["showconf", "--remote", "fd00::1", "--key-file", "k"]), {
+    remote: { hostname: "fd00::1", port: 4456 },
+    keyFile: "k",
+  });
+  const connect = parseCommandLine([
+    "connect",
+    "--remote",
+    "router1",
+    "--key-file",
+    "k",
+    "--peer",
+    "router2",
+    "--vid",
+    "3",
+  ]);
+  assert.equal(connect.kind, "connect");
+  assert.match(usageMessage(["status", "--remote", "router1"]), /--remote needs --key-file FILE/);
+  assert.match(usageMessage(["status", "--key-file", "k"]), /--key-file goes with --remote/);
+  assert.match(
+    usageMessage(["status", "--remote", "r1", "--key-file", "k", "--control", "/tmp/s"]),
+    /--remote and --control exclude each other/,
+  );
+  assert.match(usageMessage(["status", "--remote", "r1:99999", "--key-file", "k"]), /--remote/);
+  assert.match(usageMessage(["status", "--remote", "[fd00::1", "--key-file", "k"]), /HOST or HOST:PORT/);
+});
+
+Deno.test("--control-listen takes ADDR[:PORT] and needs a key; --control-key goes with it", () => {
+  const keyed = daemon(["--peer", "r2", "--vid", "3", "--key-file", "k", "--control-listen", "198.18.0.1"]);
+  assert.deepEqual(keyed.controlListen, { hostname: "198.18.0.1", port: 4456 });
+  assert.equal(keyed.controlKeyFiles, undefined);
+  const own = daemon([
+    "--listen",
+    "--allow",
+    "198.18.0.0/15",
+    "--control-listen",
+    "[::]:7000",
+    "--control-key",
+    "ops.key",
+    "--control-read-key",
+    "noc.key",
+    "--control-read-key",
+    "noc2.key",
+  ]);
+  assert.deepEqual(own.controlListen, { hostname: "::", port: 7000 });
+  assert.deepEqual(own.controlKeyFiles, ["ops.key"]);
+  assert.deepEqual(own.controlReadKeyFiles, ["noc.key", "noc2.key"]);
+  assert.match(
+    usageMessage(["--peer", "r2", "--vid", "3", "--control-listen", "198.18.0.1:7000"]),
+    /--control-listen needs a key: --control-key FILE/,
+  );
+  assert.match(
+    usageMessage(["--peer", "r2", "--vid", "3", "--control-key", "ops.key"]),
+    /--control-key goes with --control-listen/,
+  );
+  assert.match(
+    usageMessage(["--peer", "r2", "--vid", "3", "--key-file", "k", "--control-read-key", "n"]),
+    /--control-read-key goes with --control-listen/,
+  );
+  const withConfig = daemon(["--config", "f.json", "--control-listen", "198.18.0.1"]);
+  assert.deepEqual(withConfig.controlListen, { hostname: "198.18.0.1", port: 4456 });
 });

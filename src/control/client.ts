@@ -1,6 +1,6 @@
 /** The client side of the control socket, for `vela status`, `devices`, `connect` and `close`. */
 
-import { replyLineCount } from "./protocol.ts";
+import { completeReply } from "./protocol.ts";
 import { RuntimeFailure } from "../errors.ts";
 
 import { CONTROL_REPLY_MS } from "../timing.ts";
@@ -28,12 +28,8 @@ export async function sendControl(path: string, line: string): Promise<string> {
     const chunk = new Uint8Array(65536);
     let text = "";
     for (;;) {
-      const newline = text.indexOf("\n");
-      if (newline >= 0) {
-        const wanted = 1 + replyLineCount(text.slice(0, newline));
-        const lines = text.split("\n");
-        if (lines.length > wanted) return lines.slice(0, wanted).join("\n");
-      }
+      const reply = completeReply(text);
+      if (reply !== undefined) return reply;
       const n = await conn.read(chunk);
       if (n === null) {
         throw new RuntimeFailure(`The daemon on ${path} closed the connection without a full reply`);

@@ -210,3 +210,12 @@ export function replyLineCount(first: string): number {
   const match = /^OK (\d+) /.exec(first);
   return match ? Number(match[1]) : 0;
 }
+
+/** The whole reply once `text` (what has come so far) holds it, without its last newline; else undefined. */
+export function completeReply(text: string): string | undefined {
+  const newline = text.indexOf("\n");
+  if (newline < 0) return undefined;
+  const wanted = 1 + replyLineCount(text.slice(0, newline));
+  const lines = text.split("\n");
+  return lines.length > wanted ? lines.slice(0, wanted).join("\n") : undefined;
+}

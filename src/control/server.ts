@@ -8,18 +8,12 @@
  */
 
 import { logger } from "../log.ts";
+import { AcceptRetry } from "./accept_retry.ts";
+import { closeQuietly, writeAllTo, writeWithin } from "./conn_io.ts";
 import { MAX_COMMAND_LENGTH, nok } from "./protocol.ts";
 import { RuntimeFailure } from "../errors.ts";
 
-import {
-  CONTROL_ACCEPT_MAX_RETRY_MS,
-  CONTROL_ACCEPT_RETRY_MS,
-  CONTROL_COMMAND_MS,
-  CONTROL_PROBE_MS,
-  CONTROL_TAKEOVER_MS,
-  CONTROL_WRITE_MS,
-  DROP_LOG_INTERVAL_MS,
-} from "../timing.ts";
+import { CONTROL_COMMAND_MS, CONTROL_PROBE_MS, CONTROL_TAKEOVER_MS, CONTROL_WRITE_MS } from "../timing.ts";
 
 export type ControlHandler = (line: string) => Promise<string>;
 
@@ -51,11 +45,13 @@ export class ControlServer implements AsyncDisposable {
   readonly #log = logger("control");
   #closed = false;
   /** Ends the accept loop's backoff wait at close(). */
-  #wakeAccept: (() => void) | undefined;
+  readonly #acceptRetry = new AcceptRetry();
   /** Clients turned away over MAX_CONTROL_CLIENTS. */
   refusedClients = 0;
   /** accept() failures (each retried). */
-  acceptErrors = 0;
+  get acceptErrors(): number {
+    return this.#acceptRetry.failures;
+  }
 
   private constructor(
     path: string,
@@ -117,36 +113,22 @@ export class ControlServer implements AsyncDisposable {
 
   /** Accepts until close(); a failed accept() is logged (at most once per interval) and tried again. */
   async #accept(): Promise<void> {
-    let retryMs = CONTROL_ACCEPT_RETRY_MS;
-    let lastWarning = -Infinity;
     while (!this.#closed) {
       let conn: Deno.UnixConn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#closed) return;
-        this.acceptErrors++;
-        const now = performance.now();
-        if (now - lastWarning >= DROP_LOG_INTERVAL_MS) {
-          lastWarning = now;
+        await this.#acceptRetry.failed((failures) =>
           this.#log.warn(
             `The control socket could not accept a client: ${
               (error as Error).message
-            }; trying again (${this.acceptErrors} failures so far)`,
-          );
-        }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, retryMs);
-          this.#wakeAccept = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#wakeAccept = undefined;
-        retryMs = Math.min(retryMs * 2, CONTROL_ACCEPT_MAX_RETRY_MS);
+            }; trying again (${failures} failures so far)`,
+          )
+        );
         continue;
       }
-      retryMs = CONTROL_ACCEPT_RETRY_MS;
+      this.#acceptRetry.succeeded();
       if (this.#clients.size >= MAX_CONTROL_CLIENTS) {
         this.refusedClients++;
         void refuseClient(conn);
@@ -179,7 +161,7 @@ export class ControlServer implements AsyncDisposable {
     };
     const tooLong = async () => {
       const refusal = nok(`command longer than ${MAX_COMMAND_LENGTH} bytes`) + "\n";
-      await writeWithin(conn, encoder.encode(refusal), 1000);
+      await writeWithin(() => writeAllTo(conn, encoder.encode(refusal)), 1000);
     };
     startDeadline();
     try {
@@ -204,7 +186,9 @@ export class ControlServer implements AsyncDisposable {
             this.#log.error(`Control command failed: ${(error as Error).message}`);
             reply = nok("internal error");
           }
-          if (!(await writeWithin(conn, encoder.encode(reply + "\n"), CONTROL_WRITE_MS))) return;
+          if (!(await writeWithin(() => writeAllTo(conn, encoder.encode(reply + "\n")), CONTROL_WRITE_MS))) {
+            return;
+          }
           startDeadline();
         }
         if (pending.length > MAX_COMMAND_LENGTH) return await tooLong();
@@ -218,7 +202,7 @@ export class ControlServer implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#wakeAccept?.();
+    this.#acceptRetry.wake();
     try {
       this.#listener.close();
     } catch {
@@ -244,34 +228,12 @@ export class ControlServer implements AsyncDisposable {
   }
 }
 
-/** Writes all of `bytes`, or gives up (false) after `ms` or on an error. */
-async function writeWithin(conn: Deno.Conn, bytes: Uint8Array, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  const write = (async () => {
-    let offset = 0;
-    while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-    return true;
-  })().catch(() => false);
-  try {
-    return await Promise.race([write, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Closes a connection, ignoring that it may be closed already. */
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
 /** Tells a client over the cap why it is turned away, and disconnects it. */
 async function refuseClient(conn: Deno.UnixConn): Promise<void> {
-  await writeWithin(conn, new TextEncoder().encode(nok("too many control clients") + "\n"), 1000);
+  await writeWithin(
+    () => writeAllTo(conn, new TextEncoder().encode(nok("too many control clients") + "\n")),
+    1000,
+  );
   closeQuietly(conn);
 }
 

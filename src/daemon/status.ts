@@ -22,6 +22,14 @@ export interface CircuitStatus {
   uptimeSeconds: number | null;
   /** The last keepalive round trip in milliseconds, null before one was measured. */
   rttMs: number | null;
+  /**
+   * Frames sent to the peer and their bytes; frames from the peer written to the device and theirs. A frame
+   * is one on the wire: what the device gave as a TCP superframe counts as the segments it was cut into,
+   * and frames joined into a superframe for the device count one by one. A byte is one of the inner
+   * Ethernet frame (tap) or IP packet (tun), headers included; the virtio-net header, the vid byte, the
+   * AEAD header and tag, fragment headers and the underlay's UDP and IP are not counted. So one end's tx
+   * equals the other's rx for the frames that crossed; dropped frames are counted in `drops` only.
+   */
   txPackets: number;
   txBytes: number;
   rxPackets: number;

@@ -25,6 +25,7 @@ import { controlLength } from "../wire.ts";
 import {
   Accepted,
   fragmentBatch,
+  fragmentCount,
   isFragment,
   MAX_FRAGMENTS,
   Reassembler,
@@ -98,6 +99,13 @@ export class DatapathCore {
   readonly #now: () => number;
   /** Per send entry after fragmentation: 1 when it ends a frame. */
   readonly #lastPiece: Uint8Array;
+  /**
+   * Per frame read in the current turn, in the order the frames go out (those dropped on the way taken
+   * out): its bytes as read, so that TX_BYTES counts the frames TX_PACKETS counts.
+   */
+  readonly #readBytes: Int32Array;
+  /** The bytes of the frames the last #forgetDropped() took out. */
+  #droppedBytes = 0;
   /** Bytes of the frames the last drain() read from its link. */
   drainedBytes = 0;
 
@@ -138,6 +146,7 @@ export class DatapathCore {
       readLimit: size,
     });
     this.#lastPiece = new Uint8Array(this.tx.capacity);
+    this.#readBytes = new Int32Array(this.tx.capacity);
     this.#target = new Int32Array(this.rx.capacity);
     this.writer = new LinkWriter(this.rx, options);
     this.#reassembler = new Reassembler(this.rx.reserve(REASSEMBLY_BYTES), counters.circuits);
@@ -342,13 +351,24 @@ export class DatapathCore {
       if (got < 0) return turn > 0;
       const count = batch.count;
       if (count === 0) return true;
+      // Bytes are those of the frames as read (segments of a cut superframe, no virtio-net header), before
+      // any stage's overhead and the vid byte: what the peer's link counts when it writes them.
+      const readBytes = this.#readBytes;
       let bytes = 0;
-      for (let i = 0; i < count; i++) bytes += batch.length[i];
+      for (let i = 0; i < count; i++) {
+        const length = batch.length[i];
+        readBytes[i] = length;
+        bytes += length;
+      }
       this.drainedBytes += bytes;
       let stageDropped = 0;
       if (circuit.stages.length > 0) {
         encodeAll(circuit.stages, batch, 0, count);
-        stageDropped = batch.compact();
+        stageDropped = this.#forgetDropped(count, -1);
+        if (stageDropped > 0) {
+          bytes -= this.#droppedBytes;
+          batch.compact();
+        }
       }
       const memory = batch.memory;
       const vid = circuit.vid;
@@ -365,6 +385,11 @@ export class DatapathCore {
       let frames = sending;
       let fragmentDropped = 0;
       if (circuit.datagramLimit > 0 && longest > circuit.datagramLimit) {
+        // A frame too long to go even in fragments is dropped by fragmentBatch(); the longest tells.
+        if (fragmentCount(longest - 1, circuit.datagramLimit) === 0) {
+          this.#forgetDropped(sending, circuit.datagramLimit);
+          bytes -= this.#droppedBytes;
+        }
         const cut = fragmentBatch(batch, circuit.datagramLimit, circuit.nextFragmentId, this.#lastPiece);
         circuit.nextFragmentId = (circuit.nextFragmentId + cut.fragmented) & 0xffff;
         values[base + Counter.FRAGMENTED] += cut.fragmented;
@@ -379,6 +404,8 @@ export class DatapathCore {
         framesSent = 0;
         for (let j = 0; j < sent; j++) framesSent += this.#lastPiece[j];
       }
+      // The frames sent are the first framesSent; the bytes of the others are taken back.
+      for (let j = framesSent; j < frames; j++) bytes -= readBytes[j];
       const late = this.#underlay.lateFailures(circuit.route);
       values[base + Counter.TX_PACKETS] += framesSent - late;
       values[base + Counter.TX_BYTES] += bytes;
@@ -386,5 +413,28 @@ export class DatapathCore {
       if (count < batch.readLimit && !link.pending) return true;
     }
     return true;
+  }
+
+  /**
+   * Takes the send batch's frames [0, count) that will be dropped out of #readBytes (which stays in step
+   * with the frames that go on) and returns how many they are, their bytes in #droppedBytes. `limit` < 0:
+   * those a stage dropped (length < 0; the caller compacts the batch when there are any); otherwise those
+   * too long to go in fragments under datagram limit `limit` (fragmentBatch() drops them).
+   */
+  #forgetDropped(count: number, limit: number): number {
+    const batch = this.tx;
+    const readBytes = this.#readBytes;
+    let bytes = 0;
+    let kept = 0;
+    for (let i = 0; i < count; i++) {
+      const length = batch.length[i];
+      if (limit < 0 ? length < 0 : fragmentCount(length - 1, limit) === 0) {
+        bytes += readBytes[i];
+      } else {
+        readBytes[kept++] = readBytes[i];
+      }
+    }
+    this.#droppedBytes = bytes;
+    return count - kept;
   }
 }

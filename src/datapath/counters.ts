@@ -6,10 +6,19 @@
 
 /** The fields of one circuit's counters, at slot * CIRCUIT_FIELDS. */
 export const Counter = {
-  /** Frames from the device sent to the peer, and their bytes (without the vid byte). */
+  /**
+   * Frames from the device sent to the peer, and their bytes. A frame is one on the wire (a TCP superframe
+   * the device gave counts as the segments it was cut into); its bytes are the inner Ethernet frame (tap)
+   * or IP packet (tun), headers included, without the virtio-net header, a stage's overhead (AEAD header
+   * and tag), the vid byte or fragment headers. Frames that were dropped count in TX_DROPPED only.
+   */
   TX_PACKETS: 0,
   TX_BYTES: 1,
-  /** Frames from the peer written to the device, and their bytes. */
+  /**
+   * Frames from the peer written to the device, and their bytes, as TX_* counts them: each frame as it came
+   * from the peer, before it was joined into a superframe for the device, so that one end's RX equals the
+   * other's TX for the frames that crossed.
+   */
   RX_PACKETS: 2,
   RX_BYTES: 3,
   /** Frames that could not be sent, or that were malformed on the way out. */

@@ -64,6 +64,13 @@ export abstract class Coalescer {
   /** Frames in the pending superframe, and its length (headers and payload). */
   count = 0;
   length = 0;
+  /**
+   * The bytes of the frames joined, each counted whole as it was offered (its headers too): what the
+   * circuit's counters count, so that they agree with the sender's count of the same frames.
+   */
+  frameBytes = 0;
+  /** The header bytes (link, IP, transport) in front of the payload of every frame joined. */
+  #headerBytes = 0;
 
   /**
    * `buffer`, when given, is where superframes are built (at least COALESCING_BUFFER_SIZE bytes): a view
@@ -126,6 +133,8 @@ export abstract class Coalescer {
     this.owner = owner;
     this.count = 1;
     this.length = length;
+    this.frameBytes = length;
+    this.#headerBytes = length - payload;
     this.ipOffset = ipOffset;
     this.v4 = v4;
     this.gsoSize = payload;
@@ -138,10 +147,14 @@ export abstract class Coalescer {
       !this.lastShort && this.length + payload <= MAX_SUPERFRAME;
   }
 
-  /** Appends `payload` bytes, `src[from .. from + payload)`, to the pending superframe. */
+  /**
+   * Appends `payload` bytes, `src[from .. from + payload)`, to the pending superframe: the payload of a
+   * frame whose headers are as long as the first one's (both coalescers check that before).
+   */
   protected append(src: Uint8Array, from: number, payload: number): void {
     copyBytes(this.buffer, FRAME_START + this.length, src, from, from + payload);
     this.length += payload;
+    this.frameBytes += this.#headerBytes + payload;
     this.count++;
     this.lastShort = payload < this.gsoSize;
   }

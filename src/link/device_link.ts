@@ -56,7 +56,8 @@ export class LinkWriter {
   flushOne(coalescer: Coalescer): void {
     const link = coalescer.owner as DeviceLink | undefined;
     const segments = coalescer.count;
-    const bytes = coalescer.length;
+    // The frames as they came from the peer, headers and all, not the superframe they were joined into.
+    const bytes = coalescer.frameBytes;
     const n = coalescer.finish();
     if (!link || n === 0) return;
     const written = link.io.write(coalescer.buffer as Uint8Array<ArrayBuffer>, 0, n, false);

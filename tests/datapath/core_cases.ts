@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/counters.ts";
 import type { DatapathCore } from "../../src/datapath/core.ts";
 import type { Stage } from "../../src/datapath/stage.ts";
+import { DROPPED } from "../../src/packet/packet_batch.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
 import { decode, encode, HEADER_LENGTH } from "../../src/wire.ts";
 import {
@@ -172,6 +173,9 @@ export const CORE_CASES: readonly CoreCase[] = [
       assert.equal(delivered.length, 1, "one superframe");
       assert.deepEqual([...tcpPayload(delivered[0])], concat(segments.map(tcpPayload)));
       assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 4, "counted as the segments");
+      const sent = segments.reduce((sum, segment) => sum + segment.length, 0);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), sent);
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_BYTES), sent, "each segment's headers too");
     },
   },
   {
@@ -183,6 +187,9 @@ export const CORE_CASES: readonly CoreCase[] = [
       await pair.forward();
       assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 4, "four segments sent");
       assert.equal(field(pair.circuitsB, 0, Counter.RX_PACKETS), 4);
+      // Bytes of the four segments on the wire (54 bytes of headers each), not of the superframe.
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), 4 * (54 + 1000));
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_BYTES), 4 * (54 + 1000));
       const delivered = await pair.delivered(0, 1);
       assert.deepEqual(concat(delivered.map(tcpPayload)), [...tcpPayload(superframe)]);
     },
@@ -265,6 +272,29 @@ export const CORE_CASES: readonly CoreCase[] = [
       assert.equal(field(pair.circuitsB, 0, Counter.REASSEMBLED), 4);
       const delivered = await pair.delivered(0, 4);
       assert.deepEqual(concat(delivered.map(tcpPayload)), [...tcpPayload(superframe)]);
+    },
+  },
+  {
+    name: "frames a stage drops on the way out count as drops, not as bytes sent",
+    async run(make) {
+      // Drops frames longer than 200 bytes, as the AEAD stage drops what it has no key for.
+      const dropLong: Stage = {
+        id: "drop-long-test",
+        overhead: 0,
+        encode(batch, start, end) {
+          for (let i = start; i < end; i++) if (batch.length[i] > 200) batch.length[i] = DROPPED;
+        },
+        decode() {},
+      };
+      using pair = await make({ ...PLAIN, stagesA: [dropLong], stagesB: [] });
+      const frames = [plainFrame(0x41), plainFrame(0x42, 300), plainFrame(0x43)];
+      for (const frame of frames) pair.send(0, frame);
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 2), [frames[0], frames[2]]);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_PACKETS), 2);
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), 2 * 114, "the dropped frame's bytes not");
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_DROPPED), 1);
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_BYTES), 2 * 114);
     },
   },
   {

@@ -75,6 +75,8 @@ for (const [version, l2] of [[4, 0], [4, 14], [6, 0], [6, 14]] as const) {
     const offers = pieces.map((piece) => coalescer.offer(piece, 0, piece.length, l2, "slot"));
     assert.deepEqual(offers, ["started", ...Array(6).fill("appended"), "appended-last"]);
     assert.equal(coalescer.count, 8);
+    const sum = pieces.reduce((total, piece) => total + piece.length, 0);
+    assert.equal(coalescer.frameBytes, sum, "the segments' bytes, each with its headers");
     const n = coalescer.finish();
     assert.equal(n, VnetHdr.SIZE + original.length);
     const out = coalescer.buffer;
@@ -260,6 +262,7 @@ for (const [version, l2] of [[4, 0], [4, 14], [6, 0], [6, 14]] as const) {
     const coalescer = new UdpCoalescer();
     const offers = datagrams.map((d) => coalescer.offer(d, 0, d.length, l2, "slot"));
     assert.deepEqual(offers, ["started", "appended", "appended", "appended", "appended"]);
+    assert.equal(coalescer.frameBytes, datagrams.reduce((total, d) => total + d.length, 0));
     const n = coalescer.finish();
     const header = coalescer.buffer.subarray(0, VnetHdr.SIZE);
     const superframe = coalescer.buffer.slice(FRAME_START, n);
