@@ -9,7 +9,7 @@ import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { MAX_CIRCUITS_LIMIT, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
-import type { CipherPolicy } from "./session.ts";
+import type { CipherPolicy, CompressPolicy } from "./session.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 
 export const DEFAULT_PORT = 4455;
@@ -40,6 +40,8 @@ export interface DaemonArgs {
   extraKeyFiles?: string[];
   /** --cipher: the data cipher to insist on, "clear" for none, or "auto". */
   cipher?: CipherPolicy;
+  /** --compress, --compress-with-encryption: what a listener accepts, and the --peer circuit offers. */
+  compress?: CompressPolicy;
   /** --rekey-after, in milliseconds. */
   rekeyAfterMs?: number;
   /** --bridge with --listen: the bridge every tap the listener creates joins (and the --peer circuit's). */
@@ -87,6 +89,8 @@ export interface CircuitArgs {
   ifname?: string;
   /** The data cipher this circuit insists on (CONNECT cipher=, a config file's circuit). */
   cipher?: CipherPolicy;
+  /** --compress, --compress-with-encryption (CONNECT compress=, a config file's circuit). */
+  compress?: CompressPolicy;
   /** The existing Linux bridge the circuit's tap joins (--bridge). */
   bridge?: string;
   /** The listener's bridge the far tap is asked to join (--far-bridge). */
@@ -150,6 +154,8 @@ export interface RawCircuit {
   ifname?: string;
   family?: 4 | 6;
   cipher?: string;
+  /** "on", "off" or "with-encryption". */
+  compress?: string;
   bridge?: string;
   farBridge?: string;
   localMac?: string[];
@@ -205,6 +211,7 @@ export function validateCircuit(raw: RawCircuit, dash: string): CircuitArgs {
     ifname: raw.ifname,
   };
   if (raw.cipher !== undefined) circuit.cipher = parseCipher(raw.cipher, `${dash}cipher`);
+  if (raw.compress !== undefined) circuit.compress = parseCompress(raw.compress, `${dash}compress`);
   if (raw.bridge !== undefined) circuit.bridge = raw.bridge;
   if (raw.farBridge !== undefined) circuit.farBridge = raw.farBridge;
   if (raw.localMac?.length || raw.remoteMac?.length || raw.block?.length) {
@@ -234,6 +241,21 @@ export function parseCipher(text: string, option: string): CipherPolicy {
   return text === "none" ? "clear" : text as CipherPolicy;
 }
 
+/** The words of a compression policy (CONNECT compress=, the flags' meaning). */
+export const COMPRESS_CHOICES = ["on", "off", "with-encryption"] as const;
+
+export function parseCompress(text: string, option: string): CompressPolicy {
+  if (!(COMPRESS_CHOICES as readonly string[]).includes(text)) {
+    throw new UsageError(`${option} is ${COMPRESS_CHOICES.join(", ")}, not "${text}"`);
+  }
+  return text as CompressPolicy;
+}
+
+/** --compress and --compress-with-encryption as a policy (undefined when neither is given). */
+function compressFlags(v: Values): string | undefined {
+  return v["compress-with-encryption"] ? "with-encryption" : v.compress ? "on" : undefined;
+}
+
 /** "HOST:PORT" or "[IPv6]:PORT" for --metrics. */
 function hostPort(text: string, option: string): { hostname: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:\[\]]+)):([0-9]{1,5})$/.exec(text);
@@ -257,6 +279,8 @@ const CIRCUIT_OPTIONS = {
   ifname: { type: "string" },
   bridge: { type: "string" },
   "far-bridge": { type: "string" },
+  compress: { type: "boolean" },
+  "compress-with-encryption": { type: "boolean" },
   port: { type: "string" },
   ipv4: { type: "boolean", short: "4" },
   ipv6: { type: "boolean", short: "6" },
@@ -551,6 +575,7 @@ function parseSubcommand(name: SubcommandName, argv: string[], defaultControl: s
     family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
     bridge: v.bridge as string | undefined,
     farBridge: v["far-bridge"] as string | undefined,
+    compress: compressFlags(v),
   }, "--");
   return { kind: "connect", target, json, circuit, port };
 }
@@ -664,6 +689,8 @@ export function parseCommandLine(argv: string[], defaultControl: string = HOST_C
       throw new UsageError("--cipher goes with --key-file (without a key frames are clear)");
     }
   }
+  const compress = compressFlags(v);
+  if (compress !== undefined) args.compress = compress as CompressPolicy;
   if (v["rekey-after"] !== undefined) {
     args.rekeyAfterMs =
       integer(v["rekey-after"], "--rekey-after", MIN_REKEY_AFTER_MS / 1000, MAX_REKEY_AFTER_MS / 1000) *
@@ -717,6 +744,7 @@ export function parseCommandLine(argv: string[], defaultControl: string = HOST_C
       family: v.ipv4 ? 4 : v.ipv6 ? 6 : undefined,
       bridge: v.bridge,
       farBridge: v["far-bridge"],
+      compress: compressFlags(v),
       localMac: v["local-mac"],
       remoteMac: v["remote-mac"],
       block: v.block,

@@ -82,6 +82,12 @@ Circuit options (with --peer):
   --ifname NAME       interface name instead of vela<N>
   --bridge BR         put the tap into the existing Linux bridge BR; a bridged tap needs no --address
   --far-bridge BR     ask the listener to put its tap into its bridge BR (one it offers: --offer-bridge)
+  --compress          offer to compress the frames (LZ4 per frame; a frame that does not shrink goes as it
+                      was, and traffic that does not compress is left alone for a while); the listener
+                      must say --compress too; not on an encrypted circuit (see --compress-with-encryption)
+  --compress-with-encryption
+                      compress also when the frames are encrypted, accepting that their sizes then tell
+                      something of what they hold (CRIME, BREACH, VORACLE); both ends must say it
   --local-mac MAC     a MAC on this side (repeatable)
   --remote-mac MAC    a MAC on the far side (repeatable); with either, a tap circuit carries out only
                       frames from a local or to a remote MAC, and in only frames to a local or from a
@@ -102,6 +108,8 @@ Listener options:
                       circuits one peer address may hold here (1-${MAX_VID}, default ${DEFAULT_MAX_CIRCUITS_PER_PEER})
   --bridge BR         every tap this listener creates joins the existing Linux bridge BR
   --offer-bridge BR   an initiator may ask (--far-bridge BR) for its tap to join bridge BR (repeatable)
+  --compress          accept the compression initiators offer, on circuits in clear (and with
+                      --compress-with-encryption on encrypted ones too)
 
 Common options:
   --key-file FILE     pre-shared key (from vela genkey), the same on both sides: every control message
@@ -192,7 +200,8 @@ ${CONTROL_OPTIONS}
   connect: `Usage: vela connect --peer HOST --vid N [circuit options] [--port P] [where]
 
 Adds a circuit to the running daemon and waits until it is established. The circuit options are those
-of vela --peer: --mode, --address (repeatable), --mtu, --ifname, --bridge, --far-bridge, -4, -6.
+of vela --peer: --mode, --address (repeatable), --mtu, --ifname, --bridge, --far-bridge, --compress,
+--compress-with-encryption, -4, -6.
 It lasts until vela close, a stop of the daemon, or a SIGHUP whose file does not have it (vela showconf).
 
   --peer HOST         peer name or address
@@ -203,6 +212,10 @@ It lasts until vela close, a stop of the daemon, or a SIGHUP whose file does not
   --ifname NAME       interface name instead of vela<N>
   --bridge BR         put the tap into the existing Linux bridge BR
   --far-bridge BR     ask the listener to put its tap into its bridge BR
+  --compress          offer compression (the daemon's key makes it encrypted: then
+                      --compress-with-encryption instead)
+  --compress-with-encryption
+                      offer compression also on an encrypted circuit
   --port P            the peer's UDP port (default ${DEFAULT_PORT})
   -4, --ipv4          use only the peer's IPv4 address
   -6, --ipv6          use only the peer's IPv6 address

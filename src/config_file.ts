@@ -16,7 +16,7 @@ import {
 import { CIPHER_CHOICES } from "./cli.ts";
 import { nearestWord } from "./nearest.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
-import type { CipherPolicy } from "./session.ts";
+import type { CipherPolicy, CompressPolicy } from "./session.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
 
 /** A config file that cannot be used. The message starts with the JSON path of the bad field. */
@@ -49,6 +49,8 @@ export interface CircuitConfig {
   keyFile?: string;
   /** The data cipher this circuit insists on. */
   cipher?: CipherPolicy;
+  /** Whether this circuit offers compression ("compress": true, false or "with-encryption"). */
+  compress?: CompressPolicy;
   /** The existing Linux bridge this circuit's tap joins. */
   bridge?: string;
   /** The listener's bridge this circuit asks the far tap to join. */
@@ -76,6 +78,8 @@ export interface FileConfig {
   /** More key files a listener accepts. */
   keyFiles?: string[];
   cipher?: CipherPolicy;
+  /** What a listener accepts of compression, and its circuits' default ("compress"). */
+  compress?: CompressPolicy;
   rekeyAfterMs?: number;
   maxCircuits?: number;
   maxCircuitsPerPeer?: number;
@@ -98,6 +102,7 @@ const TOP_KEYS = [
   "key_file",
   "key_files",
   "cipher",
+  "compress",
   "rekey_after",
   "max_circuits",
   "max_circuits_per_peer",
@@ -119,6 +124,7 @@ const CIRCUIT_KEYS = [
   "family",
   "key_file",
   "cipher",
+  "compress",
   "bridge",
   "far_bridge",
   "filter",
@@ -170,6 +176,14 @@ function cipherField(value: unknown, field: string): CipherPolicy {
     fail(field, `must be one of ${CIPHER_CHOICES.map((c) => `"${c}"`).join(", ")}, not ${shown(value)}`);
   }
   return value === "none" ? "clear" : value as CipherPolicy;
+}
+
+/** "compress": true (on), false (off) or "with-encryption". */
+function compressField(value: unknown, field: string): CompressPolicy {
+  if (value === true) return "on";
+  if (value === false) return "off";
+  if (value === "with-encryption") return value;
+  fail(field, `must be true, false or "with-encryption", not ${shown(value)}`);
 }
 
 function boolean(value: unknown, field: string): boolean {
@@ -243,6 +257,7 @@ function parseCircuit(value: unknown, field: string): CircuitConfig {
   }
   if (has("port")) circuit.port = wholeNumber(value.port, `${field}.port`, 1, 65535);
   if (has("cipher")) circuit.cipher = cipherField(value.cipher, `${field}.cipher`);
+  if (has("compress")) circuit.compress = compressField(value.compress, `${field}.compress`);
   if (has("filter")) {
     circuit.filter = filterField(value.filter, `${field}.filter`);
     if (mode !== "tap") fail(`${field}.filter`, `goes with "mode": "tap" (it reads Ethernet headers)`);
@@ -363,6 +378,7 @@ export function parseConfig(text: string): FileConfig {
     config.keyFiles = files as string[];
   }
   if (has("cipher")) config.cipher = cipherField(root.cipher, "cipher");
+  if (has("compress")) config.compress = compressField(root.compress, "compress");
   if (has("rekey_after")) {
     config.rekeyAfterMs = wholeNumber(
       root.rekey_after,

@@ -120,6 +120,34 @@ export function formatMetrics(status: DaemonStatus): string {
     "Frames from the peer given up because not all their fragments came in time",
     (c) => c.drops.reassembly ?? 0,
   );
+  perCircuit(
+    "vela_circuit_compress_in_bytes_total",
+    "counter",
+    "Bytes of the frames the compression stage was given on the way out (0: compression off)",
+    (c) => c.compressIn ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_compress_out_bytes_total",
+    "counter",
+    "Bytes those frames went out as, code bytes included, before the seal",
+    (c) => c.compressOut ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_sent_uncompressed_total",
+    "counter",
+    "Frames the compression stage sent uncompressed (not tried, or not smaller)",
+    (c) => c.sentUncompressed ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_bad_compression_total",
+    "counter",
+    "Frames from the peer dropped because they did not decompress",
+    (c) => c.drops.badCompression ?? 0,
+  );
+  family("vela_circuit_compression_info", "gauge", "The circuit's compression mode");
+  for (const c of status.circuits) {
+    lines.push(`vela_circuit_compression_info{${circuitLabels(c)},mode="${label(c.compression)}"} 1`);
+  }
   family("vela_circuit_cipher_info", "gauge", "The circuit's data cipher");
   for (const c of status.circuits) {
     lines.push(`vela_circuit_cipher_info{${circuitLabels(c)},cipher="${label(c.cipher)}"} 1`);

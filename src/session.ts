@@ -86,6 +86,12 @@
  * An initiator also asks for `resolve` (its peer's name looked up again) when it sends an IREQ and has
  * been asking for the dead time or longer since the last lookup.
  *
+ * Compression (docs/PROTOCOL.md 2.7): an initiator with `compress` sets IREQ_FLAG_COMPRESS (keyed, only
+ * with "with-encryption"); a responder with `compress` answers IACK_FLAG_COMPRESS when the IREQ asks and
+ * the circuit is clear or both say "with-encryption" (a keyed responder cannot tell, so it accepts a
+ * keyed circuit's offer only with "with-encryption" of its own). An initiator takes an IACK that agrees
+ * to compression it did not offer as a refusal. Both reserve COMPRESSION_OVERHEAD of the MTU for it.
+ *
  * Closed is final: every event after it is dropped.
  * Any other (state, event) pair, and any message whose signature or sequence number does not check, is
  * ignored and reported as a `drop` action with the reason.
@@ -95,12 +101,15 @@ import type { LinkMode } from "./link/link_device.ts";
 import type { IpPrefix } from "./ip.ts";
 import {
   type CipherName,
+  COMPRESSION_OVERHEAD,
   type ControlMessage,
   EPHEMERAL_LENGTH,
   type Iack,
+  IACK_FLAG_COMPRESS,
   IACK_FLAG_FRAGMENTS,
   type Ireq,
   IREQ_FLAG_AES,
+  IREQ_FLAG_COMPRESS,
   IREQ_FLAG_FRAGMENTS,
   IREQ_FLAG_LINK_MTU,
   NakReason,
@@ -212,6 +221,11 @@ export interface SessionConfig {
   fragments?: boolean;
   /** An initiator's ask that the responder's tap join this bridge of the listener's (IREQ_FLAG_BRIDGE). */
   farBridge?: string;
+  /**
+   * Compression (--compress): "off" (default), "on" (clear circuits only), or "with-encryption" (also on a
+   * keyed circuit: --compress-with-encryption). An initiator offers it, a responder accepts it.
+   */
+  compress?: CompressPolicy;
   /** The key exchange (default: X25519 and HKDF). */
   handshakeCrypto?: HandshakeCrypto;
   /** New keys this long after the current ones (default REKEY_AFTER_MS). */
@@ -223,6 +237,9 @@ export interface SessionConfig {
    */
   jitter?: () => number;
 }
+
+/** What a side says of compression (SessionConfig.compress). */
+export type CompressPolicy = "off" | "on" | "with-encryption";
 
 /** One handshake's outcome: its number, cipher, keys and when it was made. */
 interface KeyEpoch {
@@ -272,6 +289,9 @@ export class Session {
   readonly #farBridge: string | undefined;
   /** Both ends fragment: the handshake in use agreed on it. */
   #fragmenting = false;
+  readonly #compress: CompressPolicy;
+  /** Frames carry the compression stage's code byte: the handshake in use agreed on it. */
+  #compressing = false;
   readonly #crypto: HandshakeCrypto;
   readonly #rekeyAfterMs: number;
   /** The initiator's handshake in flight or in use; the responder's in use. */
@@ -308,6 +328,7 @@ export class Session {
     this.#aesHardware = config.aesHardware ?? false;
     this.#fragments = config.fragments ?? false;
     this.#farBridge = config.farBridge;
+    this.#compress = config.compress ?? "off";
     this.#crypto = config.handshakeCrypto ?? x25519Handshake;
     this.#rekeyAfterMs = config.rekeyAfterMs ?? REKEY_AFTER_MS;
   }
@@ -325,6 +346,10 @@ export class Session {
   /** Both ends fragment frames that do not fit a datagram (the handshake in use agreed on it). */
   get fragmenting(): boolean {
     return this.#fragmenting;
+  }
+  /** Both ends compress (the handshake in use agreed on it). */
+  get compressing(): boolean {
+    return this.#compressing;
   }
   get nonce(): Nonce {
     return this.#ownNonce;
@@ -525,6 +550,18 @@ export class Session {
         { type: "timer", at: now + NAK_RETRY_MS },
       ];
     }
+    const agreedCompression = ((message.flags ?? 0) & IACK_FLAG_COMPRESS) !== 0;
+    if (agreedCompression && !this.#offersCompression()) {
+      this.#state = "refused";
+      return [
+        {
+          type: "refused",
+          reason: NakReason.UNSPECIFIED,
+          text: "the peer agreed to compression, which was not offered",
+        },
+        { type: "timer", at: now + NAK_RETRY_MS },
+      ];
+    }
     let epoch: KeyEpoch | undefined;
     if (this.#psk) {
       epoch = this.#deriveInitiator(message, now);
@@ -538,6 +575,7 @@ export class Session {
     this.#peerSequence = 0n;
     this.#agreedMtu = Math.min(this.#proposedMtu(), message.mtu);
     this.#fragmenting = this.#fragments && ((message.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
+    this.#compressing = agreedCompression;
     this.#state = "established";
     this.#lastHeard = now;
     return [
@@ -619,7 +657,8 @@ export class Session {
         handshake: this.#handshake & 0xff,
         offers: this.#offers(),
         flags: (this.#aesHardware ? IREQ_FLAG_AES : 0) |
-          (this.#fragments ? IREQ_FLAG_FRAGMENTS | (this.#fixedMtu ? IREQ_FLAG_LINK_MTU : 0) : 0),
+          (this.#fragments ? IREQ_FLAG_FRAGMENTS | (this.#fixedMtu ? IREQ_FLAG_LINK_MTU : 0) : 0) |
+          (this.#offersCompression() ? IREQ_FLAG_COMPRESS : 0),
         ephemeral: this.#ephemeral?.publicKey ?? NO_EPHEMERAL,
         plan: this.#plan,
         ...(this.#farBridge === undefined ? {} : { bridge: this.#farBridge }),
@@ -634,11 +673,26 @@ export class Session {
     return offerBit(this.#policy);
   }
 
-  /** The initiator's MTU proposal: a sealed frame is AEAD_OVERHEAD bytes longer, unless --mtu fixed it. */
+  /**
+   * The initiator's MTU proposal: a sealed frame is AEAD_OVERHEAD bytes longer, and one that may be
+   * compressed COMPRESSION_OVERHEAD, unless --mtu fixed it.
+   */
   #proposedMtu(): number {
-    return this.#fixedMtu || this.#offers() === offerBit("clear")
-      ? this.#localMtu
-      : this.#localMtu - AEAD_OVERHEAD;
+    if (this.#fixedMtu) return this.#localMtu;
+    return this.#localMtu - (this.#offers() === offerBit("clear") ? 0 : AEAD_OVERHEAD) -
+      (this.#offersCompression() ? COMPRESSION_OVERHEAD : 0);
+  }
+
+  /** An initiator offers compression with --compress: on a keyed circuit only with-encryption. */
+  #offersCompression(): boolean {
+    if (this.#compress === "off") return false;
+    return this.#offers() === offerBit("clear") || this.#compress === "with-encryption";
+  }
+
+  /** A responder agrees to an IREQ's offer of compression for a circuit with `cipher`. */
+  #agreesToCompress(request: Ireq, cipher: CipherName): boolean {
+    if (this.#compress === "off" || (request.flags & IREQ_FLAG_COMPRESS) === 0) return false;
+    return cipher === "clear" || this.#compress === "with-encryption";
   }
 
   #icon(): SessionAction {
@@ -746,8 +800,10 @@ export class Session {
       if (state === "idle") this.#state = "closed";
       return [this.#nak(message, NakReason.CIPHER_MISMATCH, "this listener has no key; only clear circuits")];
     }
+    const compressing = this.#agreesToCompress(message, "clear");
+    const compressCost = compressing ? COMPRESSION_OVERHEAD : 0;
     if (state === "idle") {
-      const mtu = Math.min(this.#localMtu, message.mtu);
+      const mtu = Math.min(this.#localMtu - compressCost, message.mtu);
       if (mtu < MIN_LINK_MTU) {
         this.#state = "closed";
         return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
@@ -757,6 +813,7 @@ export class Session {
       this.#handshake = message.handshake;
       this.#agreedMtu = mtu;
       this.#fragmenting = this.#agreesToFragment(message);
+      this.#compressing = compressing;
       this.#state = "acknowledged";
       this.#lastHeard = now;
       return [
@@ -778,7 +835,7 @@ export class Session {
       return [this.#nak(message, NakReason.MODE_MISMATCH, `circuit is in ${this.#mode} mode`)];
     }
     // A new initiator nonce: the peer restarted. Keep the device, take the new session.
-    const mtu = Math.min(this.#localMtu, message.mtu);
+    const mtu = Math.min(this.#localMtu - compressCost, message.mtu);
     if (mtu < MIN_LINK_MTU) {
       return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
     }
@@ -788,6 +845,7 @@ export class Session {
     this.#handshake = message.handshake;
     this.#agreedMtu = mtu;
     this.#fragmenting = this.#agreesToFragment(message);
+    this.#compressing = compressing;
     this.#state = "acknowledged";
     this.#lastHeard = now;
     return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
@@ -829,7 +887,9 @@ export class Session {
     // bridge's LAN), not of the path, and the seal costs it nothing.
     const linkMtu = this.#agreesToFragment(message) && (message.flags & IREQ_FLAG_LINK_MTU) !== 0;
     const sealCost = cipher === "clear" || linkMtu ? 0 : AEAD_OVERHEAD;
-    const mtu = Math.min(this.#localMtu - sealCost, message.mtu);
+    const compressing = this.#agreesToCompress(message, cipher);
+    const compressCost = compressing && !linkMtu ? COMPRESSION_OVERHEAD : 0;
+    const mtu = Math.min(this.#localMtu - sealCost - compressCost, message.mtu);
     if (mtu < MIN_LINK_MTU) {
       if (state === "idle") this.#state = "closed";
       return [this.#nak(message, NakReason.MTU_TOO_SMALL, `MTU ${mtu} is below ${MIN_LINK_MTU}`)];
@@ -845,7 +905,7 @@ export class Session {
       handshake: message.handshake,
       cipher,
       ephemeral: own.publicKey,
-      ...(this.#agreesToFragment(message) ? { flags: IACK_FLAG_FRAGMENTS } : {}),
+      ...answerFlags(this.#agreesToFragment(message), compressing),
     };
     const keys = this.#crypto.derive(this.#psk!, own, message.ephemeral, {
       vid: this.vid,
@@ -895,6 +955,7 @@ export class Session {
     this.#current = { ...pending.epoch, since: now };
     this.#currentAnswer = pending.answer;
     this.#fragmenting = ((pending.answer.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
+    this.#compressing = ((pending.answer.flags ?? 0) & IACK_FLAG_COMPRESS) !== 0;
     this.#currentInitiatorEphemeral = pending.initiatorEphemeral;
     this.#handshake = pending.handshake;
     this.#peerNonce = pending.initiatorNonce;
@@ -980,7 +1041,7 @@ export class Session {
       handshake: this.#handshake & 0xff,
       cipher: "clear",
       ephemeral: NO_EPHEMERAL,
-      ...(this.#fragmenting ? { flags: IACK_FLAG_FRAGMENTS } : {}),
+      ...answerFlags(this.#fragmenting, this.#compressing),
     }, type);
   }
 
@@ -1117,4 +1178,10 @@ export class Session {
 
 function describe(event: SessionEvent): string {
   return event.type === "received" ? event.message.type : event.type;
+}
+
+/** The flags of an IACK or IRDY (absent when none). */
+function answerFlags(fragmenting: boolean, compressing: boolean): { flags?: number } {
+  const flags = (fragmenting ? IACK_FLAG_FRAGMENTS : 0) | (compressing ? IACK_FLAG_COMPRESS : 0);
+  return flags === 0 ? {} : { flags };
 }

@@ -7,7 +7,7 @@
 import { type CircuitSpec, type DaemonConfig } from "./daemon/daemon.ts";
 import { formatCidr } from "./ip.ts";
 import { describeFilter } from "./datapath/filter_stage.ts";
-import type { CipherPolicy } from "./session.ts";
+import type { CipherPolicy, CompressPolicy } from "./session.ts";
 import { DEFAULT_PORT } from "./cli.ts";
 
 type JsonObject = Record<string, unknown>;
@@ -15,6 +15,11 @@ type JsonObject = Record<string, unknown>;
 /** A cipher policy as the file spells it ("none" for clear). */
 function cipherWord(cipher: CipherPolicy): string {
   return cipher === "clear" ? "none" : cipher;
+}
+
+/** A compression policy as the file spells it. */
+function compressWord(compress: CompressPolicy): boolean | string {
+  return compress === "with-encryption" ? compress : compress === "on";
 }
 
 function circuitObject(spec: CircuitSpec): JsonObject {
@@ -26,6 +31,7 @@ function circuitObject(spec: CircuitSpec): JsonObject {
   if (spec.family !== undefined) circuit.family = spec.family;
   if (spec.keyFilePath !== undefined) circuit.key_file = spec.keyFilePath;
   if (spec.cipher !== undefined) circuit.cipher = cipherWord(spec.cipher);
+  if (spec.compress !== undefined) circuit.compress = compressWord(spec.compress);
   if (spec.bridge !== undefined) circuit.bridge = spec.bridge;
   if (spec.farBridge !== undefined) circuit.far_bridge = spec.farBridge;
   if (spec.filter !== undefined) circuit.filter = describeFilter(spec.filter);
@@ -42,6 +48,7 @@ export function configFileObject(config: DaemonConfig): JsonObject {
   if (config.keyFilePath !== undefined) file.key_file = config.keyFilePath;
   if (config.extraKeyFilePaths?.length) file.key_files = config.extraKeyFilePaths;
   if (config.cipher !== undefined) file.cipher = cipherWord(config.cipher);
+  if (config.compress !== undefined) file.compress = compressWord(config.compress);
   if (config.rekeyAfterMs !== undefined) file.rekey_after = config.rekeyAfterMs / 1000;
   if (config.maxCircuits !== undefined) file.max_circuits = config.maxCircuits;
   if (config.maxCircuitsPerPeer !== undefined) file.max_circuits_per_peer = config.maxCircuitsPerPeer;

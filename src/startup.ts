@@ -33,6 +33,7 @@ export async function circuitSpec(
     filter: circuit.filter,
     family: circuit.family,
     cipher: circuit.cipher,
+    compress: circuit.compress,
   };
 }
 
@@ -47,6 +48,7 @@ function fromArgs(args: DaemonArgs): FileConfig {
     keyFile: args.keyFile,
     keyFiles: args.extraKeyFiles,
     cipher: args.cipher,
+    compress: args.compress,
     rekeyAfterMs: args.rekeyAfterMs,
     maxCircuits: args.maxCircuits,
     maxCircuitsPerPeer: args.maxCircuitsPerPeer,
@@ -96,6 +98,11 @@ export async function buildDaemonConfig(
   }
   const key = settings.keyFile === undefined ? undefined : readKey(settings.keyFile, warn);
   const extraKeys = (settings.keyFiles ?? []).map((path) => readKey(path, warn));
+  if (settings.listen && key !== undefined && settings.compress === "on") {
+    warn(
+      "--compress on a keyed listener compresses only the circuits that are in clear (--cipher none); encrypted ones need --compress-with-encryption",
+    );
+  }
   const localPort = settings.port ?? (settings.listen ? DEFAULT_PORT : 0);
   const circuits: CircuitSpec[] = [];
   for (const circuit of settings.circuits) {
@@ -120,6 +127,7 @@ export async function buildDaemonConfig(
     keyFilePath: settings.keyFile === undefined ? undefined : absolutePath(settings.keyFile),
     extraKeyFilePaths: settings.keyFiles?.map(absolutePath),
     cipher: settings.cipher,
+    compress: settings.compress,
     rekeyAfterMs: settings.rekeyAfterMs,
     maxCircuits: settings.maxCircuits,
     maxCircuitsPerPeer: settings.maxCircuitsPerPeer,

@@ -62,6 +62,7 @@ function dropReasons(c: CircuitStatus): [string, number][] {
     ["key-exhausted", c.drops.keyExhausted],
     ["filtered", c.drops.filtered ?? 0],
     ["reassembly", c.drops.reassembly ?? 0],
+    ["bad-compression", c.drops.badCompression ?? 0],
   ];
   return reasons.filter(([, n]) => n > 0);
 }
@@ -167,6 +168,17 @@ export function renderCircuit(c: CircuitStatus): string {
   lines.push(["RTT", humanRtt(c.rttMs)]);
   lines.push(["sent", `${c.txPackets} packets, ${humanBytes(c.txBytes)}`]);
   lines.push(["received", `${c.rxPackets} packets, ${humanBytes(c.rxBytes)}`]);
+  if (c.compression !== "off") {
+    const ratio = c.compressIn
+      ? ` (${((c.compressOut ?? 0) / c.compressIn * 100).toFixed(1)}% of the bytes)`
+      : "";
+    lines.push([
+      "compression",
+      `${c.compression}: ${humanBytes(c.compressIn ?? 0)} sent as ${
+        humanBytes(c.compressOut ?? 0)
+      }${ratio}, ${c.sentUncompressed ?? 0} frames uncompressed, ${c.compressionPauses ?? 0} pauses`,
+    ]);
+  } else lines.push(["compression", "off"]);
   if (c.fragmented || c.reassembled) {
     lines.push(["fragments", `${c.fragmented ?? 0} frames sent in fragments, ${c.reassembled ?? 0} joined`]);
   }

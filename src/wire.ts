@@ -134,6 +134,14 @@ export const IREQ_FLAG_LINK_MTU = 0x04;
 export const IACK_FLAG_FRAGMENTS = 0x01;
 /** IREQ flag: the initiator asks for its tap to join a bridge of the listener's, named after the plan. */
 export const IREQ_FLAG_BRIDGE = 0x08;
+/** IREQ flag: the initiator offers the compression stage (docs/PROTOCOL.md 2.7). */
+export const IREQ_FLAG_COMPRESS = 0x10;
+/** IACK/IRDY flag: the responder agrees, so every frame carries the compression code (only to an IREQ with the flag). */
+export const IACK_FLAG_COMPRESS = 0x02;
+/** The code byte in front of every frame of a compressing circuit (docs/PROTOCOL.md 2.7). */
+export const CompressionCode = { RAW: 0x00, LZ4: 0x01 } as const;
+/** The bytes compression adds to a frame at most (the link MTU leaves room for them). */
+export const COMPRESSION_OVERHEAD = 1;
 /** The longest bridge name an IREQ carries (a Linux interface name). */
 export const MAX_BRIDGE_NAME = 15;
 
@@ -182,7 +190,7 @@ export interface Iack {
   cipher: CipherName;
   /** The responder's X25519 ephemeral public key; all zero without a pre-shared key. */
   ephemeral: Uint8Array;
-  /** IACK_FLAG_FRAGMENTS; absent: 0. */
+  /** IACK_FLAG_FRAGMENTS, IACK_FLAG_COMPRESS; absent: 0. */
   flags?: number;
 }
 export interface Icon {
@@ -367,7 +375,7 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       const cipher = CIPHER_NAMES[body.getUint8(20)];
       if (cipher === undefined) return `${name} cipher ${body.getUint8(20)}`;
       const flags = body.getUint8(21);
-      if ((flags & ~IACK_FLAG_FRAGMENTS) !== 0 || body.getUint16(22) !== 0) {
+      if ((flags & ~(IACK_FLAG_FRAGMENTS | IACK_FLAG_COMPRESS)) !== 0 || body.getUint16(22) !== 0) {
         return `${name} reserved bytes set`;
       }
       const iack: Iack = {

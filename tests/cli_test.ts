@@ -617,3 +617,17 @@ Deno.test("--control-listen takes ADDR[:PORT] and needs a key; --control-key goe
   const withConfig = daemon(["--config", "f.json", "--control-listen", "198.18.0.1"]);
   assert.deepEqual(withConfig.controlListen, { hostname: "198.18.0.1", port: 4456 });
 });
+
+Deno.test("--compress and --compress-with-encryption set the daemon's policy and the circuit's offer", () => {
+  const on = daemon(["--peer", "r2", "--vid", "3", "--compress"]);
+  assert.equal(on.compress, "on");
+  assert.equal(on.peer?.compress, "on");
+  const both = daemon(["--peer", "r2", "--vid", "3", "--key-file", "k", "--compress-with-encryption"]);
+  assert.equal(both.compress, "with-encryption");
+  assert.equal(both.peer?.compress, "with-encryption");
+  assert.equal(daemon(["--listen", "--allow", "198.18.0.0/15", "--compress"]).compress, "on");
+  assert.equal(daemon(["--peer", "r2", "--vid", "3"]).compress, undefined);
+  const connect = parseCommandLine(["connect", "--peer", "r2", "--vid", "4", "--compress"]);
+  assert.ok(connect.kind === "connect");
+  assert.equal(connect.circuit.compress, "on");
+});

@@ -481,3 +481,12 @@ Deno.test("parseConfig() takes a circuit's far_bridge and a listener's offer_bri
   refused({ listen: true, allow: ["198.18.0.0/15"], offer_bridges: "br5" }, "offer_bridges", "array");
   refused({ circuits: [{ peer: "r2", vid: 3 }], offer_bridges: ["br5"] }, "offer_bridges", "listen");
 });
+
+Deno.test('parseConfig() reads compress as true, false or "with-encryption", at the top and per circuit', () => {
+  assert.equal(parsed({ ...circuit({}), compress: true }).compress, "on");
+  assert.equal(parsed({ ...circuit({}), compress: false }).compress, "off");
+  assert.equal(parsed(circuit({ compress: "with-encryption" })).circuits[0].compress, "with-encryption");
+  assert.equal(parsed(circuit({})).circuits[0].compress, undefined);
+  refused(circuit({ compress: "yes" }), "circuits[0].compress", 'must be true, false or "with-encryption"');
+  refused({ ...circuit({}), compress: 1 }, "compress", "not 1");
+});

@@ -20,10 +20,13 @@ import {
 } from "../src/timing.ts";
 import type { ControlMessage, Iack, Icon, Ireq, Keepalive, Nonce } from "../src/wire.ts";
 import {
+  COMPRESSION_OVERHEAD,
   decode,
   encode,
   EPHEMERAL_LENGTH,
+  IACK_FLAG_COMPRESS,
   IREQ_FLAG_AES,
+  IREQ_FLAG_COMPRESS,
   MAC_LENGTH,
   NakReason,
   offerBit,
@@ -2672,4 +2675,70 @@ Deno.test("a clear responder answers a probe while it waits for the first KEEPAL
   const [answer] = session.handle(received(probe), T0 + 1);
   assert.equal(answer.type, "send");
   if (answer.type === "send") assert.equal(answer.message.type, "PROBE_ACK");
+});
+
+// --- compression (docs/PROTOCOL.md 2.7) -----------------------------------------------------------------
+
+/** A clear initiator and responder back to back: IREQ, IACK, and the initiator's answer. */
+function clearHandshake(iConfig: Partial<SessionConfig>, rConfig: Partial<SessionConfig>) {
+  const i = initiator(iConfig);
+  const r = responder(rConfig);
+  const ireq = i.handle({ type: "start" }, T0).find((a) => a.type === "send") as SendAction;
+  const answer = r.handle(received(ireq.message), T0).find((a) => a.type === "send") as SendAction;
+  const last = i.handle(received(answer.message), T0);
+  return { i, r, ireq: ireq.message as Ireq, answer: answer.message as Iack, last };
+}
+
+Deno.test("compression: a clear circuit whose two ends say --compress compresses, one MTU byte less", () => {
+  const on = clearHandshake({ compress: "on" }, { compress: "on" });
+  assert.equal(on.ireq.flags & IREQ_FLAG_COMPRESS, IREQ_FLAG_COMPRESS);
+  assert.equal(on.ireq.mtu, 1400 - COMPRESSION_OVERHEAD);
+  assert.equal((on.answer.flags ?? 0) & IACK_FLAG_COMPRESS, IACK_FLAG_COMPRESS);
+  assert.ok(on.i.compressing && on.r.compressing);
+  assert.equal(on.i.mtu, 1399);
+  const off = clearHandshake({}, {});
+  assert.equal(off.ireq.flags & IREQ_FLAG_COMPRESS, 0);
+  assert.equal(off.ireq.mtu, 1400);
+  assert.ok(!off.i.compressing && !off.r.compressing);
+});
+
+Deno.test("compression: a responder without --compress declines, and the circuit comes up without it", () => {
+  const { i, r, answer } = clearHandshake({ compress: "on" }, {});
+  assert.equal((answer.flags ?? 0) & IACK_FLAG_COMPRESS, 0);
+  assert.equal(i.state, "established");
+  assert.ok(!i.compressing && !r.compressing);
+});
+
+Deno.test("compression: an IACK that agrees to compression nobody offered is a refusal", () => {
+  const i = initiator();
+  i.handle({ type: "start" }, T0);
+  const actions = i.handle(received(iack({ flags: IACK_FLAG_COMPRESS })), T0);
+  assert.equal(i.state, "refused");
+  assert.match(JSON.stringify(actions), /agreed to compression, which was not offered/);
+});
+
+Deno.test("compression: encrypted only when both ends say with-encryption; --compress alone offers nothing keyed", () => {
+  {
+    const { pair } = establishedPair({ compress: "with-encryption" }, { compress: "with-encryption" });
+    assert.ok(pair.i.compressing && pair.r.compressing);
+    assert.equal(pair.i.cipher, "aes-256-gcm");
+  }
+  {
+    const { pair } = establishedPair({ compress: "with-encryption" }, { compress: "on" });
+    assert.ok(!pair.i.compressing && !pair.r.compressing, "the listener refuses it with encryption");
+  }
+  {
+    const { pair, steps } = establishedPair({ compress: "on" }, { compress: "with-encryption" });
+    const ireq = steps.find((s) => s.event.type === "received" && s.event.message.type === "IREQ");
+    assert.ok(ireq && ireq.event.type === "received");
+    assert.equal((ireq.event.message as Ireq).flags & IREQ_FLAG_COMPRESS, 0, "not offered keyed");
+    assert.ok(!pair.i.compressing && !pair.r.compressing);
+  }
+  {
+    const { pair } = establishedPair({ compress: "on", cipher: "clear" }, {
+      compress: "on",
+      cipher: "clear",
+    });
+    assert.ok(pair.i.compressing && pair.r.compressing, "a keyed circuit in clear (--cipher none) may");
+  }
 });

@@ -556,7 +556,7 @@ Deno.test("decode() rejects a bad mode byte in IREQ, IACK and IRDY", () => {
 
 Deno.test("decode() rejects IACK and IRDY with reserved bytes or unknown flags set", () => {
   for (const message of [SAMPLES[2], SAMPLES[3]]) {
-    for (const [offset, value] of [[21, 2], [21, 0x80], [22, 1], [23, 1]]) {
+    for (const [offset, value] of [[21, 4], [21, 0x80], [22, 1], [23, 1]]) {
       const datagram = encode(message);
       datagram[HEADER_LENGTH + offset] = value;
       assertDrop(decode(datagram), "bad-field");

@@ -6,7 +6,7 @@
  *   VERSION?                      the daemon's version
  *   CONFIG?                       the running configuration as a config file (JSON)
  *   CONNECT <peer> <vid> [mode=tap|tun] [address=CIDR]... [mtu=N] [ifname=NAME] [bridge=BR]
- *           [far-bridge=BR] [port=P] [family=4|6]
+ *           [far-bridge=BR] [port=P] [family=4|6] [cipher=C] [compress=on|off|with-encryption]
  *   CLOSE <peer> <vid>
  *
  * Any command may end with the word JSON. A text reply is "OK <n> <what>" followed by n lines, or
@@ -61,9 +61,19 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
         if (equals < 1) return { error: `"${option}" is not key=value` };
         const key = option.slice(0, equals).toLowerCase();
         if (
-          !["mode", "address", "mtu", "ifname", "port", "family", "cipher", "bridge", "far-bridge"].includes(
-            key,
-          )
+          ![
+            "mode",
+            "address",
+            "mtu",
+            "ifname",
+            "port",
+            "family",
+            "cipher",
+            "compress",
+            "bridge",
+            "far-bridge",
+          ]
+            .includes(key)
         ) {
           return { error: `unknown option ${key}` };
         }
@@ -84,6 +94,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
           ifname: fields.ifname?.[0],
           family: family === undefined ? undefined : Number(family) as 4 | 6,
           cipher: fields.cipher?.[0],
+          compress: fields.compress?.[0],
           bridge: fields.bridge?.[0],
           farBridge: fields["far-bridge"]?.[0],
         }, "");
@@ -121,6 +132,7 @@ export function formatConnect(circuit: CircuitArgs, port?: number): string {
   if (circuit.ifname !== undefined) parts.push(`ifname=${circuit.ifname}`);
   if (circuit.bridge !== undefined) parts.push(`bridge=${circuit.bridge}`);
   if (circuit.farBridge !== undefined) parts.push(`far-bridge=${circuit.farBridge}`);
+  if (circuit.compress !== undefined) parts.push(`compress=${circuit.compress}`);
   if (port !== undefined) parts.push(`port=${port}`);
   if (circuit.family !== undefined) parts.push(`family=${circuit.family}`);
   return parts.join(" ");

@@ -86,6 +86,8 @@ export class CircuitRuntime {
   /** The counter state of each key in use, by the key's bytes (the session hands the same arrays again). */
   #keyStates = new Map<Uint8Array, SharedArrayBuffer>();
   readonly #host: CircuitHost;
+  /** Whether the pipeline last given to the datapath compresses (a new handshake may change it). */
+  #compressInPipeline = false;
 
   constructor(
     host: CircuitHost,
@@ -116,7 +118,8 @@ export class CircuitRuntime {
 
   /** The circuit's pipeline: sealed with its keys, or clear. */
   #pipeline() {
-    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.filter);
+    this.#compressInPipeline = this.session.compressing;
+    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.filter, this.session.compressing);
   }
 
   /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters, pipeline and datagram limit. */
@@ -258,8 +261,9 @@ export class CircuitRuntime {
             this.#keyUseBase = { sealed: this.counters.sealed, opened: this.counters.opened };
           }
           if (this.forwarding) {
-            if (wasSealed) host.datapath.updateStages(this.remote.address, vid, this.#pipeline());
-            else this.addToDatapath();
+            if (wasSealed && this.#compressInPipeline === this.session.compressing) {
+              host.datapath.updateStages(this.remote.address, vid, this.#pipeline());
+            } else this.addToDatapath();
           }
           break;
         }
@@ -374,8 +378,13 @@ export class CircuitRuntime {
           host.log.info(
             `Circuit ${vid} with ${this.remote.address} established on ${this.device?.name}, MTU ${action.mtu}, ${
               this.session.cipher ?? "clear"
-            }`,
+            }${this.session.compressing ? ", compressed" : ""}`,
           );
+          if ((this.spec?.compress ?? "off") !== "off" && !this.session.compressing) {
+            host.log.warn(
+              `Circuit ${vid} with ${this.remote.address} is not compressed: the peer declined (it needs --compress, and on a keyed circuit --compress-with-encryption)`,
+            );
+          }
           if (this.session.keyed && this.session.cipher === "clear") {
             host.log.warn(
               `Circuit ${vid} with ${this.remote.address} carries its frames in clear (--cipher none): anyone on the path reads them and can inject frames`,

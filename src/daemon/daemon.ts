@@ -32,6 +32,7 @@ import { logger } from "../log.ts";
 import { type CipherPolicy, Session } from "../session.ts";
 import { cpuHasAes } from "../crypto/cpu.ts";
 import { loadLibcrypto } from "../../ffi/libcrypto.ts";
+import { loadLz4 } from "../../ffi/liblz4.ts";
 import { DNS_REFRESH_MS, DROP_LOG_INTERVAL_MS, SHUTDOWN_GRACE_MS } from "../timing.ts";
 import { type Endpoint, isIsolateUnderlay, type Underlay } from "../underlay/underlay.ts";
 import type { CircuitStatus, ControlDrops, DaemonStatus } from "./status.ts";
@@ -47,6 +48,7 @@ import { realTimers, type TimerId, type Timers } from "./timers.ts";
 export type { CircuitStatus, ControlDrops, DaemonStatus };
 export { derivedIPv6, derivedMac };
 import {
+  COMPRESSION_OVERHEAD,
   type ControlMessage,
   decode,
   encode,
@@ -60,6 +62,7 @@ import {
   oldIreq,
 } from "../wire.ts";
 import { cipherOverhead } from "../datapath/stage.ts";
+import type { CompressPolicy } from "../session.ts";
 import { signControl } from "../keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
@@ -92,6 +95,8 @@ export interface CircuitSpec {
   filter?: FrameFilter;
   /** --cipher for this circuit (else the daemon's). */
   cipher?: CipherPolicy;
+  /** --compress for this circuit (else the daemon's): offer compression in the IREQ. */
+  compress?: CompressPolicy;
 }
 
 export interface DaemonConfig {
@@ -115,6 +120,11 @@ export interface DaemonConfig {
   extraKeyFilePaths?: string[];
   /** --cipher: "auto" (the default), a cipher to insist on, or "clear" (--cipher none). */
   cipher?: CipherPolicy;
+  /**
+   * --compress (and --compress-with-encryption): a listener accepts compression its initiators offer, and
+   * it is the default of this daemon's own circuits. Default "off".
+   */
+  compress?: CompressPolicy;
   /** New session keys this often (--rekey-after; default REKEY_AFTER_MS). */
   rekeyAfterMs?: number;
   /** Circuits this daemon holds at most (--max-circuits; default DEFAULT_MAX_CIRCUITS). */
@@ -259,6 +269,15 @@ export class Daemon {
       rotations: c.session.rotations,
       fragmented: c.counters.fragmented,
       reassembled: c.counters.reassembled,
+      compression: c.session.compressing ? "lz4" : "off",
+      ...(c.session.compressing
+        ? {
+          compressIn: c.counters.compressIn,
+          compressOut: c.counters.compressOut,
+          sentUncompressed: c.counters.sentUncompressed,
+          compressionPauses: c.counters.compressionPauses,
+        }
+        : {}),
       datagramLimit: c.datagramLimit(),
       ...(c.pathMtu === undefined ? {} : { pathMtu: c.pathMtu }),
       addresses: (c.device && this.#deviceAddresses.get(c.device)?.all) || [],
@@ -279,6 +298,7 @@ export class Daemon {
         keyExhausted: c.counters.keyExhausted,
         filtered: c.counters.filtered,
         reassembly: c.counters.reassemblyDropped,
+        badCompression: c.counters.badCompression,
       },
     }));
     return {
@@ -441,8 +461,9 @@ export class Daemon {
   }
 
   /**
-   * A keyed daemon that would seal frames needs libcrypto: without it, it stops here with the sentence
-   * that says what to install (it never falls back to clear by itself). Throws RuntimeFailure.
+   * A keyed daemon that would seal frames needs libcrypto, and one that would compress liblz4: without
+   * it, it stops here with the sentence that says what to install (it never falls back to clear or to
+   * uncompressed by itself). Throws RuntimeFailure.
    */
   #checkCrypto(config: DaemonConfig): void {
     const sealing = (key: Uint8Array | undefined, cipher: CipherPolicy | undefined) =>
@@ -450,11 +471,22 @@ export class Daemon {
     const needed =
       (config.listen && daemonKeys(config).length > 0 && (config.cipher ?? "auto") !== "clear") ||
       config.circuits.some((spec) => sealing(spec.key ?? config.key, spec.cipher));
-    if (!needed) return;
-    try {
-      loadLibcrypto();
-    } catch (error) {
-      throw new RuntimeFailure((error as Error).message);
+    if (needed) {
+      try {
+        loadLibcrypto();
+      } catch (error) {
+        throw new RuntimeFailure((error as Error).message);
+      }
+    }
+    // Compression needs liblz4 (a circuit that offers it, or a listener that accepts it).
+    const compressing = (config.compress ?? "off") !== "off" ||
+      config.circuits.some((spec) => (spec.compress ?? "off") !== "off");
+    if (compressing) {
+      try {
+        loadLz4();
+      } catch (error) {
+        throw new RuntimeFailure((error as Error).message);
+      }
     }
   }
 
@@ -490,10 +522,26 @@ export class Daemon {
     const { mtu, fixed: fixedMtu } = this.#circuitMtu(spec);
     const psk = spec.key ?? this.#config.key;
     const cipher = spec.cipher ?? this.#config.cipher ?? "auto";
+    const compress = spec.compress ?? this.#config.compress ?? "off";
+    const sealed = psk !== undefined && cipher !== "clear";
+    if (compress === "on" && sealed) {
+      throw new RuntimeFailure(
+        `Circuit ${spec.vid} to ${spec.peerName}: compression on an encrypted circuit lets the sizes of the frames tell what they hold (CRIME, VORACLE); say --compress-with-encryption (compress: "with-encryption") to accept that, or --cipher none`,
+      );
+    }
+    const compressed = compress !== "off";
+    if (compressed) {
+      try {
+        loadLz4();
+      } catch (error) {
+        throw new RuntimeFailure((error as Error).message);
+      }
+    }
     // Until the handshake agrees on one, the interface has the MTU this side proposes.
-    const deviceMtu = fixedMtu || !psk
+    const deviceMtu = fixedMtu
       ? mtu
-      : mtu - cipherOverhead(cipher === "auto" ? "aes-256-gcm" : cipher);
+      : mtu - (psk ? cipherOverhead(cipher === "auto" ? "aes-256-gcm" : cipher) : 0) -
+        (compressed ? COMPRESSION_OVERHEAD : 0);
     const name = spec.ifname ?? defaultInterfaceName(spec.vid);
     // A bridged tap is a bridge port: it takes the addresses it is given, no derived pair.
     const addresses = spec.addresses.some((a) => a.family === 6) || spec.bridge !== undefined
@@ -519,6 +567,7 @@ export class Daemon {
       wallClock: this.#env.wallClock,
       psk,
       cipher,
+      compress,
       aesHardware: cpuHasAes(),
       fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,
@@ -868,6 +917,7 @@ export class Daemon {
       wallClock: this.#env.wallClock,
       psk,
       cipher: this.#config.cipher ?? "auto",
+      compress: this.#config.compress ?? "off",
       aesHardware: cpuHasAes(),
       fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,

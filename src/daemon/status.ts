@@ -46,6 +46,18 @@ export interface CircuitStatus {
    */
   fragmented?: number;
   reassembled?: number;
+  /** "lz4" when the handshake agreed on compression (src/datapath/compress_stage.ts), else "off". */
+  compression: "off" | "lz4";
+  /**
+   * With compression: the bytes of the frames the stage was given on the way out (as txBytes counts them),
+   * the bytes they went out as (code bytes included, before the seal), the frames sent uncompressed (not
+   * tried, or not smaller), and how often it stopped trying for a while on traffic that did not compress.
+   * Absent when compression is off.
+   */
+  compressIn?: number;
+  compressOut?: number;
+  sentUncompressed?: number;
+  compressionPauses?: number;
   /** The largest datagram sent whole to the peer, from the path MTU (0: the circuit does not fragment). */
   datagramLimit?: number;
   /** The path MTU to the peer as probing found it; absent until a probe has settled something. */
@@ -79,6 +91,8 @@ export interface CircuitStatus {
     filtered?: number;
     /** Frames from the peer of which only some fragments came in time (given up by reassembly). */
     reassembly?: number;
+    /** Frames from the peer that did not decompress (an unknown code, a malformed block). */
+    badCompression?: number;
   };
 }
 

@@ -19,7 +19,7 @@ import { type PacketBatch, PacketBatch as Batch } from "../packet/packet_batch.t
 import type { Endpoint, UnderlayBatch } from "../underlay/underlay.ts";
 import type { PacketLink } from "../link/packet_link.ts";
 import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
-import { decodeAll, encodeAll, type Stage, type StageSpec } from "./stage.ts";
+import { decodeAll, encodeAll, type Stage, type StageMemory, type StageSpec } from "./stage.ts";
 import { LinkWriter } from "../link/device_link.ts";
 import { controlLength } from "../wire.ts";
 import {
@@ -42,6 +42,12 @@ export const CORE_BATCH = 64;
 export const MAX_PACKET = 65_536;
 /** Datagrams one received GRO message may hold. */
 const SEGMENTS_PER_MESSAGE = 64;
+/**
+ * The receive batch's room for frames a stage makes longer than they came (decompressed ones), and the
+ * send batch's scratch room for a stage (a frame compressed before it is copied back): StageMemory.
+ */
+export const DECODE_ARENA_BYTES = 1 << 20;
+export const ENCODE_SCRATCH_BYTES = MAX_PACKET;
 
 /**
  * Takes a control datagram up to the daemon. `known`: it came from the address of a circuit this core
@@ -64,6 +70,8 @@ interface CoreCircuit {
   datagramLimit: number;
   /** The frame id of the next fragmented frame. */
   nextFragmentId: number;
+  /** Received entries the stages decode at a time, at most (Stage.decodeChunk). */
+  decodeChunk: number;
 }
 
 export interface CircuitPlan {
@@ -108,6 +116,8 @@ export class DatapathCore {
   #droppedBytes = 0;
   /** Bytes of the frames the last drain() read from its link. */
   drainedBytes = 0;
+  /** Where the stages of this core's circuits may write besides their entries (StageContext.memory). */
+  readonly stageMemory: StageMemory;
 
   constructor(
     underlay: UnderlayBatch,
@@ -136,7 +146,7 @@ export class DatapathCore {
       buffers: size,
       maxPacket: MAX_PACKET,
       entries: size * SEGMENTS_PER_MESSAGE,
-      extraBytes: LinkWriter.RESERVED_BYTES + REASSEMBLY_BYTES,
+      extraBytes: LinkWriter.RESERVED_BYTES + REASSEMBLY_BYTES + DECODE_ARENA_BYTES,
     });
     // One buffer more than frames read: the spare a TCP superframe is cut up from; entries for fragments.
     this.tx = new Batch({
@@ -144,7 +154,16 @@ export class DatapathCore {
       maxPacket: MAX_PACKET,
       entries: size * MAX_FRAGMENTS,
       readLimit: size,
+      extraBytes: ENCODE_SCRATCH_BYTES,
     });
+    const arena = this.rx.reserve(DECODE_ARENA_BYTES);
+    const scratch = this.tx.reserve(ENCODE_SCRATCH_BYTES);
+    this.stageMemory = {
+      decodeArena: arena.byteOffset,
+      decodeArenaBytes: arena.length,
+      encodeScratch: scratch.byteOffset,
+      encodeScratchBytes: scratch.length,
+    };
     this.#lastPiece = new Uint8Array(this.tx.capacity);
     this.#readBytes = new Int32Array(this.tx.capacity);
     this.#target = new Int32Array(this.rx.capacity);
@@ -176,6 +195,7 @@ export class DatapathCore {
       touched: false,
       datagramLimit: plan.datagramLimit ?? 0,
       nextFragmentId: 0,
+      decodeChunk: plan.stages.reduce((least, stage) => Math.min(least, stage.decodeChunk ?? least), 1 << 30),
     };
     this.#table.set(key, circuit);
     this.#bySlot[plan.slot] = circuit;
@@ -309,9 +329,10 @@ export class DatapathCore {
         i++;
         continue;
       }
-      let end = i + 1;
-      while (end < to && target[end] === slot) end++;
       const circuit = this.#bySlot[slot]!;
+      const last = Math.min(to, i + circuit.decodeChunk);
+      let end = i + 1;
+      while (end < last && target[end] === slot) end++;
       if (circuit.stages.length > 0) {
         decodeAll(circuit.stages, batch, i, end);
         let dropped = 0;

@@ -42,8 +42,19 @@ export const Counter = {
   FRAGMENTED: 14,
   REASSEMBLED: 15,
   REASSEMBLY_DROPPED: 16,
+  /**
+   * The compression stage (src/datapath/compress_stage.ts): the bytes of the frames it was given on the way
+   * out and the bytes they went out as (code bytes counted), frames sent uncompressed (not tried, or not
+   * shrunk), windows after which it stopped trying for a while, and frames dropped on the way in because
+   * they did not decompress (an unknown code, a malformed block).
+   */
+  COMPRESS_IN: 17,
+  COMPRESS_OUT: 18,
+  SENT_UNCOMPRESSED: 19,
+  COMPRESSION_PAUSES: 20,
+  BAD_COMPRESSION: 21,
 } as const;
-export const CIRCUIT_FIELDS = 17;
+export const CIRCUIT_FIELDS = 22;
 
 /** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
 export const DatapathCount = {
@@ -90,6 +101,11 @@ export interface CircuitCounters {
   fragmented: number;
   reassembled: number;
   reassemblyDropped: number;
+  compressIn: number;
+  compressOut: number;
+  sentUncompressed: number;
+  compressionPauses: number;
+  badCompression: number;
 }
 
 export interface DatapathCounters {
@@ -130,6 +146,11 @@ export function zeroCounters(): CircuitCounters {
     fragmented: 0,
     reassembled: 0,
     reassemblyDropped: 0,
+    compressIn: 0,
+    compressOut: 0,
+    sentUncompressed: 0,
+    compressionPauses: 0,
+    badCompression: 0,
   };
 }
 
@@ -154,6 +175,11 @@ export function readCounters(counts: CircuitCounts, offset: CircuitCounters, int
   into.fragmented = offset.fragmented + v[b + Counter.FRAGMENTED];
   into.reassembled = offset.reassembled + v[b + Counter.REASSEMBLED];
   into.reassemblyDropped = offset.reassemblyDropped + v[b + Counter.REASSEMBLY_DROPPED];
+  into.compressIn = offset.compressIn + v[b + Counter.COMPRESS_IN];
+  into.compressOut = offset.compressOut + v[b + Counter.COMPRESS_OUT];
+  into.sentUncompressed = offset.sentUncompressed + v[b + Counter.SENT_UNCOMPRESSED];
+  into.compressionPauses = offset.compressionPauses + v[b + Counter.COMPRESSION_PAUSES];
+  into.badCompression = offset.badCompression + v[b + Counter.BAD_COMPRESSION];
 }
 
 export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {

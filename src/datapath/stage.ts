@@ -22,15 +22,37 @@ export interface Stage {
   readonly overhead: number;
   encode(batch: PacketBatch, start: number, end: number): void;
   decode(batch: PacketBatch, start: number, end: number): void;
+  /**
+   * Received entries decode() takes at a time at most (the core hands longer runs in parts, each written
+   * to the link before the next): a stage that puts frames in StageMemory's decode arena. Absent: any.
+   */
+  readonly decodeChunk?: number;
   /** Takes new settings of the same stage (new keys); a stage without settings has none. */
   update?(spec: StageSpec): void;
   /** Frees what the stage holds (libcrypto contexts); safe to call twice. */
   close?(): void;
 }
 
-/** What a stage may use of its circuit: its counters (values[base + Counter.X]). */
+/** What a stage may use of its circuit: its counters (values[base + Counter.X]), and of its core. */
 export interface StageContext {
   readonly counts: CircuitCounts;
+  /** The core's room for stages (absent in tests of stages that need none). */
+  readonly memory?: StageMemory;
+  /** The longest frame the circuit's link carries (its MTU and a link-layer header). */
+  readonly maxFrame?: number;
+}
+
+/**
+ * Room in the core's batches that stages may write (src/datapath/core.ts), as offsets into the batch's
+ * memory: in the receive batch, an arena for frames decode() makes longer than they came (what is in it
+ * lasts until the link has written the entries of that decode() call); in the send batch, scratch bytes
+ * for encode() (what is in it lasts until the next frame).
+ */
+export interface StageMemory {
+  readonly decodeArena: number;
+  readonly decodeArenaBytes: number;
+  readonly encodeScratch: number;
+  readonly encodeScratchBytes: number;
 }
 
 /** The stage that changes nothing. */
@@ -67,15 +89,19 @@ export const DEFAULT_PIPELINE: readonly StageSpec[] = [{ id: "identity" }];
 
 /**
  * The pipeline of a circuit with `cipher`, holding `keys` (clear: the default pipeline), and `filter`
- * first when it has one (src/datapath/filter_stage.ts: it sees frames in clear both ways).
+ * first when it has one (src/datapath/filter_stage.ts: it sees frames in clear both ways), then
+ * compression when the handshake agreed on it (src/datapath/compress_stage.ts: before the seal, since
+ * sealed bytes do not compress).
  */
 export function pipelineFor(
   vid: number,
   cipher: CipherName,
   keys?: DataKeys,
   filter?: FrameFilter,
+  compress = false,
 ): readonly StageSpec[] {
   const stages: StageSpec[] = filter === undefined ? [] : [{ id: "filter", filter } as StageSpec];
+  if (compress) stages.push({ id: "compress" });
   if (cipher !== "clear" && keys) stages.push({ id: "aead", vid, keys } as StageSpec);
   return stages.length === 0 ? DEFAULT_PIPELINE : stages;
 }

@@ -253,10 +253,11 @@ export class DeviceLink implements PacketLink {
       const at = batch.offset[i];
       if (this.#offload && this.#coalesce(memory, at, length)) continue;
       let written: boolean;
-      if ((at - HEADROOM) % batch.bufferSize === 0) {
-        // The frame starts its buffer's packet area (a datagram received alone, not moved by a stage):
-        // written with a plain write(), after a zero header put in the headroom for a device with one.
-        const k = (at - HEADROOM) / batch.bufferSize;
+      const k = (at - HEADROOM) / batch.bufferSize;
+      if (k < batch.buffers && (at - HEADROOM) % batch.bufferSize === 0) {
+        // The frame starts its buffer's packet area (a datagram received alone, not moved by a stage, nor
+        // put in the extra area after the buffers): written with a plain write(), after a zero header put
+        // in the headroom for a device with one.
         if (this.#offload) {
           memory.fill(0, at - VnetHdr.SIZE, at);
           written = this.io.writeView(this.#headerViews(batch)[k], length + VnetHdr.SIZE);

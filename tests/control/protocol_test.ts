@@ -694,3 +694,16 @@ Deno.test("parseRequest(), formatConnect(), parseReply() and replyLineCount() ne
   assert.ok(accepted > 200, `only ${accepted} of 2000 random lines were commands; the generator is off`);
   assert.ok(connects > 30, `only ${connects} random CONNECTs parsed; the generator is off`);
 });
+
+Deno.test("parseRequest() takes CONNECT compress=on|off|with-encryption, and formatConnect() writes it", () => {
+  for (const word of ["on", "off", "with-encryption"]) {
+    const request = parsed(`CONNECT router2 3 compress=${word}`);
+    assert.ok(request.command === "CONNECT");
+    assert.equal(request.circuit.compress, word);
+    assert.match(formatConnect(request.circuit), new RegExp(` compress=${word}$`));
+  }
+  assert.match(
+    refused("CONNECT router2 3 compress=maybe"),
+    /compress is on, off, with-encryption, not "maybe"/,
+  );
+});

@@ -8,7 +8,10 @@
 import assert from "node:assert/strict";
 import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/counters.ts";
 import type { DatapathCore } from "../../src/datapath/core.ts";
-import type { Stage } from "../../src/datapath/stage.ts";
+import type { Stage, StageContext } from "../../src/datapath/stage.ts";
+import { CompressStage } from "../../src/datapath/compress_stage.ts";
+import { FRAME_HEADROOM } from "../../src/link/device_link.ts";
+import { CompressionCode } from "../../src/wire.ts";
 import { DROPPED } from "../../src/packet/packet_batch.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
 import { decode, encode, HEADER_LENGTH } from "../../src/wire.ts";
@@ -24,11 +27,21 @@ import { xorStage } from "./xor_stage.ts";
 
 export const VIDS = [3, 4];
 
+/** A side's stages: the same ones for every circuit, or made per circuit from its core's context. */
+export type StageList = readonly Stage[] | ((context: StageContext) => readonly Stage[]);
+
+/** The stages of a circuit, made from `list` with its core's context (a 1500-byte link). */
+export function circuitStages(list: StageList, core: DatapathCore, slot: number): readonly Stage[] {
+  return typeof list === "function"
+    ? list({ counts: core.countsOf(slot), memory: core.stageMemory, maxFrame: 1500 + FRAME_HEADROOM })
+    : list;
+}
+
 export interface PairOptions {
   /** The devices carry virtio-net headers (TCP segmentation and receive coalescing). */
   offload: boolean;
-  stagesA: readonly Stage[];
-  stagesB: readonly Stage[];
+  stagesA: StageList;
+  stagesB: StageList;
   /** Both ends fragment datagrams longer than this (src/datapath/fragmentation.ts); absent: never. */
   datagramLimit?: number;
 }
@@ -326,6 +339,50 @@ export const CORE_CASES: readonly CoreCase[] = [
         assert.equal((await pair.delivered(0, 0)).length, 0);
         assert.equal(field(pair.circuitsB, 0, Counter.RX_DROPPED), 1, "the stage's drop counted");
       }
+    },
+  },
+  {
+    name: "compression: text crosses in fewer bytes and arrives whole, random bytes go as they were",
+    async run(make) {
+      const compress = (context: StageContext) => [new CompressStage({ id: "compress" }, context)];
+      using pair = await make({ ...PLAIN, stagesA: compress, stagesB: compress });
+      const text = new TextEncoder().encode(
+        "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: example.test\r\nAccept: application/json\r\n\r\n".repeat(
+          12,
+        ),
+      );
+      const textFrame = plainFrame(0x70, 0);
+      const frames = [
+        new Uint8Array([...textFrame, ...text]),
+        new Uint8Array([...textFrame, ...crypto.getRandomValues(new Uint8Array(1200))]),
+        plainFrame(0x71, 10),
+      ];
+      for (const frame of frames) pair.send(0, frame);
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 3), frames);
+      const carried = frames.reduce((total, f) => total + f.length, 0);
+      assert.equal(field(pair.circuitsA, 0, Counter.COMPRESS_IN), carried);
+      const wire = field(pair.circuitsA, 0, Counter.COMPRESS_OUT);
+      assert.ok(wire < carried - text.length / 2, `${wire} bytes on the wire for ${carried} carried`);
+      assert.equal(field(pair.circuitsA, 0, Counter.SENT_UNCOMPRESSED), 2, "the random and the short frame");
+      assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), carried, "bytes as the device gave them");
+      assert.equal(field(pair.circuitsB, 0, Counter.RX_BYTES), carried);
+      assert.equal(field(pair.circuitsB, 0, Counter.BAD_COMPRESSION), 0);
+    },
+  },
+  {
+    name: "compression: a datagram that does not decompress is dropped and counted, and the next one is not",
+    async run(make) {
+      const compress = (context: StageContext) => [new CompressStage({ id: "compress" }, context)];
+      using pair = await make({ ...PLAIN, stagesA: compress, stagesB: compress });
+      const vid = VIDS[0];
+      pair.rawFromA(new Uint8Array([vid, CompressionCode.LZ4, 0xff, 0xff, 0xff, 0x00, 0x01]));
+      pair.rawFromA(new Uint8Array([vid, 0x7e, ...plainFrame(0x72)]));
+      pair.rawFromA(new Uint8Array([vid]));
+      pair.rawFromA(new Uint8Array([vid, CompressionCode.RAW, ...plainFrame(0x73)]));
+      await pair.forward();
+      assert.deepEqual(await pair.delivered(0, 1), [plainFrame(0x73)]);
+      assert.equal(field(pair.circuitsB, 0, Counter.BAD_COMPRESSION), 2, "the malformed block and the code");
     },
   },
 ];

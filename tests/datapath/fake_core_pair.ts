@@ -4,11 +4,10 @@ import { DatapathCore } from "../../src/datapath/core.ts";
 import { CIRCUIT_FIELDS, DATAPATH_COUNT_FIELDS } from "../../src/datapath/counters.ts";
 import { DeviceLink } from "../../src/link/device_link.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
-import type { Stage } from "../../src/datapath/stage.ts";
 import { FakeDevice } from "../fakes/fake_device.ts";
 import { FakeUnderlay, FakeWire } from "../fakes/fake_underlay.ts";
-import type { PairFactory } from "./core_cases.ts";
-import { VIDS } from "./core_cases.ts";
+import type { PairFactory, StageList } from "./core_cases.ts";
+import { circuitStages, VIDS } from "./core_cases.ts";
 import { TEST_MAC } from "./frames.ts";
 
 export const fakeCorePair: PairFactory = (options) => {
@@ -16,7 +15,7 @@ export const fakeCorePair: PairFactory = (options) => {
   const underlayA = new FakeUnderlay(wire, "198.18.0.1", 0);
   const underlayB = new FakeUnderlay(wire, "198.18.0.2", 0);
   const controls: { datagram: Uint8Array; from: Endpoint; known: boolean }[] = [];
-  const side = (underlay: FakeUnderlay, peer: FakeUnderlay, stages: readonly Stage[]) => {
+  const side = (underlay: FakeUnderlay, peer: FakeUnderlay, stages: StageList) => {
     const circuits = new Float64Array(CIRCUIT_FIELDS * VIDS.length);
     const counts = new Float64Array(DATAPATH_COUNT_FIELDS);
     const core = new DatapathCore(
@@ -35,7 +34,14 @@ export const fakeCorePair: PairFactory = (options) => {
         core.countsOf(slot),
       );
       const route = underlay.attach(peer.endpointSelf);
-      core.addCircuit({ slot, vid, route, link, stages, datagramLimit: options.datagramLimit });
+      core.addCircuit({
+        slot,
+        vid,
+        route,
+        link,
+        stages: circuitStages(stages, core, slot),
+        datagramLimit: options.datagramLimit,
+      });
       return device;
     });
     return { core, circuits, counts, devices };

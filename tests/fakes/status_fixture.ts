@@ -23,6 +23,7 @@ export function circuitStatus(overrides: Partial<CircuitStatus> = {}): CircuitSt
     cipher: "clear",
     keyAgeSeconds: null,
     rotations: 0,
+    compression: "off",
     addresses: ["198.18.207.1/30", "fd00:5a:1b2c:3d4e::1/64"],
     derivedAddresses: ["fd00:5a:1b2c:3d4e::1/64"],
     lastHeardSeconds: 3,

@@ -13,13 +13,12 @@ import { openPacketSocket } from "../../ffi/packet_socket.ts";
 import { VnetHdr } from "../../ffi/structs.ts";
 import { DatapathCore } from "../../src/datapath/core.ts";
 import { CIRCUIT_FIELDS, DATAPATH_COUNT_FIELDS } from "../../src/datapath/counters.ts";
-import type { Stage } from "../../src/datapath/stage.ts";
 import { DeviceLink } from "../../src/link/device_link.ts";
 import { KernelUnderlay } from "../../src/underlay/kernel_underlay.ts";
 import { endpointSockaddr } from "../../src/underlay/sockaddr.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
-import type { CorePair, PairFactory } from "../datapath/core_cases.ts";
-import { VIDS } from "../datapath/core_cases.ts";
+import type { CorePair, PairFactory, StageList } from "../datapath/core_cases.ts";
+import { circuitStages, VIDS } from "../datapath/core_cases.ts";
 import { TEST_MAC } from "../datapath/frames.ts";
 
 const c = libc();
@@ -57,7 +56,7 @@ export const kernelCorePair: PairFactory = async (options) => {
     const endpointB: Endpoint = { address: "127.0.0.1", port: socketB.port };
     const controls: { datagram: Uint8Array; from: Endpoint; known: boolean }[] = [];
 
-    const side = async (socket: LibcUdpSocket, peer: Endpoint, stages: readonly Stage[], vnet: boolean) => {
+    const side = async (socket: LibcUdpSocket, peer: Endpoint, stages: StageList, vnet: boolean) => {
       const underlay = new KernelUnderlay(socket.fd, gso);
       const circuits = new Float64Array(CIRCUIT_FIELDS * VIDS.length);
       const counts = new Float64Array(DATAPATH_COUNT_FIELDS);
@@ -84,7 +83,7 @@ export const kernelCorePair: PairFactory = async (options) => {
           vid,
           route: underlay.attach(peer),
           link,
-          stages,
+          stages: circuitStages(stages, core, slot),
           datagramLimit: options.datagramLimit,
         });
         const fd = packetSocket(device.name, vnet);

@@ -1,0 +1,176 @@
+/**
+ * Compressed circuits between two namespaces (issue 20): text crosses in fewer bytes than it carries, as
+ * a capture of the underlay shows, with every byte intact (sha256); random data crosses intact and the
+ * stage stops trying; and compression with encryption only on both ends' explicit word.
+ */
+
+import assert from "node:assert/strict";
+import { Bed, type BedProcess } from "../../testbed/netns.ts";
+import type { CircuitStatus, DaemonStatus } from "../../src/daemon/daemon.ts";
+import { netnsTest, requireProgram } from "./support.ts";
+import { keyFile, LISTEN, velaLinks, watchExit } from "./circuit_support.ts";
+import { startCapture } from "./capture.ts";
+
+const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
+const NEAR = "198.18.207.1";
+const FAR = "198.18.207.2";
+
+async function circuitOf(bed: Bed, ns: string, daemon: BedProcess): Promise<CircuitStatus | undefined> {
+  const result = await bed.velaCommand(ns, ["status", "--control", daemon.control!, "--json"]);
+  if (result.code !== 0) return undefined;
+  return (JSON.parse(result.stdout) as DaemonStatus).circuits[0];
+}
+
+async function established(bed: Bed, ns: string, daemon: BedProcess): Promise<CircuitStatus> {
+  let circuit: CircuitStatus | undefined;
+  await bed.until(async () => {
+    circuit = await circuitOf(bed, ns, daemon);
+    return circuit?.state === "established";
+  }, `the circuit in ${ns} established`);
+  return circuit!;
+}
+
+/** Sends MIB mebibytes from a to b over the circuit (text or random) and checks every byte arrived. */
+async function transfer(bed: Bed, mib: number, kind: "text" | "random"): Promise<void> {
+  const server = bed.spawn(bed.b, [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, "serve", "5201"]);
+  await bed.until(() => Promise.resolve(server.output().includes("listening")), "the receiver to listen");
+  const sent = await bed.exec(bed.a, [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    TRANSFER,
+    "send",
+    FAR,
+    "5201",
+    String(mib),
+    ...(kind === "text" ? ["text"] : []),
+  ], { check: true });
+  await server.status;
+  const lastLine = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
+  const wrote = lastLine(sent.stdout);
+  assert.equal(wrote.bytes, mib * 1024 * 1024);
+  assert.deepEqual(lastLine(server.output()), wrote, "every byte, in order");
+}
+
+netnsTest(
+  "a compressed circuit carries text intact in fewer underlay bytes than it carries, as a capture shows",
+  async () => {
+    if (!await requireProgram("tshark", "tshark")) return;
+    await using bed = await Bed.create();
+    // No UDP GSO, so that the capture holds one datagram per frame.
+    const listener = bed.vela(bed.b, [...LISTEN, "--compress", "--no-offload"]);
+    const initiator = bed.vela(bed.a, [
+      "--peer",
+      bed.b4,
+      "--vid",
+      "3",
+      "--address",
+      `${NEAR}/30`,
+      "--compress",
+      "--no-offload",
+    ]);
+    const before = await established(bed, bed.a, initiator);
+    assert.equal(before.compression, "lz4");
+    assert.equal((await established(bed, bed.b, listener)).compression, "lz4");
+    assert.match(initiator.output(), /established on vela3, MTU \d+, clear, compressed/);
+    await bed.waitPing(bed.a, FAR);
+
+    const capture = await startCapture(bed, bed.a, bed.vethA);
+    await transfer(bed, 4, "text");
+    const datagrams = (await capture.stop()).filter((d) => d.from === bed.a4 && d.payload[0] === 3);
+    const after = (await circuitOf(bed, bed.a, initiator))!;
+    const carried = after.compressIn! - (before.compressIn ?? 0);
+    const packed = after.compressOut! - (before.compressOut ?? 0);
+    const onWire = datagrams.reduce((total, d) => total + d.payload.length, 0);
+    assert.ok(carried > 4 * 1024 * 1024, `${carried} bytes carried (the text and TCP/IP headers)`);
+    assert.ok(packed < 0.7 * carried, `the stage made ${packed} bytes of ${carried}`);
+    // The capture saw the data datagrams: the stage's bytes and a vid byte each (a frame or two sent
+    // before it started may be missing).
+    assert.ok(onWire >= 0.99 * packed, `${onWire} bytes captured, ${packed} sent`);
+    assert.ok(onWire < 0.7 * carried, `${onWire} bytes on the underlay for ${carried} carried`);
+    const far = (await circuitOf(bed, bed.b, listener))!;
+    assert.equal(far.drops.badCompression, 0);
+    assert.equal(far.rxBytes, after.txBytes, "both ends count the same bytes");
+  },
+);
+
+netnsTest(
+  "random data crosses a compressed circuit intact, mostly uncompressed, and the stage pauses its tries",
+  async () => {
+    await using bed = await Bed.create();
+    const listener = bed.vela(bed.b, [...LISTEN, "--compress"]);
+    const initiator = bed.vela(bed.a, [
+      "--peer",
+      bed.b4,
+      "--vid",
+      "3",
+      "--address",
+      `${NEAR}/30`,
+      "--compress",
+    ]);
+    await established(bed, bed.a, initiator);
+    await established(bed, bed.b, listener);
+    await bed.waitPing(bed.a, FAR);
+    await transfer(bed, 32, "random");
+    const circuit = (await circuitOf(bed, bed.a, initiator))!;
+    assert.ok(circuit.compressionPauses! >= 1, JSON.stringify(circuit));
+    assert.ok(circuit.sentUncompressed! > 0.9 * circuit.txPackets, JSON.stringify(circuit));
+    assert.ok(
+      circuit.compressOut! <= circuit.compressIn! + circuit.txPackets,
+      "never more than a byte a frame",
+    );
+  },
+);
+
+netnsTest(
+  "compression with encryption needs both ends' word: refused at start, declined by a listener, or on",
+  async () => {
+    await using bed = await Bed.create();
+    const key = await keyFile("compress");
+    try {
+      const keyed = ["--key-file", key];
+      const circuit = ["--peer", bed.b4, "--vid", "3", "--address", `${NEAR}/30`, ...keyed];
+      // An initiator that says --compress on an encrypted circuit stops before it makes its interface.
+      const refused = bed.vela(bed.a, [...circuit, "--compress"]);
+      const refusedStatus = await refused.status;
+      assert.equal(refusedStatus.code, 1, refused.output());
+      assert.match(
+        refused.output(),
+        /lets the sizes of the frames tell what they hold .*--compress-with-encryption/,
+      );
+      assert.deepEqual(await velaLinks(bed.a), []);
+
+      // A keyed listener with --compress alone declines to compress an encrypted circuit.
+      const listener = bed.vela(bed.b, ["--listen", ...keyed, "--compress"]);
+      const initiator = bed.vela(bed.a, [...circuit, "--compress-with-encryption"]);
+      const declined = await established(bed, bed.a, initiator);
+      assert.equal(declined.compression, "off");
+      assert.match(declined.cipher, /^(aes-256-gcm|chacha20-poly1305)$/);
+      await bed.until(
+        () => Promise.resolve(/not compressed: the peer declined/.test(initiator.output())),
+        "the initiator saying it is not compressed",
+      );
+      assert.match(listener.output(), /encrypted ones need --compress-with-encryption/);
+      await bed.waitPing(bed.a, FAR);
+      const exit = watchExit(initiator);
+      await bed.stop(initiator);
+      await bed.stop(listener);
+      assert.ok(exit.exited);
+
+      // Both ends say it: the circuit is encrypted and compressed.
+      const both = bed.vela(bed.b, ["--listen", ...keyed, "--compress-with-encryption"]);
+      const withBoth = bed.vela(bed.a, [...circuit, "--compress-with-encryption"]);
+      const on = await established(bed, bed.a, withBoth);
+      assert.equal(on.compression, "lz4");
+      assert.match(on.cipher, /^(aes-256-gcm|chacha20-poly1305)$/);
+      assert.equal((await established(bed, bed.b, both)).compression, "lz4");
+      await bed.waitPing(bed.a, FAR);
+      await transfer(bed, 2, "text");
+      const after = (await circuitOf(bed, bed.a, withBoth))!;
+      assert.ok(after.compressOut! < 0.7 * after.compressIn!, JSON.stringify(after));
+    } finally {
+      await Deno.remove(key).catch(() => undefined);
+    }
+  },
+);
