@@ -9,7 +9,7 @@ import type { Verbosity } from "./log.ts";
 import { validInterfaceName } from "../ffi/structs.ts";
 import { MAX_CIRCUITS_LIMIT, MAX_LINK_MTU, MAX_VID, MIN_LINK_MTU, MIN_VID } from "./circuit_rules.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
-import type { CipherPolicy, CompressPolicy } from "./session.ts";
+import type { CipherPolicy, CompressMode, CompressPolicy } from "./session.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
 
 export const DEFAULT_PORT = 4455;
@@ -42,6 +42,8 @@ export interface DaemonArgs {
   cipher?: CipherPolicy;
   /** --compress, --compress-with-encryption: what a listener accepts, and the --peer circuit offers. */
   compress?: CompressPolicy;
+  /** --compress-mode: stateless or dictionary (the default). */
+  compressMode?: CompressMode;
   /** --rekey-after, in milliseconds. */
   rekeyAfterMs?: number;
   /** --bridge with --listen: the bridge every tap the listener creates joins (and the --peer circuit's). */
@@ -303,6 +305,7 @@ export const DAEMON_OPTIONS = {
   "max-circuits-per-peer": { type: "string" },
   "key-file": { type: "string", multiple: true },
   cipher: { type: "string" },
+  "compress-mode": { type: "string" },
   "rekey-after": { type: "string" },
   config: { type: "string" },
   control: { type: "string" },
@@ -691,6 +694,15 @@ export function parseCommandLine(argv: string[], defaultControl: string = HOST_C
   }
   const compress = compressFlags(v);
   if (compress !== undefined) args.compress = compress as CompressPolicy;
+  if (v["compress-mode"] !== undefined) {
+    if (v["compress-mode"] !== "stateless" && v["compress-mode"] !== "dictionary") {
+      throw new UsageError(`--compress-mode is stateless or dictionary, not "${v["compress-mode"]}"`);
+    }
+    if (compress === undefined) {
+      throw new UsageError("--compress-mode goes with --compress or --compress-with-encryption");
+    }
+    args.compressMode = v["compress-mode"];
+  }
   if (v["rekey-after"] !== undefined) {
     args.rekeyAfterMs =
       integer(v["rekey-after"], "--rekey-after", MIN_REKEY_AFTER_MS / 1000, MAX_REKEY_AFTER_MS / 1000) *

@@ -88,6 +88,9 @@ Circuit options (with --peer):
   --compress-with-encryption
                       compress also when the frames are encrypted, accepting that their sizes then tell
                       something of what they hold (CRIME, BREACH, VORACLE); both ends must say it
+  --compress-mode M   with --compress: dictionary (default: frames are compressed against a dictionary of
+                      earlier frames the peer confirmed it holds, and each alone until then) or stateless
+                      (each frame alone); a listener's mode is the most it accepts
   --local-mac MAC     a MAC on this side (repeatable)
   --remote-mac MAC    a MAC on the far side (repeatable); with either, a tap circuit carries out only
                       frames from a local or to a remote MAC, and in only frames to a local or from a

@@ -16,7 +16,7 @@ import {
 import { CIPHER_CHOICES } from "./cli.ts";
 import { nearestWord } from "./nearest.ts";
 import { type FrameFilter, parseFilter } from "./datapath/filter_stage.ts";
-import type { CipherPolicy, CompressPolicy } from "./session.ts";
+import type { CipherPolicy, CompressMode, CompressPolicy } from "./session.ts";
 import { MAX_REKEY_AFTER_MS, MIN_REKEY_AFTER_MS } from "./timing.ts";
 
 /** A config file that cannot be used. The message starts with the JSON path of the bad field. */
@@ -80,6 +80,8 @@ export interface FileConfig {
   cipher?: CipherPolicy;
   /** What a listener accepts of compression, and its circuits' default ("compress"). */
   compress?: CompressPolicy;
+  /** "compress_mode": "stateless" or "dictionary" (the default). */
+  compressMode?: CompressMode;
   rekeyAfterMs?: number;
   maxCircuits?: number;
   maxCircuitsPerPeer?: number;
@@ -103,6 +105,7 @@ const TOP_KEYS = [
   "key_files",
   "cipher",
   "compress",
+  "compress_mode",
   "rekey_after",
   "max_circuits",
   "max_circuits_per_peer",
@@ -379,6 +382,12 @@ export function parseConfig(text: string): FileConfig {
   }
   if (has("cipher")) config.cipher = cipherField(root.cipher, "cipher");
   if (has("compress")) config.compress = compressField(root.compress, "compress");
+  if (has("compress_mode")) {
+    if (root.compress_mode !== "stateless" && root.compress_mode !== "dictionary") {
+      fail("compress_mode", `must be "stateless" or "dictionary", not ${shown(root.compress_mode)}`);
+    }
+    config.compressMode = root.compress_mode;
+  }
   if (has("rekey_after")) {
     config.rekeyAfterMs = wholeNumber(
       root.rekey_after,

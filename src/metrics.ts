@@ -144,6 +144,18 @@ export function formatMetrics(status: DaemonStatus): string {
     "Frames from the peer dropped because they did not decompress",
     (c) => c.drops.badCompression ?? 0,
   );
+  perCircuit(
+    "vela_circuit_dictionary_missing_total",
+    "counter",
+    "Frames from the peer dropped because they named a compression dictionary this side does not hold",
+    (c) => c.drops.dictionaryMissing ?? 0,
+  );
+  perCircuit(
+    "vela_circuit_dictionaries_used_total",
+    "counter",
+    "Compression dictionaries this side's frames have used (the dictionary mode)",
+    (c) => c.dictionariesUsed ?? 0,
+  );
   family("vela_circuit_compression_info", "gauge", "The circuit's compression mode");
   for (const c of status.circuits) {
     lines.push(`vela_circuit_compression_info{${circuitLabels(c)},mode="${label(c.compression)}"} 1`);

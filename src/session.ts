@@ -76,12 +76,14 @@
  *   any          close                                  send CREQ and remove-device (unless idle),   closed
  *                                                       forward off, timer off
  *
- * Either role (path MTU probing, src/daemon/path_probe.ts):
+ * Either role (path MTU probing, src/daemon/path_probe.ts; compression dictionaries, docs/PROTOCOL.md 2.8):
  *
  *   state        event                                  actions                                      next
  *   established  probe (id, size)                       send PROBE (signed; padded to size)          established
  *   not idle     PROBE (both nonces, signed)            send PROBE_ACK naming its id and size        unchanged
  *   established  PROBE_ACK (both nonces, signed)        probe-answered (id, size)                    established
+ *   established  dictionary-ready (epoch, hash)         send DACK (signed; dictionary mode only)     established
+ *   established  DACK (both nonces, signed)             dictionary-acknowledged (epoch, hash)        established
  *
  * An initiator also asks for `resolve` (its peer's name looked up again) when it sends an IREQ and has
  * been asking for the dead time or longer since the last lookup.
@@ -103,13 +105,17 @@ import {
   type CipherName,
   COMPRESSION_OVERHEAD,
   type ControlMessage,
+  type Dack,
+  DICTIONARY_OVERHEAD,
   EPHEMERAL_LENGTH,
   type Iack,
   IACK_FLAG_COMPRESS,
+  IACK_FLAG_COMPRESS_DICTIONARY,
   IACK_FLAG_FRAGMENTS,
   type Ireq,
   IREQ_FLAG_AES,
   IREQ_FLAG_COMPRESS,
+  IREQ_FLAG_COMPRESS_DICTIONARY,
   IREQ_FLAG_FRAGMENTS,
   IREQ_FLAG_LINK_MTU,
   NakReason,
@@ -165,6 +171,8 @@ export type SessionEvent =
   | { type: "moved" }
   /** Send a path MTU probe of `size` bytes (src/daemon/path_probe.ts). */
   | { type: "probe"; id: number; size: number }
+  /** The datapath holds the peer's dictionary `epoch` (its SHA-256 begins with `hash`): tell the peer (DACK). */
+  | { type: "dictionary-ready"; epoch: number; hash: bigint }
   /** `datagram`: the bytes the message was decoded from, for the signature of a keyed session. */
   | { type: "received"; message: ControlMessage; datagram?: Uint8Array };
 
@@ -186,6 +194,8 @@ export type SessionAction =
   | { type: "rotated"; handshake: number }
   /** The peer's signed PROBE_ACK: probe `id` of `size` bytes arrived. */
   | { type: "probe-answered"; id: number; size: number }
+  /** The peer's signed DACK: it holds dictionary `epoch` of our frames, hashed `hash`. */
+  | { type: "dictionary-acknowledged"; epoch: number; hash: bigint }
   /** An initiator's IREQs got no answer `tries` times in a row. */
   | { type: "unanswered"; tries: number }
   | { type: "timer"; at: number | undefined }
@@ -226,6 +236,8 @@ export interface SessionConfig {
    * keyed circuit: --compress-with-encryption). An initiator offers it, a responder accepts it.
    */
   compress?: CompressPolicy;
+  /** With compression: "dictionary" (default) offers or accepts the delayed-dictionary mode too. */
+  compressMode?: CompressMode;
   /** The key exchange (default: X25519 and HKDF). */
   handshakeCrypto?: HandshakeCrypto;
   /** New keys this long after the current ones (default REKEY_AFTER_MS). */
@@ -240,6 +252,10 @@ export interface SessionConfig {
 
 /** What a side says of compression (SessionConfig.compress). */
 export type CompressPolicy = "off" | "on" | "with-encryption";
+/** Which compression a side offers or accepts at most: per frame only, or with delayed dictionaries. */
+export type CompressMode = "stateless" | "dictionary";
+/** What a circuit's handshake agreed on. */
+export type Compression = "off" | "lz4" | "dictionary";
 
 /** One handshake's outcome: its number, cipher, keys and when it was made. */
 interface KeyEpoch {
@@ -290,8 +306,9 @@ export class Session {
   /** Both ends fragment: the handshake in use agreed on it. */
   #fragmenting = false;
   readonly #compress: CompressPolicy;
-  /** Frames carry the compression stage's code byte: the handshake in use agreed on it. */
-  #compressing = false;
+  readonly #compressMode: CompressMode;
+  /** What the handshake in use agreed on of compression. */
+  #compression: Compression = "off";
   readonly #crypto: HandshakeCrypto;
   readonly #rekeyAfterMs: number;
   /** The initiator's handshake in flight or in use; the responder's in use. */
@@ -329,6 +346,7 @@ export class Session {
     this.#fragments = config.fragments ?? false;
     this.#farBridge = config.farBridge;
     this.#compress = config.compress ?? "off";
+    this.#compressMode = config.compressMode ?? "dictionary";
     this.#crypto = config.handshakeCrypto ?? x25519Handshake;
     this.#rekeyAfterMs = config.rekeyAfterMs ?? REKEY_AFTER_MS;
   }
@@ -349,7 +367,11 @@ export class Session {
   }
   /** Both ends compress (the handshake in use agreed on it). */
   get compressing(): boolean {
-    return this.#compressing;
+    return this.#compression !== "off";
+  }
+  /** The compression the handshake in use agreed on. */
+  get compression(): Compression {
+    return this.#compression;
   }
   get nonce(): Nonce {
     return this.#ownNonce;
@@ -390,6 +412,10 @@ export class Session {
     if (this.#state === "closed") return [{ type: "drop", reason: `${describe(event)} after close` }];
     if (event.type === "close") return this.#close();
     if (event.type === "probe") return this.#probe("PROBE", event.id, event.size);
+    if (event.type === "dictionary-ready") return this.#dictionaryAck(event.epoch, event.hash);
+    if (event.type === "received" && event.message.type === "DACK") {
+      return this.#dackReceived(event.message, event.datagram);
+    }
     if (event.type === "received" && (event.message.type === "PROBE" || event.message.type === "PROBE_ACK")) {
       return this.#probeReceived(event.message, event.datagram);
     }
@@ -421,9 +447,44 @@ export class Session {
     return [{ type: "probe-answered", id: message.id, size: message.size }];
   }
 
+  // ---------------------------------------------------------------- dictionary acknowledgments (both roles)
+
+  /** A DACK to the peer, signed like KEEPALIVE; only on an established circuit in the dictionary mode. */
+  #dictionaryAck(epoch: number, hash: bigint): SessionAction[] {
+    if (this.#state !== "established" || this.#compression !== "dictionary" || this.#peerNonce === 0n) {
+      return [];
+    }
+    return [{
+      type: "send",
+      sign: this.#ownControlKey(),
+      message: {
+        type: "DACK",
+        vid: this.vid,
+        senderNonce: this.#ownNonce,
+        receiverNonce: this.#peerNonce,
+        epoch,
+        hash,
+      },
+    }];
+  }
+
+  #dackReceived(message: Dack, datagram: Uint8Array | undefined): SessionAction[] {
+    if (!this.#ownsCreq(message.senderNonce, message.receiverNonce)) {
+      return [{ type: "drop", reason: "DACK for another session" }];
+    }
+    if (!this.#signedByPeer(datagram)) return [{ type: "drop", reason: "DACK not signed" }];
+    if (this.#state !== "established" || this.#compression !== "dictionary") {
+      return [{ type: "drop", reason: `DACK in ${this.#state} without dictionaries` }];
+    }
+    return [{ type: "dictionary-acknowledged", epoch: message.epoch, hash: message.hash }];
+  }
+
   // ---------------------------------------------------------------- initiator
 
-  #initiator(event: Exclude<SessionEvent, { type: "close" | "probe" }>, now: number): SessionAction[] {
+  #initiator(
+    event: Exclude<SessionEvent, { type: "close" | "probe" | "dictionary-ready" }>,
+    now: number,
+  ): SessionAction[] {
     const state = this.#state;
     if (event.type === "start") {
       if (state !== "idle") return [{ type: "drop", reason: "start twice" }];
@@ -550,8 +611,11 @@ export class Session {
         { type: "timer", at: now + NAK_RETRY_MS },
       ];
     }
-    const agreedCompression = ((message.flags ?? 0) & IACK_FLAG_COMPRESS) !== 0;
-    if (agreedCompression && !this.#offersCompression()) {
+    const agreedCompression = compressionOf(message.flags ?? 0);
+    if (
+      (agreedCompression !== "off" && !this.#offersCompression()) ||
+      (agreedCompression === "dictionary" && this.#compressMode !== "dictionary")
+    ) {
       this.#state = "refused";
       return [
         {
@@ -575,7 +639,7 @@ export class Session {
     this.#peerSequence = 0n;
     this.#agreedMtu = Math.min(this.#proposedMtu(), message.mtu);
     this.#fragmenting = this.#fragments && ((message.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
-    this.#compressing = agreedCompression;
+    this.#compression = agreedCompression;
     this.#state = "established";
     this.#lastHeard = now;
     return [
@@ -658,7 +722,9 @@ export class Session {
         offers: this.#offers(),
         flags: (this.#aesHardware ? IREQ_FLAG_AES : 0) |
           (this.#fragments ? IREQ_FLAG_FRAGMENTS | (this.#fixedMtu ? IREQ_FLAG_LINK_MTU : 0) : 0) |
-          (this.#offersCompression() ? IREQ_FLAG_COMPRESS : 0),
+          (this.#offersCompression()
+            ? IREQ_FLAG_COMPRESS | (this.#compressMode === "dictionary" ? IREQ_FLAG_COMPRESS_DICTIONARY : 0)
+            : 0),
         ephemeral: this.#ephemeral?.publicKey ?? NO_EPHEMERAL,
         plan: this.#plan,
         ...(this.#farBridge === undefined ? {} : { bridge: this.#farBridge }),
@@ -679,8 +745,9 @@ export class Session {
    */
   #proposedMtu(): number {
     if (this.#fixedMtu) return this.#localMtu;
+    const compression = this.#compressMode === "dictionary" ? "dictionary" : "lz4";
     return this.#localMtu - (this.#offers() === offerBit("clear") ? 0 : AEAD_OVERHEAD) -
-      (this.#offersCompression() ? COMPRESSION_OVERHEAD : 0);
+      (this.#offersCompression() ? compressionOverhead(compression) : 0);
   }
 
   /** An initiator offers compression with --compress: on a keyed circuit only with-encryption. */
@@ -689,10 +756,13 @@ export class Session {
     return this.#offers() === offerBit("clear") || this.#compress === "with-encryption";
   }
 
-  /** A responder agrees to an IREQ's offer of compression for a circuit with `cipher`. */
-  #agreesToCompress(request: Ireq, cipher: CipherName): boolean {
-    if (this.#compress === "off" || (request.flags & IREQ_FLAG_COMPRESS) === 0) return false;
-    return cipher === "clear" || this.#compress === "with-encryption";
+  /** What a responder agrees to of an IREQ's offer of compression, for a circuit with `cipher`. */
+  #agreesToCompress(request: Ireq, cipher: CipherName): Compression {
+    if (this.#compress === "off" || (request.flags & IREQ_FLAG_COMPRESS) === 0) return "off";
+    if (cipher !== "clear" && this.#compress !== "with-encryption") return "off";
+    return this.#compressMode === "dictionary" && (request.flags & IREQ_FLAG_COMPRESS_DICTIONARY) !== 0
+      ? "dictionary"
+      : "lz4";
   }
 
   #icon(): SessionAction {
@@ -712,7 +782,10 @@ export class Session {
 
   // ---------------------------------------------------------------- responder
 
-  #responder(event: Exclude<SessionEvent, { type: "close" | "probe" }>, now: number): SessionAction[] {
+  #responder(
+    event: Exclude<SessionEvent, { type: "close" | "probe" | "dictionary-ready" }>,
+    now: number,
+  ): SessionAction[] {
     const state = this.#state;
     if (event.type === "timer") return this.#responderTimer(now);
     if (event.type !== "received") return [{ type: "drop", reason: `${event.type} for a responder` }];
@@ -801,7 +874,7 @@ export class Session {
       return [this.#nak(message, NakReason.CIPHER_MISMATCH, "this listener has no key; only clear circuits")];
     }
     const compressing = this.#agreesToCompress(message, "clear");
-    const compressCost = compressing ? COMPRESSION_OVERHEAD : 0;
+    const compressCost = compressionOverhead(compressing);
     if (state === "idle") {
       const mtu = Math.min(this.#localMtu - compressCost, message.mtu);
       if (mtu < MIN_LINK_MTU) {
@@ -813,7 +886,7 @@ export class Session {
       this.#handshake = message.handshake;
       this.#agreedMtu = mtu;
       this.#fragmenting = this.#agreesToFragment(message);
-      this.#compressing = compressing;
+      this.#compression = compressing;
       this.#state = "acknowledged";
       this.#lastHeard = now;
       return [
@@ -845,7 +918,7 @@ export class Session {
     this.#handshake = message.handshake;
     this.#agreedMtu = mtu;
     this.#fragmenting = this.#agreesToFragment(message);
-    this.#compressing = compressing;
+    this.#compression = compressing;
     this.#state = "acknowledged";
     this.#lastHeard = now;
     return [...actions, this.#ack("IACK"), { type: "timer", at: now + KEEPALIVE_INTERVAL_MS }];
@@ -888,7 +961,7 @@ export class Session {
     const linkMtu = this.#agreesToFragment(message) && (message.flags & IREQ_FLAG_LINK_MTU) !== 0;
     const sealCost = cipher === "clear" || linkMtu ? 0 : AEAD_OVERHEAD;
     const compressing = this.#agreesToCompress(message, cipher);
-    const compressCost = compressing && !linkMtu ? COMPRESSION_OVERHEAD : 0;
+    const compressCost = linkMtu ? 0 : compressionOverhead(compressing);
     const mtu = Math.min(this.#localMtu - sealCost - compressCost, message.mtu);
     if (mtu < MIN_LINK_MTU) {
       if (state === "idle") this.#state = "closed";
@@ -955,7 +1028,7 @@ export class Session {
     this.#current = { ...pending.epoch, since: now };
     this.#currentAnswer = pending.answer;
     this.#fragmenting = ((pending.answer.flags ?? 0) & IACK_FLAG_FRAGMENTS) !== 0;
-    this.#compressing = ((pending.answer.flags ?? 0) & IACK_FLAG_COMPRESS) !== 0;
+    this.#compression = compressionOf(pending.answer.flags ?? 0);
     this.#currentInitiatorEphemeral = pending.initiatorEphemeral;
     this.#handshake = pending.handshake;
     this.#peerNonce = pending.initiatorNonce;
@@ -1041,7 +1114,7 @@ export class Session {
       handshake: this.#handshake & 0xff,
       cipher: "clear",
       ephemeral: NO_EPHEMERAL,
-      ...answerFlags(this.#fragmenting, this.#compressing),
+      ...answerFlags(this.#fragmenting, this.#compression),
     }, type);
   }
 
@@ -1181,7 +1254,24 @@ function describe(event: SessionEvent): string {
 }
 
 /** The flags of an IACK or IRDY (absent when none). */
-function answerFlags(fragmenting: boolean, compressing: boolean): { flags?: number } {
-  const flags = (fragmenting ? IACK_FLAG_FRAGMENTS : 0) | (compressing ? IACK_FLAG_COMPRESS : 0);
+function answerFlags(fragmenting: boolean, compression: Compression): { flags?: number } {
+  const flags = (fragmenting ? IACK_FLAG_FRAGMENTS : 0) |
+    (compression === "off" ? 0 : IACK_FLAG_COMPRESS) |
+    (compression === "dictionary" ? IACK_FLAG_COMPRESS_DICTIONARY : 0);
   return flags === 0 ? {} : { flags };
+}
+
+/** The compression an IACK's flags agree on. */
+function compressionOf(flags: number): Compression {
+  if ((flags & IACK_FLAG_COMPRESS) === 0) return "off";
+  return (flags & IACK_FLAG_COMPRESS_DICTIONARY) !== 0 ? "dictionary" : "lz4";
+}
+
+/** The bytes a frame's compression header takes at most, by mode. */
+export function compressionOverhead(compression: Compression): number {
+  return compression === "off"
+    ? 0
+    : compression === "dictionary"
+    ? DICTIONARY_OVERHEAD
+    : COMPRESSION_OVERHEAD;
 }

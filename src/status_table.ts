@@ -63,6 +63,7 @@ function dropReasons(c: CircuitStatus): [string, number][] {
     ["filtered", c.drops.filtered ?? 0],
     ["reassembly", c.drops.reassembly ?? 0],
     ["bad-compression", c.drops.badCompression ?? 0],
+    ["dictionary-missing", c.drops.dictionaryMissing ?? 0],
   ];
   return reasons.filter(([, n]) => n > 0);
 }
@@ -176,7 +177,11 @@ export function renderCircuit(c: CircuitStatus): string {
       "compression",
       `${c.compression}: ${humanBytes(c.compressIn ?? 0)} sent as ${
         humanBytes(c.compressOut ?? 0)
-      }${ratio}, ${c.sentUncompressed ?? 0} frames uncompressed, ${c.compressionPauses ?? 0} pauses`,
+      }${ratio}, ${c.sentUncompressed ?? 0} frames uncompressed, ${c.compressionPauses ?? 0} pauses${
+        c.compression === "dictionary"
+          ? `; dictionary ${c.dictionaryEpoch || "none yet"} (${c.dictionariesUsed ?? 0} used)`
+          : ""
+      }`,
     ]);
   } else lines.push(["compression", "off"]);
   if (c.fragmented || c.reassembled) {

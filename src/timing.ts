@@ -132,3 +132,13 @@ export const REMOTE_CONTROL_BURST = 10;
 /** Refused remote control connections logged per second, and the burst; the next line counts the rest. */
 export const REMOTE_CONTROL_REFUSAL_LOGS_PER_SECOND = 1;
 export const REMOTE_CONTROL_REFUSAL_LOG_BURST = 20;
+
+/**
+ * The compression stage's dictionary mode (src/datapath/compress_stage.ts): how often the daemon looks
+ * whether the receiving side holds a new dictionary of the peer's frames, and how often it tells the peer
+ * again (DACK) while the peer's frames do not use it yet.
+ */
+export const DICTIONARY_POLL_MS = 25;
+export const DICTIONARY_ACK_RESEND_MS = 500;
+/** How long a sender waits for the DACK of a dictionary it sent whole before it builds another. */
+export const DICTIONARY_ACK_MS = 300;

@@ -7,7 +7,7 @@
  *
  *   offset 0  u8   0 (control marker)
  *   offset 1  u8   VC code (NOP 0, IREQ 1, IACK 2, ICON 3, CREQ 4, KEEPALIVE 5, IRDY 6, NAK 7, PROBE 9,
- *                  PROBE_ACK 10; 8 starts a fragment, src/datapath/fragmentation.ts)
+ *                  PROBE_ACK 10, DACK 11; 8 starts a fragment, src/datapath/fragmentation.ts)
  *   offset 2  u8   protocol version, 2
  *   offset 3  u8   vid (0 only in NOP)
  *   offset 4  u16  body length, big endian
@@ -81,6 +81,7 @@ export const VcCode = {
   NAK: 7,
   PROBE: 9,
   PROBE_ACK: 10,
+  DACK: 11,
 } as const;
 export type VcName = keyof typeof VcCode;
 const VC_NAMES = Object.fromEntries(Object.entries(VcCode).map(([k, v]) => [v, k])) as Record<number, VcName>;
@@ -136,12 +137,21 @@ export const IACK_FLAG_FRAGMENTS = 0x01;
 export const IREQ_FLAG_BRIDGE = 0x08;
 /** IREQ flag: the initiator offers the compression stage (docs/PROTOCOL.md 2.7). */
 export const IREQ_FLAG_COMPRESS = 0x10;
+/** IREQ flag, with IREQ_FLAG_COMPRESS: it offers the delayed-dictionary mode too (docs/PROTOCOL.md 2.8). */
+export const IREQ_FLAG_COMPRESS_DICTIONARY = 0x20;
 /** IACK/IRDY flag: the responder agrees, so every frame carries the compression code (only to an IREQ with the flag). */
 export const IACK_FLAG_COMPRESS = 0x02;
-/** The code byte in front of every frame of a compressing circuit (docs/PROTOCOL.md 2.7). */
-export const CompressionCode = { RAW: 0x00, LZ4: 0x01 } as const;
-/** The bytes compression adds to a frame at most (the link MTU leaves room for them). */
+/** IACK/IRDY flag, with IACK_FLAG_COMPRESS: in the delayed-dictionary mode (only to an IREQ that offered it). */
+export const IACK_FLAG_COMPRESS_DICTIONARY = 0x04;
+/**
+ * The code byte in front of every frame of a compressing circuit (docs/PROTOCOL.md 2.7, 2.8): its kind
+ * (RAW, LZ4, LZ4 against a dictionary, which an epoch byte follows) in the low bits, and SAMPLE: the frame
+ * is also a piece of the next dictionary (its epoch and index byte follow).
+ */
+export const CompressionCode = { RAW: 0x00, LZ4: 0x01, DICTIONARY: 0x02, KIND: 0x03, SAMPLE: 0x80 } as const;
+/** The bytes compression adds to a frame at most (the link MTU leaves room for them): stateless, dictionary. */
 export const COMPRESSION_OVERHEAD = 1;
+export const DICTIONARY_OVERHEAD = 4;
 /** The longest bridge name an IREQ carries (a Linux interface name). */
 export const MAX_BRIDGE_NAME = 15;
 
@@ -236,7 +246,20 @@ export interface Nak {
   reason: number;
   text: string;
 }
-export type ControlMessage = Nop | Ireq | Iack | Icon | Creq | Keepalive | Probe | Nak;
+/**
+ * A compression dictionary's acknowledgment (docs/PROTOCOL.md 2.8): the sender holds the dictionary of
+ * epoch `epoch` of the frames it receives, whose SHA-256 begins with `hash` (8 bytes), and the other side
+ * may compress against it. Signed like KEEPALIVE.
+ */
+export interface Dack {
+  type: "DACK";
+  vid: number;
+  senderNonce: Nonce;
+  receiverNonce: Nonce;
+  epoch: number;
+  hash: bigint;
+}
+export type ControlMessage = Nop | Ireq | Iack | Icon | Creq | Keepalive | Probe | Nak | Dack;
 
 export type DropReason =
   | "empty"
@@ -262,6 +285,7 @@ const FIXED_BODY: Record<Exclude<VcName, "NOP">, number> = {
   NAK: 10,
   PROBE: PROBE_BODY,
   PROBE_ACK: PROBE_BODY,
+  DACK: 32,
 };
 
 /** What the first byte says a datagram is. */
@@ -375,7 +399,8 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
       const cipher = CIPHER_NAMES[body.getUint8(20)];
       if (cipher === undefined) return `${name} cipher ${body.getUint8(20)}`;
       const flags = body.getUint8(21);
-      if ((flags & ~(IACK_FLAG_FRAGMENTS | IACK_FLAG_COMPRESS)) !== 0 || body.getUint16(22) !== 0) {
+      const known = IACK_FLAG_FRAGMENTS | IACK_FLAG_COMPRESS | IACK_FLAG_COMPRESS_DICTIONARY;
+      if ((flags & ~known) !== 0 || body.getUint16(22) !== 0) {
         return `${name} reserved bytes set`;
       }
       const iack: Iack = {
@@ -419,6 +444,20 @@ function decodeBody(name: VcName, vid: number, body: DataView): ControlMessage |
         echo: body.getBigUint64(24),
         sequence: body.getBigUint64(32),
       };
+    case "DACK": {
+      const wrong = exact(FIXED_BODY.DACK);
+      if (wrong) return wrong;
+      if (body.getUint8(16) === 0) return "DACK epoch 0";
+      for (let i = 17; i < 24; i++) if (body.getUint8(i) !== 0) return "DACK reserved bytes set";
+      return {
+        type: "DACK",
+        vid,
+        senderNonce: body.getBigUint64(0),
+        receiverNonce: body.getBigUint64(8),
+        epoch: body.getUint8(16),
+        hash: body.getBigUint64(24),
+      };
+    }
     case "PROBE":
     case "PROBE_ACK": {
       const wrong = exact(PROBE_BODY);
@@ -560,6 +599,12 @@ export function encode(message: ControlMessage, macLength = 0): Uint8Array<Array
       view.setBigUint64(at + 16, message.sentAt);
       view.setBigUint64(at + 24, message.echo);
       view.setBigUint64(at + 32, message.sequence);
+      break;
+    case "DACK":
+      view.setBigUint64(at, message.senderNonce);
+      view.setBigUint64(at + 8, message.receiverNonce);
+      out[at + 16] = message.epoch;
+      view.setBigUint64(at + 24, message.hash);
       break;
     case "PROBE":
     case "PROBE_ACK":

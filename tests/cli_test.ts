@@ -631,3 +631,18 @@ Deno.test("--compress and --compress-with-encryption set the daemon's policy and
   assert.ok(connect.kind === "connect");
   assert.equal(connect.circuit.compress, "on");
 });
+
+Deno.test("--compress-mode is stateless or dictionary, and goes with --compress", () => {
+  assert.equal(
+    daemon(["--peer", "r2", "--vid", "3", "--compress", "--compress-mode", "stateless"]).compressMode,
+    "stateless",
+  );
+  assert.match(
+    usageMessage(["--peer", "r2", "--vid", "3", "--compress-mode", "stateless"]),
+    /goes with --compress/,
+  );
+  assert.match(
+    usageMessage(["--peer", "r2", "--vid", "3", "--compress", "--compress-mode", "zstd"]),
+    /--compress-mode is stateless or dictionary, not "zstd"/,
+  );
+});

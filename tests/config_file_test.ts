@@ -490,3 +490,12 @@ Deno.test('parseConfig() reads compress as true, false or "with-encryption", at 
   refused(circuit({ compress: "yes" }), "circuits[0].compress", 'must be true, false or "with-encryption"');
   refused({ ...circuit({}), compress: 1 }, "compress", "not 1");
 });
+
+Deno.test('parseConfig() reads compress_mode "stateless" or "dictionary", and refuses other words', () => {
+  assert.equal(
+    parsed({ ...circuit({}), compress: true, compress_mode: "stateless" }).compressMode,
+    "stateless",
+  );
+  assert.equal(parsed({ ...circuit({}), compress_mode: "dictionary" }).compressMode, "dictionary");
+  refused({ ...circuit({}), compress_mode: "zstd" }, "compress_mode", 'must be "stateless" or "dictionary"');
+});

@@ -21,12 +21,16 @@ import {
 import type { ControlMessage, Iack, Icon, Ireq, Keepalive, Nonce } from "../src/wire.ts";
 import {
   COMPRESSION_OVERHEAD,
+  type Dack,
   decode,
+  DICTIONARY_OVERHEAD,
   encode,
   EPHEMERAL_LENGTH,
   IACK_FLAG_COMPRESS,
+  IACK_FLAG_COMPRESS_DICTIONARY,
   IREQ_FLAG_AES,
   IREQ_FLAG_COMPRESS,
+  IREQ_FLAG_COMPRESS_DICTIONARY,
   MAC_LENGTH,
   NakReason,
   offerBit,
@@ -2690,11 +2694,12 @@ function clearHandshake(iConfig: Partial<SessionConfig>, rConfig: Partial<Sessio
 }
 
 Deno.test("compression: a clear circuit whose two ends say --compress compresses, one MTU byte less", () => {
-  const on = clearHandshake({ compress: "on" }, { compress: "on" });
-  assert.equal(on.ireq.flags & IREQ_FLAG_COMPRESS, IREQ_FLAG_COMPRESS);
+  const on = clearHandshake({ compress: "on", compressMode: "stateless" }, { compress: "on" });
+  assert.equal(on.ireq.flags & (IREQ_FLAG_COMPRESS | IREQ_FLAG_COMPRESS_DICTIONARY), IREQ_FLAG_COMPRESS);
   assert.equal(on.ireq.mtu, 1400 - COMPRESSION_OVERHEAD);
-  assert.equal((on.answer.flags ?? 0) & IACK_FLAG_COMPRESS, IACK_FLAG_COMPRESS);
+  assert.equal(on.answer.flags, IACK_FLAG_COMPRESS);
   assert.ok(on.i.compressing && on.r.compressing);
+  assert.equal(on.i.compression, "lz4");
   assert.equal(on.i.mtu, 1399);
   const off = clearHandshake({}, {});
   assert.equal(off.ireq.flags & IREQ_FLAG_COMPRESS, 0);
@@ -2741,4 +2746,43 @@ Deno.test("compression: encrypted only when both ends say with-encryption; --com
     });
     assert.ok(pair.i.compressing && pair.r.compressing, "a keyed circuit in clear (--cipher none) may");
   }
+});
+
+Deno.test("compression: the dictionary mode by default when both offer it, the stateless one when either says so", () => {
+  const both = clearHandshake({ compress: "on" }, { compress: "on" });
+  assert.equal(both.ireq.flags & IREQ_FLAG_COMPRESS_DICTIONARY, IREQ_FLAG_COMPRESS_DICTIONARY);
+  assert.equal(both.ireq.mtu, 1400 - DICTIONARY_OVERHEAD);
+  assert.equal(both.answer.flags, IACK_FLAG_COMPRESS | IACK_FLAG_COMPRESS_DICTIONARY);
+  assert.equal(both.i.compression, "dictionary");
+  assert.equal(both.r.compression, "dictionary");
+  const listenerStateless = clearHandshake({ compress: "on" }, { compress: "on", compressMode: "stateless" });
+  assert.equal(listenerStateless.answer.flags, IACK_FLAG_COMPRESS);
+  assert.equal(listenerStateless.i.compression, "lz4");
+  const i = initiator({ compress: "on", compressMode: "stateless" });
+  i.handle({ type: "start" }, T0);
+  i.handle(received(iack({ flags: IACK_FLAG_COMPRESS | IACK_FLAG_COMPRESS_DICTIONARY })), T0);
+  assert.equal(i.state, "refused", "a dictionary it did not offer");
+});
+
+Deno.test("compression: dictionary-ready sends a DACK for the session; the peer's DACK is acknowledged, others dropped", () => {
+  const { i, r } = clearHandshake({ compress: "on" }, { compress: "on" });
+  r.handle(received(keepalive(I, R, 1n)), T0 + 10);
+  assert.equal(r.state, "established");
+  const sent = i.handle({ type: "dictionary-ready", epoch: 7, hash: 0x0123_4567_89ab_cdefn }, T0);
+  assert.equal(sent.length, 1);
+  const dack = (sent[0] as SendAction).message as Dack;
+  assert.deepEqual(dack, {
+    type: "DACK",
+    vid: VID,
+    senderNonce: I,
+    receiverNonce: R,
+    epoch: 7,
+    hash: 0x0123_4567_89ab_cdefn,
+  });
+  assert.deepEqual(r.handle(received(dack), T0 + 20), [
+    { type: "dictionary-acknowledged", epoch: 7, hash: 0x0123_4567_89ab_cdefn },
+  ]);
+  assertDrop(r.handle(received({ ...dack, senderNonce: STRANGER }), T0 + 30), /DACK for another session/);
+  const stateless = clearHandshake({ compress: "on", compressMode: "stateless" }, { compress: "on" });
+  assert.deepEqual(stateless.i.handle({ type: "dictionary-ready", epoch: 1, hash: 1n }, T0), []);
 });

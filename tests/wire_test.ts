@@ -556,7 +556,7 @@ Deno.test("decode() rejects a bad mode byte in IREQ, IACK and IRDY", () => {
 
 Deno.test("decode() rejects IACK and IRDY with reserved bytes or unknown flags set", () => {
   for (const message of [SAMPLES[2], SAMPLES[3]]) {
-    for (const [offset, value] of [[21, 4], [21, 0x80], [22, 1], [23, 1]]) {
+    for (const [offset, value] of [[21, 8], [21, 0x80], [22, 1], [23, 1]]) {
       const datagram = encode(message);
       datagram[HEADER_LENGTH + offset] = value;
       assertDrop(decode(datagram), "bad-field");
@@ -1000,4 +1000,29 @@ Deno.test("controlLength() takes any other control datagram whole up to MAX_CONT
   const memory = new Uint8Array(2000);
   memory.set(paddedProbe(900), 100);
   assert.equal(controlLength(memory, 100, 900), MIN_PROBE_SIZE);
+});
+
+Deno.test("encode() and decode() carry a DACK; decode() rejects epoch 0, reserved bytes and a wrong length", () => {
+  const dack: ControlMessage = {
+    type: "DACK",
+    vid: 3,
+    senderNonce: 0x1111_2222_3333_4444n,
+    receiverNonce: 0x5555_6666_7777_8888n,
+    epoch: 200,
+    hash: 0xfedc_ba98_7654_3210n,
+  };
+  const datagram = encode(dack);
+  assert.equal(datagram.length, HEADER_LENGTH + 32);
+  assert.equal(datagram[1], 11);
+  const decoded = decode(datagram);
+  assert.ok(decoded.ok);
+  assert.deepEqual(decoded.message, dack);
+  for (const [offset, value] of [[16, 0], [17, 1], [23, 1]]) {
+    const bad = encode(dack);
+    bad[HEADER_LENGTH + offset] = value;
+    assertDrop(decode(bad), "bad-field");
+  }
+  const short = encode(dack).slice(0, HEADER_LENGTH + 31);
+  short[5] = 31;
+  assert.equal(decode(short).ok, false);
 });

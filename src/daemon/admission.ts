@@ -51,7 +51,14 @@ export interface AdmissionRules {
 
 const ADMIT: Verdict = { admit: true };
 
-const SESSION_SIGNED: ReadonlySet<string> = new Set(["ICON", "KEEPALIVE", "CREQ", "PROBE", "PROBE_ACK"]);
+const SESSION_SIGNED: ReadonlySet<string> = new Set([
+  "ICON",
+  "KEEPALIVE",
+  "CREQ",
+  "PROBE",
+  "PROBE_ACK",
+  "DACK",
+]);
 
 /** Whether a message is signed with the session's own control keys, which only the session can check. */
 export function sessionSigned(message: ControlMessage): message is Icon | Keepalive | Creq | Probe {

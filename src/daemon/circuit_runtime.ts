@@ -13,11 +13,12 @@ import { formatCidr, type IpPrefix, parseIp } from "../ip.ts";
 import { datagramLimit, ipUdpHeaders } from "../datapath/fragmentation.ts";
 import { MIN_PATH_MTU, PathProbe, type PathProbeAction, type PathProbeEvent } from "./path_probe.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
-import type { Session, SessionAction } from "../session.ts";
+import type { Compression, Session, SessionAction } from "../session.ts";
 import type { Endpoint } from "../underlay/underlay.ts";
 import { type CipherName, type ControlMessage, NakReason } from "../wire.ts";
 import { type DataKey, type DataKeys, KEY_STATE_BYTES } from "../crypto/data_keys.ts";
-import { pipelineFor } from "../datapath/stage.ts";
+import { pipelineFor, type StageSpec } from "../datapath/stage.ts";
+import { DICTIONARY_ACK_RESEND_MS, DICTIONARY_POLL_MS } from "../timing.ts";
 import type { FrameFilter } from "../datapath/filter_stage.ts";
 import { defaultInterfaceName } from "../circuit_rules.ts";
 import { derivedMac } from "./provisioning.ts";
@@ -86,8 +87,11 @@ export class CircuitRuntime {
   /** The counter state of each key in use, by the key's bytes (the session hands the same arrays again). */
   #keyStates = new Map<Uint8Array, SharedArrayBuffer>();
   readonly #host: CircuitHost;
-  /** Whether the pipeline last given to the datapath compresses (a new handshake may change it). */
-  #compressInPipeline = false;
+  /** The compression of the pipeline last given to the datapath (a new handshake may change it). */
+  #compressInPipeline: Compression = "off";
+  /** The dictionary mode's poll of the receiving side (src/datapath/compress_stage.ts), and the last DACK. */
+  #dictionaryTimer?: TimerId;
+  #dackSent = { epoch: 0, hash: 0n, at: -Infinity };
 
   constructor(
     host: CircuitHost,
@@ -118,8 +122,8 @@ export class CircuitRuntime {
 
   /** The circuit's pipeline: sealed with its keys, or clear. */
   #pipeline() {
-    this.#compressInPipeline = this.session.compressing;
-    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.filter, this.session.compressing);
+    this.#compressInPipeline = this.session.compression;
+    return pipelineFor(this.session.vid, this.#cipher, this.#dataKeys, this.filter, this.session.compression);
   }
 
   /** (Re)adds the circuit to the datapath with its device, agreed MTU, counters, pipeline and datagram limit. */
@@ -160,6 +164,34 @@ export class CircuitRuntime {
     } catch {
       return MIN_PATH_MTU[6];
     }
+  }
+
+  /**
+   * The dictionary mode: while the circuit forwards, every DICTIONARY_POLL_MS, looks whether the receiving
+   * side holds a new dictionary of the peer's frames that the peer does not use yet, and tells the peer
+   * (DACK: again every DICTIONARY_ACK_RESEND_MS until its frames use it, a DACK may be lost).
+   */
+  #pollDictionary(): void {
+    const host = this.#host;
+    host.timers.clearTimeout(this.#dictionaryTimer);
+    this.#dictionaryTimer = undefined;
+    const session = this.session;
+    if (
+      host.stopped || !this.forwarding || session.compression !== "dictionary" || session.state === "closed"
+    ) {
+      return;
+    }
+    host.datapath.refreshCounters();
+    const { dictionaryReady: epoch, dictionaryReadyHash: hash, dictionaryPeerUses } = this.counters;
+    const now = host.now();
+    if (epoch !== 0 && dictionaryPeerUses !== epoch) {
+      const sent = this.#dackSent;
+      if (sent.epoch !== epoch || sent.hash !== hash || now - sent.at >= DICTIONARY_ACK_RESEND_MS) {
+        this.#dackSent = { epoch, hash, at: now };
+        this.apply(session.handle({ type: "dictionary-ready", epoch, hash }, now));
+      }
+    }
+    this.#dictionaryTimer = host.timers.setTimeout(() => this.#pollDictionary(), DICTIONARY_POLL_MS);
   }
 
   /** Feeds the path MTU probing of a fragmenting circuit and carries out what it asks for. */
@@ -261,7 +293,7 @@ export class CircuitRuntime {
             this.#keyUseBase = { sealed: this.counters.sealed, opened: this.counters.opened };
           }
           if (this.forwarding) {
-            if (wasSealed && this.#compressInPipeline === this.session.compressing) {
+            if (wasSealed && this.#compressInPipeline === this.session.compression) {
               host.datapath.updateStages(this.remote.address, vid, this.#pipeline());
             } else this.addToDatapath();
           }
@@ -346,6 +378,8 @@ export class CircuitRuntime {
           if (action.enabled && this.device) {
             this.addToDatapath();
             this.forwarding = true;
+            this.#dackSent = { epoch: 0, hash: 0n, at: -Infinity };
+            this.#pollDictionary();
           } else if (!action.enabled && this.forwarding) {
             host.datapath.removeCircuit(this.remote.address, vid);
             this.forwarding = false;
@@ -363,6 +397,15 @@ export class CircuitRuntime {
             this.device.close();
           }
           break;
+        case "dictionary-acknowledged":
+          if (this.forwarding) {
+            host.datapath.updateStages(this.remote.address, vid, [{
+              id: "compress",
+              mode: "dictionary",
+              acknowledged: { epoch: action.epoch, hash: action.hash },
+            } as StageSpec]);
+          }
+          break;
         case "probe-answered": {
           const size = action.size + ipUdpHeaders(this.#family() ?? 6);
           this.#probePath({ type: "answered", id: action.id, size });
@@ -370,6 +413,7 @@ export class CircuitRuntime {
         }
         case "established": {
           this.establishedAt = host.now();
+          this.#pollDictionary();
           this.refusal = undefined;
           const family = this.#family();
           if (family) {

@@ -62,7 +62,7 @@ import {
   oldIreq,
 } from "../wire.ts";
 import { cipherOverhead } from "../datapath/stage.ts";
-import type { CompressPolicy } from "../session.ts";
+import type { CompressMode, CompressPolicy } from "../session.ts";
 import { signControl } from "../keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
@@ -125,6 +125,8 @@ export interface DaemonConfig {
    * it is the default of this daemon's own circuits. Default "off".
    */
   compress?: CompressPolicy;
+  /** --compress-mode: "dictionary" (default) offers and accepts delayed dictionaries, "stateless" not. */
+  compressMode?: CompressMode;
   /** New session keys this often (--rekey-after; default REKEY_AFTER_MS). */
   rekeyAfterMs?: number;
   /** Circuits this daemon holds at most (--max-circuits; default DEFAULT_MAX_CIRCUITS). */
@@ -269,7 +271,7 @@ export class Daemon {
       rotations: c.session.rotations,
       fragmented: c.counters.fragmented,
       reassembled: c.counters.reassembled,
-      compression: c.session.compressing ? "lz4" : "off",
+      compression: c.session.compression,
       ...(c.session.compressing
         ? {
           compressIn: c.counters.compressIn,
@@ -277,6 +279,9 @@ export class Daemon {
           sentUncompressed: c.counters.sentUncompressed,
           compressionPauses: c.counters.compressionPauses,
         }
+        : {}),
+      ...(c.session.compression === "dictionary"
+        ? { dictionaryEpoch: c.counters.dictionaryInUse, dictionariesUsed: c.counters.dictionariesUsed }
         : {}),
       datagramLimit: c.datagramLimit(),
       ...(c.pathMtu === undefined ? {} : { pathMtu: c.pathMtu }),
@@ -299,6 +304,7 @@ export class Daemon {
         filtered: c.counters.filtered,
         reassembly: c.counters.reassemblyDropped,
         badCompression: c.counters.badCompression,
+        dictionaryMissing: c.counters.dictionaryMissing,
       },
     }));
     return {
@@ -568,6 +574,7 @@ export class Daemon {
       psk,
       cipher,
       compress,
+      compressMode: this.#config.compressMode,
       aesHardware: cpuHasAes(),
       fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,
@@ -918,6 +925,7 @@ export class Daemon {
       psk,
       cipher: this.#config.cipher ?? "auto",
       compress: this.#config.compress ?? "off",
+      compressMode: this.#config.compressMode,
       aesHardware: cpuHasAes(),
       fragments: true,
       rekeyAfterMs: this.#config.rekeyAfterMs,

@@ -46,8 +46,14 @@ export interface CircuitStatus {
    */
   fragmented?: number;
   reassembled?: number;
-  /** "lz4" when the handshake agreed on compression (src/datapath/compress_stage.ts), else "off". */
-  compression: "off" | "lz4";
+  /**
+   * What the handshake agreed on of compression (src/datapath/compress_stage.ts): "lz4" per frame,
+   * "dictionary" with delayed dictionaries too, or "off".
+   */
+  compression: "off" | "lz4" | "dictionary";
+  /** In the dictionary mode: the epoch of the dictionary this side's frames use (0: none yet), and how many it used. */
+  dictionaryEpoch?: number;
+  dictionariesUsed?: number;
   /**
    * With compression: the bytes of the frames the stage was given on the way out (as txBytes counts them),
    * the bytes they went out as (code bytes included, before the seal), the frames sent uncompressed (not
@@ -93,6 +99,8 @@ export interface CircuitStatus {
     reassembly?: number;
     /** Frames from the peer that did not decompress (an unknown code, a malformed block). */
     badCompression?: number;
+    /** Frames from the peer that named a dictionary this side does not hold. */
+    dictionaryMissing?: number;
   };
 }
 

@@ -53,8 +53,22 @@ export const Counter = {
   SENT_UNCOMPRESSED: 19,
   COMPRESSION_PAUSES: 20,
   BAD_COMPRESSION: 21,
+  /**
+   * Delayed dictionaries (the dictionary mode): written by the receiving side, the newest dictionary of
+   * the peer's frames it holds whole (its epoch, 0 for none, and the first 8 bytes of its SHA-256 as two
+   * 32-bit halves: what the daemon tells the peer in a DACK) and the epoch the peer's frames use; frames
+   * that named an epoch it does not hold. Written by the sending side: the epoch its frames use (0: none
+   * yet, stateless blocks) and how many dictionaries it has taken into use.
+   */
+  DICTIONARY_READY: 22,
+  DICTIONARY_READY_HASH_HIGH: 23,
+  DICTIONARY_READY_HASH_LOW: 24,
+  DICTIONARY_PEER_USES: 25,
+  DICTIONARY_MISSING: 26,
+  DICTIONARY_IN_USE: 27,
+  DICTIONARIES_USED: 28,
 } as const;
-export const CIRCUIT_FIELDS = 22;
+export const CIRCUIT_FIELDS = 29;
 
 /** Datapath-wide counts: drops by reason, control datagrams handed up, moderated wake-ups. */
 export const DatapathCount = {
@@ -106,6 +120,13 @@ export interface CircuitCounters {
   sentUncompressed: number;
   compressionPauses: number;
   badCompression: number;
+  /** State, not counts (read as they are, not added to an offset): see Counter.DICTIONARY_*. */
+  dictionaryReady: number;
+  dictionaryReadyHash: bigint;
+  dictionaryPeerUses: number;
+  dictionaryInUse: number;
+  dictionaryMissing: number;
+  dictionariesUsed: number;
 }
 
 export interface DatapathCounters {
@@ -151,6 +172,12 @@ export function zeroCounters(): CircuitCounters {
     sentUncompressed: 0,
     compressionPauses: 0,
     badCompression: 0,
+    dictionaryReady: 0,
+    dictionaryReadyHash: 0n,
+    dictionaryPeerUses: 0,
+    dictionaryInUse: 0,
+    dictionaryMissing: 0,
+    dictionariesUsed: 0,
   };
 }
 
@@ -180,6 +207,13 @@ export function readCounters(counts: CircuitCounts, offset: CircuitCounters, int
   into.sentUncompressed = offset.sentUncompressed + v[b + Counter.SENT_UNCOMPRESSED];
   into.compressionPauses = offset.compressionPauses + v[b + Counter.COMPRESSION_PAUSES];
   into.badCompression = offset.badCompression + v[b + Counter.BAD_COMPRESSION];
+  into.dictionaryReady = v[b + Counter.DICTIONARY_READY];
+  into.dictionaryReadyHash = (BigInt(v[b + Counter.DICTIONARY_READY_HASH_HIGH]) << 32n) |
+    BigInt(v[b + Counter.DICTIONARY_READY_HASH_LOW]);
+  into.dictionaryPeerUses = v[b + Counter.DICTIONARY_PEER_USES];
+  into.dictionaryInUse = v[b + Counter.DICTIONARY_IN_USE];
+  into.dictionaryMissing = offset.dictionaryMissing + v[b + Counter.DICTIONARY_MISSING];
+  into.dictionariesUsed = offset.dictionariesUsed + v[b + Counter.DICTIONARIES_USED];
 }
 
 export function readDatapathCounters(values: Float64Array<ArrayBufferLike>): DatapathCounters {

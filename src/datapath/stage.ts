@@ -40,6 +40,8 @@ export interface StageContext {
   readonly memory?: StageMemory;
   /** The longest frame the circuit's link carries (its MTU and a link-layer header). */
   readonly maxFrame?: number;
+  /** Monotonic milliseconds (performance.now() unless a test gives another clock). */
+  readonly now?: () => number;
 }
 
 /**
@@ -98,10 +100,10 @@ export function pipelineFor(
   cipher: CipherName,
   keys?: DataKeys,
   filter?: FrameFilter,
-  compress = false,
+  compression: "off" | "lz4" | "dictionary" = "off",
 ): readonly StageSpec[] {
   const stages: StageSpec[] = filter === undefined ? [] : [{ id: "filter", filter } as StageSpec];
-  if (compress) stages.push({ id: "compress" });
+  if (compression !== "off") stages.push({ id: "compress", mode: compression } as StageSpec);
   if (cipher !== "clear" && keys) stages.push({ id: "aead", vid, keys } as StageSpec);
   return stages.length === 0 ? DEFAULT_PIPELINE : stages;
 }

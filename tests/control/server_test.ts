@@ -594,6 +594,7 @@ Deno.test("STATUS? JSON over the socket lists the established circuit with its c
       filtered: 0,
       reassembly: 0,
       badCompression: 0,
+      dictionaryMissing: 0,
     });
     assert.deepEqual(status, JSON.parse(JSON.stringify(a.daemon.status())), "the daemon's own status");
   });

@@ -15,6 +15,7 @@ import type { StageMemory } from "../../src/datapath/stage.ts";
 import { DROPPED, PacketBatch } from "../../src/packet/packet_batch.ts";
 import { lz4Compress } from "../../ffi/liblz4.ts";
 import { CompressionCode } from "../../src/wire.ts";
+import { DICTIONARY_ACK_MS } from "../../src/timing.ts";
 
 const MAX_FRAME = 1518;
 
@@ -131,4 +132,116 @@ Deno.test("decode() never throws on random input and drops what it cannot decode
   }
   assert.equal(values[Counter.BAD_COMPRESSION], dropped);
   assert.ok(dropped > 0);
+});
+
+/** A sender and a receiver in the dictionary mode, each with its own batch, and a wire between them. */
+function dictionaryPair() {
+  const clock = { now: 0 };
+  const make = () => {
+    const batch = new PacketBatch({ buffers: 4, maxPacket: 9000, extraBytes: (1 << 17) + 65_536 });
+    const arena = batch.reserve(1 << 17);
+    const scratch = batch.reserve(65_536);
+    const values = new Float64Array(CIRCUIT_FIELDS);
+    const stage = new CompressStage({ id: "compress", mode: "dictionary" }, {
+      counts: { values, base: 0 },
+      memory: {
+        decodeArena: arena.byteOffset,
+        decodeArenaBytes: arena.length,
+        encodeScratch: scratch.byteOffset,
+        encodeScratchBytes: scratch.length,
+      },
+      maxFrame: MAX_FRAME,
+      now: () => clock.now,
+    });
+    return { batch, stage, values };
+  };
+  const tx = make();
+  const rx = make();
+  /** Encodes `frame` at the sender; returns what went on the wire. */
+  const send = (frame: Uint8Array): Uint8Array => {
+    fill(tx.batch, [frame]);
+    tx.stage.encode(tx.batch, 0, 1);
+    return entry(tx.batch, 0);
+  };
+  /** Decodes `wire` at the receiver; the frame, or undefined when it was dropped. */
+  const receive = (wire: Uint8Array): Uint8Array | undefined => {
+    fill(rx.batch, [wire]);
+    rx.stage.decode(rx.batch, 0, 1);
+    return rx.batch.length[0] < 0 ? undefined : entry(rx.batch, 0);
+  };
+  /** What the daemon does with the receiver's counters: the sender is told (a DACK). */
+  const acknowledge = () => {
+    const epoch = rx.values[Counter.DICTIONARY_READY];
+    const hash = (BigInt(rx.values[Counter.DICTIONARY_READY_HASH_HIGH]) << 32n) |
+      BigInt(rx.values[Counter.DICTIONARY_READY_HASH_LOW]);
+    tx.stage.update({ id: "compress", acknowledged: { epoch, hash } } as never);
+    return epoch;
+  };
+  return { tx, rx, send, receive, acknowledge, clock };
+}
+
+/** Text frames alike in shape and different in content, as JSON API answers are. */
+function record(n: number): Uint8Array {
+  return new TextEncoder().encode(
+    `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: ${
+      n * 7919
+    }\r\n\r\n{"id":${n},"user":"user${n % 97}","items":[${
+      [1, 2, 3].map((k) => `{"sku":"A-${n * k}","qty":${k},"price":${(n * k) % 1000}}`).join(",")
+    }]}`,
+  );
+}
+
+Deno.test("the dictionary mode: samples make a dictionary at the receiver; once acknowledged, frames shrink more", () => {
+  const { tx, rx, send, receive, acknowledge } = dictionaryPair();
+  let n = 0;
+  let before = 0;
+  for (; n < 200; n++) {
+    const frame = record(n);
+    const wire = send(frame);
+    if (n >= 100) before += wire.length;
+    assert.deepEqual(receive(wire), frame);
+  }
+  assert.notEqual(rx.values[Counter.DICTIONARY_READY], 0, "a whole dictionary at the receiver");
+  assert.equal(tx.values[Counter.DICTIONARY_IN_USE], 0, "not used before it is acknowledged");
+  const epoch = acknowledge();
+  assert.equal(tx.values[Counter.DICTIONARY_IN_USE], epoch);
+  let after = 0;
+  for (; n < 300; n++) {
+    const frame = record(n);
+    const wire = send(frame);
+    assert.equal(wire[0] & CompressionCode.KIND, CompressionCode.DICTIONARY);
+    assert.equal(wire[1], epoch);
+    after += wire.length;
+    assert.deepEqual(receive(wire), frame);
+  }
+  assert.ok(after < 0.8 * before, `${after} bytes with the dictionary, ${before} without`);
+  assert.equal(rx.values[Counter.DICTIONARY_PEER_USES], epoch);
+  assert.equal(rx.values[Counter.BAD_COMPRESSION] + rx.values[Counter.DICTIONARY_MISSING], 0);
+});
+
+Deno.test("the dictionary mode: a lost piece leaves its epoch unused, a wrong DACK changes nothing, frames naming an unknown epoch are dropped", () => {
+  const { tx, rx, send, receive, acknowledge, clock } = dictionaryPair();
+  let lost = false;
+  for (let n = 0; n < 200; n++) {
+    const wire = send(record(n));
+    if (!lost && (wire[0] & CompressionCode.SAMPLE) !== 0) {
+      lost = true; // The first piece never arrives.
+      continue;
+    }
+    receive(wire);
+  }
+  assert.equal(rx.values[Counter.DICTIONARY_READY], 0, "no dictionary without every piece");
+  tx.stage.update({ id: "compress", acknowledged: { epoch: 1, hash: 42n } } as never);
+  assert.equal(tx.values[Counter.DICTIONARY_IN_USE], 0, "a DACK that names another hash is ignored");
+  // Before DICTIONARY_ACK_MS the sender waits; after, it gives the epoch up and builds another.
+  for (let n = 200; n < 400; n++) receive(send(record(n)));
+  assert.equal(rx.values[Counter.DICTIONARY_READY], 0, "still waiting for the first one's DACK");
+  clock.now += DICTIONARY_ACK_MS;
+  for (let n = 400; n < 700; n++) receive(send(record(n)));
+  assert.notEqual(rx.values[Counter.DICTIONARY_READY], 0);
+  assert.equal(acknowledge(), tx.values[Counter.DICTIONARY_IN_USE]);
+  const wire = send(record(1));
+  wire[1] = (wire[1] % 255) + 7; // An epoch the receiver has never held.
+  assert.equal(receive(wire), undefined);
+  assert.equal(rx.values[Counter.DICTIONARY_MISSING], 1);
 });
