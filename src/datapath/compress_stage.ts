@@ -65,7 +65,7 @@ export const DICTIONARY_BYTES = 48 * 1024;
 export const MAX_SAMPLES = 127;
 export const MIN_SAMPLE_BYTES = 128;
 /** Frames sent with one dictionary before the sender builds the next. */
-export const DICTIONARY_REFRESH_FRAMES = 131_072;
+export const DICTIONARY_REFRESH_FRAMES = 4096;
 
 /** What the compression stage does: LZ4 per frame, or with delayed dictionaries too. */
 export type CompressionMode = "lz4" | "dictionary";

@@ -199,3 +199,45 @@ netnsTest("an initiator whose local UDP port is in use is told to choose another
   );
   assert.equal(await bed.hasLink(bed.a, "vela3"), false);
 });
+
+netnsTest(
+  "a control client that is not root is told to run as root, and root's client is answered",
+  async () => {
+    if (!await requireProgram("setpriv", "util-linux")) return;
+    await using bed = await Bed.create();
+    // The unprivileged client needs a Deno cache it may read: a copy of this one, owned by nobody.
+    const denoDir = await Deno.makeTempDir({ prefix: `vela-${Deno.pid}-denodir-` });
+    try {
+      const info = JSON.parse(
+        (await bed.exec(bed.a, [Deno.execPath(), "info", "--json"], { check: true })).stdout,
+      );
+      await bed.exec(bed.a, ["cp", "-r", `${info.denoDir}/.`, denoDir], { check: true });
+      await bed.exec(bed.a, ["chown", "-R", "65534:65534", denoDir], { check: true });
+      velaHere(bed, bed.a, ["--peer", bed.b4, "--vid", "3"]);
+      await bed.until(
+        async () => (await bed.velaCommand(bed.a, ["status"])).code === 0,
+        "the daemon answering",
+      );
+      const nobody = await bed.exec(bed.a, [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "env",
+        `DENO_DIR=${denoDir}`,
+        "HOME=/tmp",
+        Deno.execPath(),
+        "run",
+        ...PERMISSIONS,
+        "--quiet",
+        MAIN,
+        "status",
+      ]);
+      assert.equal(nobody.code, 1, `${nobody.stdout}\n${nobody.stderr}`);
+      assert.equal(nobody.stderr, `vela: Permission denied on /run/vela/${bed.a}.sock; run this as root\n`);
+      assert.equal((await bed.velaCommand(bed.a, ["status"])).code, 0, "root is still answered");
+    } finally {
+      await Deno.remove(denoDir, { recursive: true }).catch(() => undefined);
+    }
+  },
+);
