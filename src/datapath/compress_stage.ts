@@ -17,7 +17,8 @@
  *
  * Delayed dictionaries (after Matias and Refua, "Delayed-Dictionary Compression for Packet Networks",
  * INFOCOM 2005). The sender picks frames it sends anyway as the pieces of the next dictionary (frames of
- * at least MIN_SAMPLE_BYTES that shrank, until DICTIONARY_BYTES or MAX_SAMPLES), marks them SAMPLE with
+ * at least MIN_SAMPLE_BYTES that shrank, until DICTIONARY_BYTES, the first FIRST_DICTIONARY_BYTES, or
+ * MAX_SAMPLES), marks them SAMPLE with
  * their epoch and index, and keeps a copy. The receiver keeps the pieces; when it holds all of an epoch
  * (the last is marked), it joins them in index order into that epoch's dictionary, and publishes its epoch
  * and SHA-256 in the circuit's counters, which the daemon tells the peer in a signed DACK control message
@@ -59,13 +60,18 @@ export const SKIP_MOST = 65_536;
 /** Frames shorter than this are sent raw without trying. */
 export const MIN_TRIED_BYTES = 64;
 
-/** A dictionary is made of this many bytes of frames at least (the last piece may go past it). */
+/**
+ * A dictionary is made of this many bytes of frames at least (the last piece may go past it); the first
+ * one of a circuit of FIRST_DICTIONARY_BYTES, so that it comes into use sooner, and the next one is
+ * built as soon as that one is in use.
+ */
 export const DICTIONARY_BYTES = 48 * 1024;
+export const FIRST_DICTIONARY_BYTES = 12 * 1024;
 /** Pieces of one dictionary at most, and the shortest frame taken as one (only frames that shrank 10%). */
 export const MAX_SAMPLES = 127;
 export const MIN_SAMPLE_BYTES = 128;
 /** Frames sent with one dictionary before the sender builds the next. */
-export const DICTIONARY_REFRESH_FRAMES = 4096;
+export const DICTIONARY_REFRESH_FRAMES = 1024;
 
 /** What the compression stage does: LZ4 per frame, or with delayed dictionaries too. */
 export type CompressionMode = "lz4" | "dictionary";
@@ -136,6 +142,7 @@ export class CompressStage implements Stage {
 
   // The sender's dictionaries (dictionary mode): the one in use and the next one.
   #txEpoch = 0;
+  #txDictionaryBytes = 0;
   #txFramesWithDictionary = 0;
   #txInUse: Uint8Array | undefined;
   #txNext: Uint8Array | undefined;
@@ -240,7 +247,8 @@ export class CompressStage implements Stage {
       building = this.#building = undefined; // Never acknowledged: a piece was lost. Build another.
     }
     if (!building) {
-      if (this.#txEpoch !== 0 && this.#txFramesWithDictionary < DICTIONARY_REFRESH_FRAMES) return -1;
+      const full = this.#txDictionaryBytes >= DICTIONARY_BYTES;
+      if (this.#txEpoch !== 0 && full && this.#txFramesWithDictionary < DICTIONARY_REFRESH_FRAMES) return -1;
       let epoch = nextEpoch(this.#lastEpoch);
       if (epoch === this.#txEpoch) epoch = nextEpoch(epoch);
       this.#lastEpoch = epoch;
@@ -259,7 +267,8 @@ export class CompressStage implements Stage {
     const index = building.pieces++;
     this.#txNext!.set(memory.subarray(at, at + length), building.bytes);
     building.bytes += length;
-    if (building.bytes < DICTIONARY_BYTES && building.pieces < MAX_SAMPLES) return index;
+    const size = this.#txEpoch === 0 ? FIRST_DICTIONARY_BYTES : DICTIONARY_BYTES;
+    if (building.bytes < size && building.pieces < MAX_SAMPLES) return index;
     building.sent = true;
     building.sentAt = this.#now();
     building.hash = dictionaryHash(this.#txNext!, building.bytes);
@@ -296,6 +305,7 @@ export class CompressStage implements Stage {
     this.#txNext = this.#txInUse;
     this.#txInUse = dictionary;
     this.#txEpoch = building.epoch;
+    this.#txDictionaryBytes = building.bytes;
     this.#txFramesWithDictionary = 0;
     this.#building = undefined;
     const values = this.#counts.values;
