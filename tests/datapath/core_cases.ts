@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/counters.ts";
 import type { DatapathCore } from "../../src/datapath/core.ts";
-import type { Stage, StageContext } from "../../src/datapath/stage.ts";
+import type { Stage, StageContext, StageSpec } from "../../src/datapath/stage.ts";
 import { CompressStage } from "../../src/datapath/compress_stage.ts";
 import { FRAME_HEADROOM } from "../../src/link/device_link.ts";
 import { CompressionCode } from "../../src/wire.ts";
@@ -367,6 +367,51 @@ export const CORE_CASES: readonly CoreCase[] = [
       assert.equal(field(pair.circuitsA, 0, Counter.SENT_UNCOMPRESSED), 2, "the random and the short frame");
       assert.equal(field(pair.circuitsA, 0, Counter.TX_BYTES), carried, "bytes as the device gave them");
       assert.equal(field(pair.circuitsB, 0, Counter.RX_BYTES), carried);
+      assert.equal(field(pair.circuitsB, 0, Counter.BAD_COMPRESSION), 0);
+    },
+  },
+  {
+    name:
+      "compression with dictionaries: once the receiver's dictionary is acknowledged, frames use it and arrive whole; an unknown epoch is dropped and counted",
+    async run(make) {
+      const stages: CompressStage[] = [];
+      const dictionary = (context: StageContext) => {
+        const stage = new CompressStage({ id: "compress", mode: "dictionary" }, context);
+        stages.push(stage);
+        return [stage];
+      };
+      using pair = await make({ ...PLAIN, stagesA: dictionary, stagesB: dictionary });
+      const text = (n: number) =>
+        new Uint8Array([
+          ...plainFrame(0x74, 0),
+          ...new TextEncoder().encode(
+            `{"id":${n},"user":"user${n % 13}","status":"active","items":[{"sku":"A-${n}","qty":${n % 9}}]}`
+              .repeat(6),
+          ),
+        ]);
+      const sent: Uint8Array<ArrayBuffer>[] = [];
+      for (let n = 0; n < 40; n++) {
+        sent.push(text(n));
+        pair.send(0, sent.at(-1)!);
+        await pair.forward();
+      }
+      const epoch = field(pair.circuitsB, 0, Counter.DICTIONARY_READY);
+      assert.notEqual(epoch, 0, "b holds a whole dictionary of a's frames");
+      const hash = (BigInt(field(pair.circuitsB, 0, Counter.DICTIONARY_READY_HASH_HIGH)) << 32n) |
+        BigInt(field(pair.circuitsB, 0, Counter.DICTIONARY_READY_HASH_LOW));
+      // What the daemon does with b's DACK at a: a's stage for vid 3 (the first one made) takes it.
+      stages[0].update({ id: "compress", acknowledged: { epoch, hash } } as StageSpec);
+      assert.equal(field(pair.circuitsA, 0, Counter.DICTIONARY_IN_USE), epoch);
+      for (let n = 40; n < 60; n++) {
+        sent.push(text(n));
+        pair.send(0, sent.at(-1)!);
+        await pair.forward();
+      }
+      assert.deepEqual(await pair.delivered(0, sent.length), sent);
+      assert.equal(field(pair.circuitsB, 0, Counter.DICTIONARY_PEER_USES), epoch);
+      pair.rawFromA(new Uint8Array([VIDS[0], CompressionCode.DICTIONARY, (epoch % 255) + 9, 0x10, 0x41]));
+      await pair.forward();
+      assert.equal(field(pair.circuitsB, 0, Counter.DICTIONARY_MISSING), 1);
       assert.equal(field(pair.circuitsB, 0, Counter.BAD_COMPRESSION), 0);
     },
   },
