@@ -29,7 +29,13 @@ import {
 } from "../ip.ts";
 import type { LinkDevice, LinkMode } from "../link/link_device.ts";
 import { logger } from "../log.ts";
-import { type CipherPolicy, Session } from "../session.ts";
+import {
+  type CipherPolicy,
+  compressionOverhead,
+  type CompressMode,
+  type CompressPolicy,
+  Session,
+} from "../session.ts";
 import { cpuHasAes } from "../crypto/cpu.ts";
 import { loadLibcrypto } from "../../ffi/libcrypto.ts";
 import { loadLz4 } from "../../ffi/liblz4.ts";
@@ -48,7 +54,6 @@ import { realTimers, type TimerId, type Timers } from "./timers.ts";
 export type { CircuitStatus, ControlDrops, DaemonStatus };
 export { derivedIPv6, derivedMac };
 import {
-  COMPRESSION_OVERHEAD,
   type ControlMessage,
   decode,
   encode,
@@ -62,7 +67,6 @@ import {
   oldIreq,
 } from "../wire.ts";
 import { cipherOverhead } from "../datapath/stage.ts";
-import type { CompressMode, CompressPolicy } from "../session.ts";
 import { signControl } from "../keys.ts";
 
 /** A circuit this daemon initiates (one --peer). */
@@ -547,7 +551,9 @@ export class Daemon {
     const deviceMtu = fixedMtu
       ? mtu
       : mtu - (psk ? cipherOverhead(cipher === "auto" ? "aes-256-gcm" : cipher) : 0) -
-        (compressed ? COMPRESSION_OVERHEAD : 0);
+        (compressed
+          ? compressionOverhead(this.#config.compressMode === "stateless" ? "lz4" : "dictionary")
+          : 0);
     const name = spec.ifname ?? defaultInterfaceName(spec.vid);
     // A bridged tap is a bridge port: it takes the addresses it is given, no derived pair.
     const addresses = spec.addresses.some((a) => a.family === 6) || spec.bridge !== undefined
