@@ -103,6 +103,7 @@ import type { LinkMode } from "./link/link_device.ts";
 import type { IpPrefix } from "./ip.ts";
 import {
   type CipherName,
+  type Compression,
   COMPRESSION_OVERHEAD,
   type ControlMessage,
   type Dack,
@@ -254,8 +255,6 @@ export interface SessionConfig {
 export type CompressPolicy = "off" | "on" | "with-encryption";
 /** Which compression a side offers or accepts at most: per frame only, or with delayed dictionaries. */
 export type CompressMode = "stateless" | "dictionary";
-/** What a circuit's handshake agreed on. */
-export type Compression = "off" | "lz4" | "dictionary";
 
 /** One handshake's outcome: its number, cipher, keys and when it was made. */
 interface KeyEpoch {

@@ -149,6 +149,8 @@ export const IACK_FLAG_COMPRESS_DICTIONARY = 0x04;
  * is also a piece of the next dictionary (its epoch and index byte follow).
  */
 export const CompressionCode = { RAW: 0x00, LZ4: 0x01, DICTIONARY: 0x02, KIND: 0x03, SAMPLE: 0x80 } as const;
+/** What a circuit's handshake agreed on of compression: none, LZ4 per frame, or delayed dictionaries too. */
+export type Compression = "off" | "lz4" | "dictionary";
 /** The bytes compression adds to a frame at most (the link MTU leaves room for them): stateless, dictionary. */
 export const COMPRESSION_OVERHEAD = 1;
 export const DICTIONARY_OVERHEAD = 4;

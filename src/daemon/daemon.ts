@@ -491,13 +491,7 @@ export class Daemon {
     // Compression needs liblz4 (a circuit that offers it, or a listener that accepts it).
     const compressing = (config.compress ?? "off") !== "off" ||
       config.circuits.some((spec) => (spec.compress ?? "off") !== "off");
-    if (compressing) {
-      try {
-        loadLz4();
-      } catch (error) {
-        throw new RuntimeFailure((error as Error).message);
-      }
-    }
+    if (compressing) requireLz4();
   }
 
   /**
@@ -540,13 +534,7 @@ export class Daemon {
       );
     }
     const compressed = compress !== "off";
-    if (compressed) {
-      try {
-        loadLz4();
-      } catch (error) {
-        throw new RuntimeFailure((error as Error).message);
-      }
-    }
+    if (compressed) requireLz4();
     // Until the handshake agrees on one, the interface has the MTU this side proposes.
     const deviceMtu = fixedMtu
       ? mtu
@@ -1175,4 +1163,13 @@ function formatEndpoint(endpoint: Endpoint): string {
   return endpoint.address.includes(":")
     ? `[${endpoint.address}]:${endpoint.port}`
     : `${endpoint.address}:${endpoint.port}`;
+}
+
+/** Loads liblz4 for the compression stage; without it, throws RuntimeFailure saying what to install. */
+function requireLz4(): void {
+  try {
+    loadLz4();
+  } catch (error) {
+    throw new RuntimeFailure((error as Error).message);
+  }
 }

@@ -1,6 +1,7 @@
 /** What the daemon reports of itself: `vela status`, the control protocol and the metrics read these. */
 
 import type { Role, SessionState } from "../session.ts";
+import type { Compression } from "../wire.ts";
 import type { LinkMode } from "../link/link_device.ts";
 
 /** Counted drops of control traffic, by reason. */
@@ -50,7 +51,7 @@ export interface CircuitStatus {
    * What the handshake agreed on of compression (src/datapath/compress_stage.ts): "lz4" per frame,
    * "dictionary" with delayed dictionaries too, or "off".
    */
-  compression: "off" | "lz4" | "dictionary";
+  compression: Compression;
   /** In the dictionary mode: the epoch of the dictionary this side's frames use (0: none yet), and how many it used. */
   dictionaryEpoch?: number;
   dictionariesUsed?: number;

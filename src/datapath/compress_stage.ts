@@ -48,7 +48,7 @@ import { lz4Decompress, lz4DecompressWithDictionary, Lz4DictionaryCompressor } f
 import { DROPPED, HEADROOM, type PacketBatch } from "../packet/packet_batch.ts";
 import { type CircuitCounts, Counter } from "./counters.ts";
 import type { Stage, StageContext, StageMemory, StageSpec } from "./stage.ts";
-import { COMPRESSION_OVERHEAD, CompressionCode, DICTIONARY_OVERHEAD } from "../wire.ts";
+import { type Compression, COMPRESSION_OVERHEAD, CompressionCode, DICTIONARY_OVERHEAD } from "../wire.ts";
 import { DICTIONARY_ACK_MS } from "../timing.ts";
 
 /** Frames per window of tries, and the share of its bytes a window must save to go on trying. */
@@ -74,7 +74,7 @@ export const MIN_SAMPLE_BYTES = 128;
 export const DICTIONARY_REFRESH_FRAMES = 1024;
 
 /** What the compression stage does: LZ4 per frame, or with delayed dictionaries too. */
-export type CompressionMode = "lz4" | "dictionary";
+export type CompressionMode = Exclude<Compression, "off">;
 
 export interface CompressStageSpec extends StageSpec {
   readonly id: "compress";

@@ -12,7 +12,7 @@
 import type { PacketBatch } from "../packet/packet_batch.ts";
 import type { CircuitCounts } from "./counters.ts";
 import { AEAD_OVERHEAD, type DataKeys } from "../crypto/data_keys.ts";
-import type { CipherName } from "../wire.ts";
+import type { CipherName, Compression } from "../wire.ts";
 import type { FrameFilter } from "./filter_stage.ts";
 
 export interface Stage {
@@ -100,7 +100,7 @@ export function pipelineFor(
   cipher: CipherName,
   keys?: DataKeys,
   filter?: FrameFilter,
-  compression: "off" | "lz4" | "dictionary" = "off",
+  compression: Compression = "off",
 ): readonly StageSpec[] {
   const stages: StageSpec[] = filter === undefined ? [] : [{ id: "filter", filter } as StageSpec];
   if (compression !== "off") stages.push({ id: "compress", mode: compression } as StageSpec);

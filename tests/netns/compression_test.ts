@@ -15,6 +15,23 @@ const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
 const NEAR = "198.18.207.1";
 const FAR = "198.18.207.2";
 
+/** A listener in b and an initiator in a (vid 3, NEAR/30), both with --compress and `extra` flags each. */
+function compressedCircuit(bed: Bed, listenerExtra: string[], initiatorExtra: string[]) {
+  return {
+    listener: bed.vela(bed.b, [...LISTEN, "--compress", ...listenerExtra]),
+    initiator: bed.vela(bed.a, [
+      "--peer",
+      bed.b4,
+      "--vid",
+      "3",
+      "--address",
+      `${NEAR}/30`,
+      "--compress",
+      ...initiatorExtra,
+    ]),
+  };
+}
+
 async function circuitOf(bed: Bed, ns: string, daemon: BedProcess): Promise<CircuitStatus | undefined> {
   const result = await bed.velaCommand(ns, ["status", "--control", daemon.control!, "--json"]);
   if (result.code !== 0) return undefined;
@@ -59,17 +76,7 @@ netnsTest(
     if (!await requireProgram("tshark", "tshark")) return;
     await using bed = await Bed.create();
     // No UDP GSO, so that the capture holds one datagram per frame.
-    const listener = bed.vela(bed.b, [...LISTEN, "--compress", "--no-offload"]);
-    const initiator = bed.vela(bed.a, [
-      "--peer",
-      bed.b4,
-      "--vid",
-      "3",
-      "--address",
-      `${NEAR}/30`,
-      "--compress",
-      "--no-offload",
-    ]);
+    const { listener, initiator } = compressedCircuit(bed, ["--no-offload"], ["--no-offload"]);
     const before = await established(bed, bed.a, initiator);
     assert.equal(before.compression, "dictionary", "the default mode when both offer it");
     assert.equal((await established(bed, bed.b, listener)).compression, "dictionary");
@@ -99,16 +106,7 @@ netnsTest(
   "random data crosses a compressed circuit intact, mostly uncompressed, and the stage pauses its tries",
   async () => {
     await using bed = await Bed.create();
-    const listener = bed.vela(bed.b, [...LISTEN, "--compress"]);
-    const initiator = bed.vela(bed.a, [
-      "--peer",
-      bed.b4,
-      "--vid",
-      "3",
-      "--address",
-      `${NEAR}/30`,
-      "--compress",
-    ]);
+    const { listener, initiator } = compressedCircuit(bed, [], []);
     await established(bed, bed.a, initiator);
     await established(bed, bed.b, listener);
     await bed.waitPing(bed.a, FAR);
@@ -191,18 +189,7 @@ netnsTest(
   async () => {
     await using bed = await Bed.create();
     const run = async (mode: "stateless" | "dictionary") => {
-      const listener = bed.vela(bed.b, [...LISTEN, "--compress"]);
-      const initiator = bed.vela(bed.a, [
-        "--peer",
-        bed.b4,
-        "--vid",
-        "3",
-        "--address",
-        `${NEAR}/30`,
-        "--compress",
-        "--compress-mode",
-        mode,
-      ]);
+      const { listener, initiator } = compressedCircuit(bed, [], ["--compress-mode", mode]);
       const up = await established(bed, bed.a, initiator);
       assert.equal(up.compression, mode === "dictionary" ? "dictionary" : "lz4");
       await bed.waitPing(bed.a, FAR);
@@ -233,16 +220,7 @@ netnsTest(
     await using bed = await Bed.create({
       impair: { lossPercent: 1, reorderPercent: 1, reorderDelayMs: 3, seed: 7 },
     });
-    const listener = bed.vela(bed.b, [...LISTEN, "--compress"]);
-    const initiator = bed.vela(bed.a, [
-      "--peer",
-      bed.b4,
-      "--vid",
-      "3",
-      "--address",
-      `${NEAR}/30`,
-      "--compress",
-    ]);
+    const { listener, initiator } = compressedCircuit(bed, [], []);
     assert.equal((await established(bed, bed.a, initiator)).compression, "dictionary");
     await bed.waitPing(bed.a, FAR);
     const errorsBefore = await checksumErrors(bed, bed.b);
