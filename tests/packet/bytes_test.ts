@@ -47,6 +47,18 @@ Deno.test("onesSum() of all 0xff bytes folds without overflowing", () => {
   );
 });
 
+Deno.test("onesSum() of a range longer than its lanes' span (all 0xff, and a pattern) folds right", () => {
+  for (const bytes of [new Uint8Array(200_003).fill(0xff), pattern(200_003, 11)]) {
+    for (const start of [0, 1, 6]) {
+      assert.equal(
+        finishChecksum(onesSum(bytes, start, bytes.length)),
+        finishChecksum(referenceSum(bytes, start, bytes.length)),
+        `from ${start}`,
+      );
+    }
+  }
+});
+
 Deno.test("copyBytes() copies between views of one ArrayBuffer, overlapping or not", () => {
   const memory = new ArrayBuffer(64);
   const whole = new Uint8Array(memory);
