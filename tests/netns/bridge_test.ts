@@ -7,9 +7,7 @@ import assert from "node:assert/strict";
 import { Bed, run } from "../../testbed/netns.ts";
 import { netnsTest, requireProgram } from "./support.ts";
 import { PROBE_RESOLUTION } from "../../src/daemon/path_probe.ts";
-import { keyFile } from "./circuit_support.ts";
-
-const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
+import { keyFile, shaTransfer } from "./circuit_support.ts";
 
 /**
  * A LAN namespace `lan` with a veth (MTU `mtu`, MAC `mac` if given, `address` in a /24 unless undefined) to
@@ -216,25 +214,7 @@ netnsTest(
       await pingWhole(bed, lanA, 1472);
 
       // 200 MiB over TCP (MSS 1460 on a 1500 MTU), checked by sha256 on both ends.
-      const server = bed.spawn(lanB, [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, "serve", "5201"]);
-      await bed.until(() => Promise.resolve(server.output().includes("listening")), "the receiver to listen");
-      const sent = await bed.exec(lanA, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        TRANSFER,
-        "send",
-        "198.18.210.2",
-        "5201",
-        "200",
-      ], { check: true });
-      await server.status;
-      const lastLine = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
-      const received = lastLine(server.output());
-      const wrote = lastLine(sent.stdout);
-      assert.equal(wrote.bytes, 200 * 1024 * 1024);
-      assert.deepEqual(received, wrote, "every byte, in order");
+      await shaTransfer(bed, lanA, lanB, "198.18.210.2", 200);
 
       const shown = await bed.velaCommand(bed.a, ["status", "--json", "--control", initiator.control!]);
       const circuit = JSON.parse(shown.stdout).circuits[0];

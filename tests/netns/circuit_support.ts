@@ -1,5 +1,6 @@
-/** Small helpers shared by the recovery, circuits and robustness namespace tests. */
+/** Small helpers shared by the namespace tests of circuits. */
 
+import assert from "node:assert/strict";
 import { type Bed, type BedProcess, run } from "../../testbed/netns.ts";
 
 /** The listener's arguments in these tests: it accepts initiators from the bed's underlay. */
@@ -16,6 +17,42 @@ export async function keyFile(name = "key"): Promise<string> {
   const path = await Deno.makeTempFile({ prefix: `vela-${name}-` });
   await Deno.writeFile(path, made.stdout, { mode: 0o600 });
   return path;
+}
+
+const SHA_TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
+
+/**
+ * Sends `mib` mebibytes over TCP from namespace `from` to `address`:5201, served in namespace `to`
+ * (pseudo-random bytes, or text that compresses), and checks that every byte arrived, in order: the
+ * sha256 and count of both ends (tests/netns/sha_transfer.ts).
+ */
+export async function shaTransfer(
+  bed: Bed,
+  from: string,
+  to: string,
+  address: string,
+  mib: number,
+  kind: "random" | "text" = "random",
+): Promise<void> {
+  const server = bed.spawn(to, [Deno.execPath(), "run", "-A", "--quiet", SHA_TRANSFER, "serve", "5201"]);
+  await bed.until(() => Promise.resolve(server.output().includes("listening")), "the receiver to listen");
+  const sent = await bed.exec(from, [
+    Deno.execPath(),
+    "run",
+    "-A",
+    "--quiet",
+    SHA_TRANSFER,
+    "send",
+    address,
+    "5201",
+    String(mib),
+    ...(kind === "text" ? ["text"] : []),
+  ], { check: true });
+  await server.status;
+  const lastLine = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
+  const wrote = lastLine(sent.stdout);
+  assert.equal(wrote.bytes, mib * 1024 * 1024);
+  assert.deepEqual(lastLine(server.output()), wrote, "every byte, in order");
 }
 
 export function sleep(ms: number): Promise<void> {

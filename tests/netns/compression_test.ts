@@ -8,10 +8,9 @@ import assert from "node:assert/strict";
 import { Bed, type BedProcess } from "../../testbed/netns.ts";
 import type { CircuitStatus, DaemonStatus } from "../../src/daemon/daemon.ts";
 import { netnsTest, requireProgram } from "./support.ts";
-import { keyFile, LISTEN, velaLinks, watchExit } from "./circuit_support.ts";
+import { keyFile, LISTEN, shaTransfer, velaLinks, watchExit } from "./circuit_support.ts";
 import { startCapture } from "./capture.ts";
 
-const TRANSFER = new URL("./sha_transfer.ts", import.meta.url).pathname;
 const NEAR = "198.18.207.1";
 const FAR = "198.18.207.2";
 
@@ -48,26 +47,8 @@ async function established(bed: Bed, ns: string, daemon: BedProcess): Promise<Ci
 }
 
 /** Sends MIB mebibytes from a to b over the circuit (text or random) and checks every byte arrived. */
-async function transfer(bed: Bed, mib: number, kind: "text" | "random"): Promise<void> {
-  const server = bed.spawn(bed.b, [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, "serve", "5201"]);
-  await bed.until(() => Promise.resolve(server.output().includes("listening")), "the receiver to listen");
-  const sent = await bed.exec(bed.a, [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    TRANSFER,
-    "send",
-    FAR,
-    "5201",
-    String(mib),
-    ...(kind === "text" ? ["text"] : []),
-  ], { check: true });
-  await server.status;
-  const lastLine = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
-  const wrote = lastLine(sent.stdout);
-  assert.equal(wrote.bytes, mib * 1024 * 1024);
-  assert.deepEqual(lastLine(server.output()), wrote, "every byte, in order");
+function transfer(bed: Bed, mib: number, kind: "text" | "random"): Promise<void> {
+  return shaTransfer(bed, bed.a, bed.b, FAR, mib, kind);
 }
 
 netnsTest(
