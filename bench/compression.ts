@@ -23,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { createHash } from "node:crypto";
 import { Bed, type BedProcess, hasProgram, namespaceSupport, run } from "../testbed/netns.ts";
+import { seededRandom } from "../testbed/seeded_random.ts";
 import { lz4Available, lz4Compress, lz4CompressBound } from "../ffi/liblz4.ts";
 
 // ------------------------------------------------------------------------------------------- modes ---
@@ -63,24 +64,20 @@ export const WORKLOAD_ORDER: readonly WorkloadName[] = ["http", "syslog", "prose
 
 /** A seeded PRNG (mulberry32): the same seed gives the same numbers everywhere. */
 export class Prng {
-  #state: number;
+  readonly #random: () => number;
 
   constructor(seed: number) {
-    this.#state = seed >>> 0;
+    this.#random = seededRandom(seed);
   }
 
   /** A uniform 32-bit unsigned integer. */
   next(): number {
-    this.#state = (this.#state + 0x6d2b79f5) | 0;
-    let t = this.#state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    return this.#random() * 4294967296;
   }
 
   /** A uniform number in [0, 1). */
   float(): number {
-    return this.next() / 4294967296;
+    return this.#random();
   }
 
   /** A uniform integer in [0, n). */

@@ -26,6 +26,7 @@
 import { check, Errno, errno, libc, SyscallError, usize } from "../ffi/libc.ts";
 import { openPacketSocket, SockaddrLl } from "../ffi/packet_socket.ts";
 import { addressOf, IfReq, ifreq, Linux, MMsgHdr, mmsghdrs, pollFds } from "../ffi/structs.ts";
+import { seededRandom } from "./seeded_random.ts";
 
 const SOL_PACKET = 263;
 /** int option: do not deliver frames this host sent on the interface (linux/if_packet.h). */
@@ -109,18 +110,6 @@ export function parseImpairArgs(args: readonly string[]): ImpairConfig {
   }
   config.interfaces = [names[0], names[1]];
   return config;
-}
-
-/** mulberry32: a small seeded generator of numbers in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** The counters of one direction, as the summary line gives them. */

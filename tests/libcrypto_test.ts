@@ -13,6 +13,7 @@ import {
   LibcryptoMissing,
   loadLibcrypto,
 } from "../ffi/libcrypto.ts";
+import { traceRun } from "./allocation_trace.ts";
 
 const CIPHERS: readonly AeadCipherName[] = ["aes-256-gcm", "chacha20-poly1305"];
 
@@ -430,27 +431,7 @@ console.log("done");
 `,
     );
     /** The scavenges and deoptimizations of a run of `packets` packets per cipher. */
-    const run = async (packets: number) => {
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-ffi",
-          "--allow-read",
-          "--v8-flags=--trace-gc,--trace-deopt",
-          script,
-          `${packets}`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
-      assert.equal(output.code, 0, text);
-      assert.match(text, /done/);
-      return {
-        scavenges: text.match(/Scavenge/g)?.length ?? 0,
-        deopts: text.match(/deoptimizing/g)?.length ?? 0,
-      };
-    };
+    const run = (packets: number) => traceRun(script, packets);
     try {
       // The unoptimized start boxes its BigInts: compare a short run with a long one. 300,000 more
       // packets per cipher with one heap BigInt per address would be some 100 more scavenges.

@@ -16,6 +16,8 @@ import {
   Lz4Missing,
   lz4Version,
 } from "../ffi/liblz4.ts";
+import { traceRun } from "./allocation_trace.ts";
+import { seededRandom } from "../testbed/seeded_random.ts";
 
 const hex = (text: string) =>
   Uint8Array.from(text.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16));
@@ -29,21 +31,9 @@ function randomBytes(length: number): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** A small seeded generator (mulberry32), so that the garbage cases are the same on every run. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 /** Traffic-like text of `length` bytes: HTTP request lines whose paths and numbers vary with `seed`. */
 function trafficText(length: number, seed: number): Uint8Array<ArrayBuffer> {
-  const random = seeded(seed);
+  const random = seededRandom(seed);
   let text = "";
   while (text.length < length) {
     const id = Math.floor(random() * 100_000);
@@ -177,7 +167,7 @@ function decodeAll(block: Uint8Array, dict: Uint8Array, capacity: number): numbe
 }
 
 Deno.test("random, truncated and corrupted blocks never crash nor write outside the destination", () => {
-  const random = seeded(1234);
+  const random = seededRandom(1234);
   const dict = trafficText(16_384, 77);
   let decoded = 0;
   // Random garbage of every length up to 2 KiB: almost always malformed; a few happen to be valid blocks.
@@ -467,27 +457,7 @@ console.log("done");
 `,
     );
     /** The scavenges and deoptimizations of a run of `frames` frames. */
-    const run = async (frames: number) => {
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-ffi",
-          "--allow-read",
-          "--v8-flags=--trace-gc,--trace-deopt",
-          script,
-          `${frames}`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
-      assert.equal(output.code, 0, text);
-      assert.match(text, /done/);
-      return {
-        scavenges: text.match(/Scavenge/g)?.length ?? 0,
-        deopts: text.match(/deoptimizing/g)?.length ?? 0,
-      };
-    };
+    const run = (frames: number) => traceRun(script, frames);
     try {
       // 300,000 more frames with one heap BigInt per address would be well over 100 more scavenges.
       const [short, long] = [await run(100_000), await run(400_000)];

@@ -31,6 +31,7 @@ import {
   type Probe,
   PROTOCOL_VERSION,
 } from "../src/wire.ts";
+import { seededRandom } from "../testbed/seeded_random.ts";
 
 const DROP_REASONS: ReadonlySet<DropReason> = new Set<DropReason>([
   "empty",
@@ -839,18 +840,6 @@ Deno.test("newNonce() returns distinct nonzero 64-bit values", () => {
 
 // --- fuzzing ---------------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so every run sees the same datagrams. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function assertWellBehaved(datagram: Uint8Array, what: string): Decoded {
   let decoded: Decoded;
   try {
@@ -870,7 +859,7 @@ function assertWellBehaved(datagram: Uint8Array, what: string): Decoded {
 }
 
 Deno.test("decode() never throws on 2000 random datagrams and only returns known drop reasons", () => {
-  const random = prng(0x5eed);
+  const random = seededRandom(0x5eed);
   const byte = () => Math.floor(random() * 256);
   let accepted = 0;
   for (let i = 0; i < 2000; i++) {
@@ -892,7 +881,7 @@ Deno.test("decode() never throws on 2000 random datagrams and only returns known
 });
 
 Deno.test("decode() never throws on 2000 truncations and byte flips of valid encodings", () => {
-  const random = prng(0xc0ffee);
+  const random = seededRandom(0xc0ffee);
   const valid = [...SAMPLES, ireq([]), ireq([V6]), ireq([V4, V6, V4, V6])]
     .flatMap((m) => [encode(m), encode(m, MAC_LENGTH)]);
   for (let i = 0; i < 2000; i++) {

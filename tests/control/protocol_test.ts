@@ -18,6 +18,7 @@ import {
 } from "../../src/control/protocol.ts";
 import type { CircuitStatus } from "../../src/daemon/daemon.ts";
 import { formatCidr, parseCidr } from "../../src/ip.ts";
+import { seededRandom } from "../../testbed/seeded_random.ts";
 
 /** The request, failing the test when the line was refused. */
 function parsed(line: string): ControlRequest {
@@ -547,18 +548,6 @@ Deno.test("replyLineCount() reads n from 'OK <n> <what>' and 0 otherwise", () =>
 
 // --- fuzz ----------------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so that a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const WORDS = [
   "STATUS?",
   "DEVICES?",
@@ -654,7 +643,7 @@ function randomLine(random: () => number): string {
 
 Deno.test("parseRequest(), formatConnect(), parseReply() and replyLineCount() never throw on 2000 random lines", () => {
   const seed = 0x5eed_c0de;
-  const random = prng(seed);
+  const random = seededRandom(seed);
   let accepted = 0, connects = 0;
   for (let i = 0; i < 2000; i++) {
     const line = randomLine(random);

@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { Bed, netemSupport, run } from "../../testbed/netns.ts";
-import { type DirectionCounters, parseImpairArgs, parseSummary, seededRandom } from "../../testbed/impair.ts";
+import { type DirectionCounters, parseImpairArgs, parseSummary } from "../../testbed/impair.ts";
+import { seededRandom } from "../../testbed/seeded_random.ts";
 import { iperf3Udp, netnsTest, requireProgram, startIperf3Server } from "./support.ts";
 
 /** The ICMP counters of namespace `ns` (the "Icmp:" lines of its /proc/net/snmp), by name. */
