@@ -19,8 +19,15 @@ import { type PacketBatch, PacketBatch as Batch } from "../packet/packet_batch.t
 import type { Endpoint, UnderlayBatch } from "../underlay/underlay.ts";
 import type { PacketLink } from "../link/packet_link.ts";
 import { CIRCUIT_FIELDS, type CircuitCounts, Counter, DatapathCount } from "./counters.ts";
-import { decodeAll, encodeAll, type Stage, type StageMemory, type StageSpec } from "./stage.ts";
-import { LinkWriter } from "../link/device_link.ts";
+import {
+  decodeAll,
+  encodeAll,
+  type Stage,
+  type StageContext,
+  type StageMemory,
+  type StageSpec,
+} from "./stage.ts";
+import { FRAME_HEADROOM, LinkWriter } from "../link/device_link.ts";
 import { controlLength } from "../wire.ts";
 import {
   Accepted,
@@ -180,6 +187,11 @@ export class DatapathCore {
   /** The counters of `slot`, for its link (DeviceLink counts what it drops and writes). */
   countsOf(slot: number): CircuitCounts {
     return { values: this.#circuitValues, base: slot * CIRCUIT_FIELDS };
+  }
+
+  /** What the stages of the circuit in `slot`, whose link has MTU `mtu`, may use (buildStages()). */
+  stageContext(slot: number, mtu: number): StageContext {
+    return { counts: this.countsOf(slot), memory: this.stageMemory, maxFrame: mtu + FRAME_HEADROOM };
   }
 
   /** Adds a circuit (replacing the one with the same slot, or the same address and vid). */

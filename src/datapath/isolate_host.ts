@@ -7,7 +7,7 @@
 
 import type { LinkDevice } from "../link/link_device.ts";
 import type { Endpoint, IsolateUnderlay } from "../underlay/underlay.ts";
-import { DeviceLink, FRAME_HEADROOM } from "../link/device_link.ts";
+import { DeviceLink } from "../link/device_link.ts";
 import { type ControlHandler, CORE_BATCH, DatapathCore } from "./core.ts";
 import {
   CIRCUIT_FIELDS,
@@ -101,11 +101,7 @@ export class IsolateDatapath implements DatapathEngine {
       this.#core.writer,
       this.#core.countsOf(slot),
     );
-    const built = this.#stages?.() ?? buildStages(stages, {
-      counts: this.#core.countsOf(slot),
-      memory: this.#core.stageMemory,
-      maxFrame: mtu + FRAME_HEADROOM,
-    });
+    const built = this.#stages?.() ?? buildStages(stages, this.#core.stageContext(slot, mtu));
     this.#core.addCircuit({ slot, vid, route, link, stages: built, datagramLimit });
     const circuit: Circuit = {
       slot,

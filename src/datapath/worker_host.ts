@@ -20,7 +20,7 @@ import { CORE_BATCH, DatapathCore } from "./core.ts";
 import { DatapathCount } from "./counters.ts";
 import { buildStages } from "./stage.ts";
 import "./stages.ts";
-import { DeviceLink, FRAME_HEADROOM } from "../link/device_link.ts";
+import { DeviceLink } from "../link/device_link.ts";
 import { KernelUnderlay } from "../underlay/kernel_underlay.ts";
 import type { ToMain, ToWorker, WorkerRole } from "./worker_messages.ts";
 
@@ -107,11 +107,7 @@ class WorkerHost {
           vid: message.vid,
           route,
           link,
-          stages: buildStages(message.stages, {
-            counts: core.countsOf(message.slot),
-            memory: core.stageMemory,
-            maxFrame: message.mtu + FRAME_HEADROOM,
-          }),
+          stages: buildStages(message.stages, core.stageContext(message.slot, message.mtu)),
           datagramLimit: message.datagramLimit,
         });
         this.#slots.set(message.slot, { slot: message.slot, fd: message.fd, route });

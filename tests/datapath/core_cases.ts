@@ -10,7 +10,6 @@ import { CIRCUIT_FIELDS, Counter, DatapathCount } from "../../src/datapath/count
 import type { DatapathCore } from "../../src/datapath/core.ts";
 import type { Stage, StageContext, StageSpec } from "../../src/datapath/stage.ts";
 import { CompressStage } from "../../src/datapath/compress_stage.ts";
-import { FRAME_HEADROOM } from "../../src/link/device_link.ts";
 import { CompressionCode } from "../../src/wire.ts";
 import { DROPPED } from "../../src/packet/packet_batch.ts";
 import type { Endpoint } from "../../src/underlay/underlay.ts";
@@ -32,9 +31,7 @@ export type StageList = readonly Stage[] | ((context: StageContext) => readonly 
 
 /** The stages of a circuit, made from `list` with its core's context (a 1500-byte link). */
 export function circuitStages(list: StageList, core: DatapathCore, slot: number): readonly Stage[] {
-  return typeof list === "function"
-    ? list({ counts: core.countsOf(slot), memory: core.stageMemory, maxFrame: 1500 + FRAME_HEADROOM })
-    : list;
+  return typeof list === "function" ? list(core.stageContext(slot, 1500)) : list;
 }
 
 export interface PairOptions {
