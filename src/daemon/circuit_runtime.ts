@@ -181,7 +181,7 @@ export class CircuitRuntime {
     ) {
       return;
     }
-    host.datapath.refreshCounters();
+    host.datapath.refreshCounters(this.remote.address, session.vid);
     const { dictionaryReady: epoch, dictionaryReadyHash: hash, dictionaryPeerUses } = this.counters;
     const now = host.now();
     if (epoch !== 0 && dictionaryPeerUses !== epoch) {
@@ -260,7 +260,7 @@ export class CircuitRuntime {
   /** Packets the keys in use have sealed or opened, whichever is more. */
   #keyUse(): number {
     if (!this.#dataKeys) return 0;
-    this.#host.datapath.refreshCounters();
+    this.#host.datapath.refreshCounters(this.remote.address, this.session.vid);
     return Math.max(
       this.counters.sealed - this.#keyUseBase.sealed,
       this.counters.opened - this.#keyUseBase.opened,
@@ -289,7 +289,7 @@ export class CircuitRuntime {
           this.#dataKeys = this.#withState(action.keys);
           this.#cipher = action.cipher;
           if (renewed) {
-            host.datapath.refreshCounters();
+            host.datapath.refreshCounters(this.remote.address, vid);
             this.#keyUseBase = { sealed: this.counters.sealed, opened: this.counters.opened };
           }
           if (this.forwarding) {

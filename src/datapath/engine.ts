@@ -40,8 +40,11 @@ export interface DatapathEngine {
   updateStages(address: string, vid: number, stages: readonly StageSpec[]): void;
   /** Stops forwarding for (address, vid); the device stays open for its owner to close. */
   removeCircuit(address: string, vid: number): void;
-  /** Brings counters kept elsewhere (shared memory) into the circuits' counter objects. */
-  refreshCounters(): void;
+  /**
+   * Brings counters kept elsewhere (shared memory) into the circuits' counter objects: those of the
+   * circuit (address, vid) only, when given (a circuit that reads its own counts often), else all.
+   */
+  refreshCounters(address?: string, vid?: number): void;
   /** Stops forwarding; after it the devices and the underlay may be closed. */
   stop(): Promise<void>;
   /** Resolves once nothing of the datapath runs any more. */

@@ -134,7 +134,12 @@ export class IsolateDatapath implements DatapathEngine {
     if (circuit) this.#core.setDatagramLimit(circuit.slot, datagramLimit);
   }
 
-  refreshCounters(): void {
+  refreshCounters(address?: string, vid?: number): void {
+    if (address !== undefined) {
+      const circuit = this.#circuits.get(`${address}|${vid}`);
+      if (circuit) this.#refresh(circuit);
+      return;
+    }
     for (const circuit of this.#circuits.values()) this.#refresh(circuit);
   }
 

@@ -328,8 +328,14 @@ export class WorkerDatapath implements DatapathEngine {
     );
   }
 
-  /** Brings the Worker's counts into the circuits' counter objects. */
-  refreshCounters(): void {
+  /** Brings the Worker's counts into the counter objects of the circuit (address, vid), or of all. */
+  refreshCounters(address?: string, vid?: number): void {
+    if (address !== undefined) {
+      const slot = this.#byKey.get(`${address}|${vid}`);
+      const entry = slot === undefined ? undefined : this.#slots.get(slot);
+      if (entry) this.#refresh(entry);
+      return;
+    }
     for (const [key, slot] of this.#byKey) {
       const entry = this.#slots.get(slot);
       if (entry && key) this.#refresh(entry);
