@@ -128,11 +128,15 @@ netnsTest(
       assert.equal(flooded.code, 0, flooded.stdout + flooded.stderr);
       const { sent } = JSON.parse(flooded.stdout) as { sent: number };
       const loss = Number(/(\d+(?:\.\d+)?)% packet loss/.exec(pinged.stdout)?.[1] ?? "100");
-      // V8 gives memory back when its memory reducer runs, some seconds after the allocation stops.
+      // V8 gives memory back when its memory reducer runs, some seconds after the allocation stops: alone
+      // within about 6 s, but under the load of the whole suite it once had not run after 20 s (RSS flat
+      // at +16.7 MB for ten samples). So this samples every 2 s until RSS is back within the bound, for up
+      // to 40 s.
       const afterSamples: number[] = [];
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 20; i++) {
         await sleep(2000);
         afterSamples.push(await rss(listener.pid));
+        if (Math.min(...afterSamples) <= before + 16 * 2 ** 20) break;
       }
       const after = Math.min(...afterSamples);
       const far = await status(bed, bed.b, listener);
@@ -142,9 +146,9 @@ netnsTest(
       const slowest = Math.max(...samples.map((s) => s.latency));
       const report =
         `sent ${sent} in 30 s, ping loss ${loss}%, RSS ${(before / 2 ** 20).toFixed(1)} MB before, ` +
-        `at most +${(grew / 2 ** 20).toFixed(1)} MB during, ${
-          (after / 2 ** 20).toFixed(1)
-        } MB within 20 s after ` +
+        `at most +${(grew / 2 ** 20).toFixed(1)} MB during, ${(after / 2 ** 20).toFixed(1)} MB within ${
+          2 * afterSamples.length
+        } s after ` +
         `(${afterSamples.map((s) => (s / 2 ** 20).toFixed(0)).join(" ")}); ` +
         `control socket ${baseLatency.toFixed(0)} ms before, at most ${slowest.toFixed(0)} ms during; ` +
         `drops ${JSON.stringify(far.drops)}`;
